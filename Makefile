@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+# CPU build of torch first when there is no NVIDIA GPU (an unpinned torch pulls a CUDA build of
+# several GB); the package itself only asks for torch>=2.3.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch>=2.3"; \
+	else $(PY) -m pip install -q torch==2.13.0 || \
+	     $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; fi
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/prefzoo demo
+
+test: setup
+	$(PY) -m pytest -q -n auto -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest -q -n auto
+
+bench: setup
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) logs results *.egg-info

@@ -1,0 +1,33 @@
+"""prefzoo algorithms: one module per family, one interface (design §4).
+
+``ALGORITHMS`` maps a name to its class; :func:`make_algo` builds one on an env id or a made env.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from prefzoo.envs.game import closest_hint
+
+from .base import Algorithm
+from .wind import WIND
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "wind": WIND,
+}
+
+
+def make_algo(name: str, env: str | gym.Env, seed: int = 0, **hyperparams) -> Algorithm:
+    """Build algorithm ``name`` on ``env`` (an id or a made env) with ``hyperparams``.
+
+    Raises:
+        ValueError: an unknown algorithm name (the closest valid name is suggested).
+        TypeError: an unknown hyperparameter (constructors take explicit keywords only).
+    """
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}{closest_hint(name, ALGORITHMS)}; "
+                         f"expected one of {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name](env, seed=seed, **hyperparams)
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "make_algo"]

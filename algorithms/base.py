@@ -1,0 +1,229 @@
+"""The thin base every prefzoo algorithm shares: the learn loop, exact metrics, save/load.
+
+A subclass implements ``step()`` (one iteration, returning its training diagnostics) and sets up
+its state in ``__init__``; in ``exact`` mode the state is a numpy policy ``self.pi`` [X, Y], in
+``sample`` mode a torch policy ``self.policy`` trained with ``self.optimizer``. Metrics always come
+from the exact game (design §6), never from the algorithm's own samples, and query costs are read
+from the game's counters.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any, Callable, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.logger import Logger
+
+from prefzoo.envs.game import PreferenceGame, closest_hint
+
+from .policies import make_policy
+
+MODES = ("exact", "sample")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return device
+
+
+def as_env(env: str | gym.Env) -> gym.Env:
+    """Make ``env`` when it is an id (closest-match error on a typo)."""
+    if isinstance(env, str):
+        import prefzoo  # noqa: F401  (registers the ids)
+
+        if env not in gym.registry:
+            known = [k for k in gym.registry if k.startswith("prefzoo/")]
+            raise ValueError(f"unknown env id {env!r}{closest_hint(env, known)}; known: {known}")
+        return gym.make(env)
+    return env
+
+
+class Algorithm:
+    """Base class: ``learn`` → ``step`` per iteration, ``evaluate`` from the exact game.
+
+    Args:
+        env: an env id or a made env whose ``unwrapped.game`` is a :class:`PreferenceGame`.
+        seed: seeds the algorithm's numpy generator and the torch initialization.
+        mode: ``"exact"`` (closed-form tabular update from exact expectations) or ``"sample"``
+            (counted comparisons only; a torch policy trained by gradient steps).
+        policy: sample-mode policy, ``"tabular"`` or ``"mlp"`` (over context features).
+        lr: Adam learning rate of the sample-mode policy.
+        batch_size: contexts (prompts) drawn per sample-mode iteration.
+        grad_steps: Adam steps on each iteration's batch.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    supported_modes: ClassVar[tuple[str, ...]] = MODES
+    beta: float = 0.0  # regularization of the game the algorithm solves (0: unregularized)
+
+    def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
+                 lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
+        if mode not in self.supported_modes:
+            raise ValueError(f"{type(self).__name__} supports mode in {self.supported_modes}, got {mode!r}")
+        for name, value in (("lr", lr), ("batch_size", batch_size), ("grad_steps", grad_steps)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.env = as_env(env)
+        self.game: PreferenceGame = self.env.unwrapped.game
+        self.seed, self.mode, self.policy_kind = seed, mode, policy
+        self.lr, self.batch_size, self.grad_steps = lr, int(batch_size), int(grad_steps)
+        self.device = resolve_device(device)
+        self.rng = np.random.default_rng(seed)
+        self.iteration = 0
+        self.queries = 0  # this run's oracle comparisons
+        self.samples = 0  # this run's responses drawn from the policy
+        self.wall_s = 0.0
+        self.logger = Logger(folder=None, output_formats=[])
+        self.pi = self.game.ref.copy()  # exact-mode state
+        self.policy = self.optimizer = None
+        if mode == "sample":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.policy = make_policy(policy, self.game, self.device)
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+
+    # ------------------------------------------------------------------ to implement
+    def step(self) -> dict[str, float]:
+        """One iteration; returns training diagnostics (e.g. ``{"train/loss": …}``)."""
+        raise NotImplementedError
+
+    def target_policy(self) -> np.ndarray | None:
+        """The algorithm's own exact limit point (for ``game/kl_to_target``), or None."""
+        return None
+
+    # ------------------------------------------------------------------ shared plumbing
+    def policy_probs(self) -> np.ndarray:
+        """Current policy [X, Y]."""
+        return self.pi.copy() if self.mode == "exact" else self.policy.probs()
+
+    def set_logger(self, logger: Logger) -> None:
+        self.logger = logger
+
+    def compare(self, contexts, y, y2) -> np.ndarray:
+        """Counted Bernoulli comparisons through the game's oracle (float 0/1)."""
+        before = self.game.queries
+        wins = self.game.compare(contexts, y, y2, self.rng)
+        self.queries += self.game.queries - before
+        return wins.astype(np.float64)
+
+    def sample_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` contexts from ρ and one response each from the current policy, per column."""
+        contexts = self.game.sample_contexts(n, self.rng)
+        return contexts, self.sample_responses(contexts)
+
+    def sample_responses(self, contexts: np.ndarray) -> np.ndarray:
+        self.samples += len(contexts)
+        return self.policy.sample(contexts, self.rng)
+
+    def snapshot(self) -> torch.nn.Module:
+        """A frozen copy of the current torch policy (π_t for the next update)."""
+        frozen = copy.deepcopy(self.policy)
+        frozen.requires_grad_(False)
+        return frozen
+
+    def fit(self, loss_fn: Callable[[], torch.Tensor]) -> float:
+        """``grad_steps`` Adam steps on ``loss_fn()``; returns the last loss."""
+        for _ in range(self.grad_steps):
+            self.optimizer.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach())
+
+    def tensor(self, array, dtype=torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
+
+    def evaluate(self) -> dict[str, float]:
+        """The exact metrics of design §6 for the current policy."""
+        game, pi = self.game, self.policy_probs()
+        metrics = {
+            "game/exploitability": game.exploitability(pi),
+            "game/kl_to_ref": game.expectation(game.kl(pi, game.ref)),
+            "game/win_rate_vs_ref": game.expectation(game.win_rate(pi, game.ref)),
+            "game/win_rate_vs_nash": game.expectation(game.win_rate(pi, game.nash(0.0))),
+            "cost/queries": self.queries,
+            "cost/samples": self.samples,
+            "time/wall_s": self.wall_s,
+        }
+        if self.beta > 0:
+            metrics["game/reg_exploitability"] = game.exploitability(pi, self.beta)
+        target = self.target_policy()
+        if target is not None:
+            metrics["game/kl_to_target"] = game.expectation(game.kl(target, pi))
+        return metrics
+
+    def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
+              eval_freq: int = 1) -> "Algorithm":
+        """Run ``iterations`` more iterations, logging the exact metrics every ``eval_freq``.
+
+        ``callback(algo, metrics)`` runs after each evaluation; returning ``False`` stops early.
+        """
+        if int(iterations) != iterations or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+        for _ in range(int(iterations)):
+            start = time.perf_counter()
+            diagnostics = self.step()
+            self.wall_s += time.perf_counter() - start
+            self.iteration += 1
+            if self.iteration % eval_freq == 0:
+                metrics = {**self.evaluate(), **(diagnostics or {})}
+                for key, value in metrics.items():
+                    self.logger.record(key, value)
+                self.logger.record("time/iterations", self.iteration)
+                self.logger.dump(step=self.iteration)
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    _extra_state: ClassVar[tuple[str, ...]] = ()  # subclass attributes to save besides the policy
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"class": type(self).__name__, "iteration": self.iteration, "queries": self.queries,
+                 "samples": self.samples, "wall_s": self.wall_s, "pi": self.pi,
+                 "rng": self.rng.bit_generator.state}
+        if self.policy is not None:
+            state["policy"] = self.policy.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+        for name in self._extra_state:
+            value = getattr(self, name)
+            state[name] = value.state_dict() if isinstance(value, torch.nn.Module) else copy.deepcopy(value)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["class"] != type(self).__name__:
+            raise ValueError(f"checkpoint holds a {state['class']}, not a {type(self).__name__}")
+        self.iteration, self.queries, self.samples = state["iteration"], state["queries"], state["samples"]
+        self.wall_s, self.pi = state["wall_s"], state["pi"]
+        self.rng.bit_generator.state = state["rng"]
+        if self.policy is not None:
+            self.policy.load_state_dict(state["policy"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        for name in self._extra_state:
+            current = getattr(self, name)
+            if isinstance(current, torch.nn.Module):
+                current.load_state_dict(state[name])
+            else:
+                setattr(self, name, state[name])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint atomically (write to a temporary file, then rename)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike) -> "Algorithm":
+        """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm."""
+        self.load_state_dict(torch.load(os.fspath(path), map_location=self.device, weights_only=False))
+        return self

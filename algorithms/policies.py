@@ -1,0 +1,79 @@
+"""Torch policies for sample mode: tabular logits or an MLP over context features.
+
+Every policy starts exactly at π_ref (logits = log π_ref + f_θ with f_θ = 0 at init) and exposes
+the same three calls that the losses use, so one loss serves all policies:
+``log_probs(contexts) -> [n, Y]``, ``log_prob(contexts, responses) -> [n]`` and ``probs() -> [X, Y]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from prefzoo.envs.game import PreferenceGame, closest_hint, sample_categorical
+
+
+class BanditPolicy(nn.Module):
+    """π_θ(y|x) = softmax(log π_ref(·|x) + f_θ(x)) over a finite response set."""
+
+    def __init__(self, game: PreferenceGame, device: torch.device):
+        super().__init__()
+        self.register_buffer("log_ref", torch.as_tensor(np.log(game.ref), dtype=torch.float32, device=device))
+        self.register_buffer("features", torch.as_tensor(game.features, dtype=torch.float32, device=device))
+
+    def delta(self, contexts: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_probs(self, contexts: torch.Tensor) -> torch.Tensor:
+        """log π_θ(·|x) for a batch of context indices, [n, Y]."""
+        return torch.log_softmax(self.log_ref[contexts] + self.delta(contexts), dim=-1)
+
+    def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """log π_θ(y|x) for paired batches, [n]."""
+        return self.log_probs(contexts).gather(-1, responses[:, None])[:, 0]
+
+    @torch.no_grad()
+    def probs(self) -> np.ndarray:
+        """The whole policy [X, Y] as float64 numpy."""
+        contexts = torch.arange(self.log_ref.shape[0], device=self.log_ref.device)
+        return self.log_probs(contexts).double().exp().cpu().numpy()
+
+    def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One response per context, drawn with the caller's numpy generator."""
+        return sample_categorical(self.probs()[contexts], rng)
+
+
+class TabularPolicy(BanditPolicy):
+    """One free logit per (context, response)."""
+
+    def __init__(self, game: PreferenceGame, device: torch.device):
+        super().__init__(game, device)
+        self.logits = nn.Parameter(torch.zeros_like(self.log_ref))
+
+    def delta(self, contexts):
+        return self.logits[contexts]
+
+
+class MLPPolicy(BanditPolicy):
+    """f_θ(x) = MLP(features(x)); the last layer starts at zero so π_θ = π_ref at init."""
+
+    def __init__(self, game: PreferenceGame, device: torch.device, hidden: int = 64):
+        super().__init__(game, device)
+        self.net = nn.Sequential(nn.Linear(self.features.shape[1], hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, game.n_actions)).to(device)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def delta(self, contexts):
+        return self.net(self.features[contexts])
+
+
+POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy}
+
+
+def make_policy(kind: str, game: PreferenceGame, device: torch.device) -> BanditPolicy:
+    if kind not in POLICIES:
+        raise ValueError(f"unknown policy {kind!r}{closest_hint(kind, POLICIES)}; expected one of {list(POLICIES)}")
+    return POLICIES[kind](game, device)

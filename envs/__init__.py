@@ -1,0 +1,28 @@
+"""prefzoo environments: preference games, exact oracles and Gymnasium envs.
+
+Importing this package registers every ``prefzoo/`` environment id.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from .bandit import PrefBanditEnv, PrefBanditVectorEnv
+from .game import FAMILIES, PreferenceGame, make_game
+
+__all__ = ["FAMILIES", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game", "ENV_IDS"]
+
+
+def _register(env_id: str, entry_point: str, vector_entry_point: str | None = None, **kwargs) -> None:
+    if env_id not in registry:
+        register(env_id, entry_point=entry_point, vector_entry_point=vector_entry_point,
+                 disable_env_checker=False, kwargs=kwargs)
+
+
+# ---- contextual dueling bandits -------------------------------------------------------
+_BANDIT = "prefzoo.envs.bandit:PrefBanditEnv"
+_BANDIT_VEC = "prefzoo.envs.bandit:PrefBanditVectorEnv"
+_register("prefzoo/PrefBandit-v0", _BANDIT, _BANDIT_VEC, family="bt")
+_register("prefzoo/PrefBandit-Cyclic-v0", _BANDIT, _BANDIT_VEC, family="cyclic")
+_register("prefzoo/PrefBandit-Mixed-v0", _BANDIT, _BANDIT_VEC, family="mixed")
+_register("prefzoo/PrefBandit-RewardOrder-v0", _BANDIT, _BANDIT_VEC, family="reward_order")
+
+ENV_IDS = tuple(env_id for env_id in registry if env_id.startswith("prefzoo/"))

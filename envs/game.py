@@ -1,0 +1,349 @@
+"""Preference games and their exact oracle.
+
+A preference game has contexts x (prompts) with distribution ρ and a feature vector each,
+responses y ∈ {0..Y-1}, a reference policy π_ref(y|x) and, per context, a preference matrix
+P[x, y, y'] = P(y ≻ y' | x) with P + Pᵀ = 1 (diagonal ½). Everything here is exact and
+vectorized over contexts; the only randomness is in :meth:`PreferenceGame.compare`, and every
+oracle call is counted on the game (``queries`` for Bernoulli comparisons, ``exact_calls`` for
+exact probabilities), so no algorithm ever estimates its own cost.
+
+Notation: ``P(y ≻ π | x) = Σ_y' π(y'|x) P(y ≻ y'|x)``, i.e. ``P[x] @ pi[x]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linprog
+from scipy.special import expit, logsumexp, rel_entr, softmax
+
+FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
+
+# Per-family defaults: cyclic games need a weaker reward so the cycle decides the winner.
+_FAMILY_DEFAULTS = {
+    "bt": {"reward_scale": 2.0, "cyclic_strength": 0.0},
+    "cyclic": {"reward_scale": 1.0, "cyclic_strength": 3.0},
+    "mixed": {"reward_scale": 4.0, "cyclic_strength": 0.0},
+    "reward_order": {"reward_scale": 2.0, "cyclic_strength": 0.0},
+}
+
+
+def closest_hint(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid name, or an empty string."""
+    match = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row of ``probs`` [n, Y] by inverse CDF (vectorized, no Python loop)."""
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random(probs.shape[:-1] + (1,)) * cdf[..., -1:]
+    return np.minimum((u > cdf).sum(axis=-1), probs.shape[-1] - 1)
+
+
+class PreferenceGame:
+    """A finite contextual preference game with an exact, counted oracle.
+
+    Args:
+        P: preference tensor [X, Y, Y] with ``P + P.transpose(0, 2, 1) == 1``.
+        ref: reference policy π_ref [X, Y] (rows on the simplex).
+        rho: context distribution [X].
+        features: context feature vectors [X, d] (the observation of the bandit env).
+        rewards: hidden reward [X, Y] where the family has one (``None`` for ``mixed``).
+        family: name of the family that generated the game (informational).
+        seed: seed of the game's own generator, used by :meth:`compare` when no ``rng`` is given.
+
+    Raises:
+        ValueError: if the shapes disagree or P is not a preference tensor.
+    """
+
+    def __init__(
+        self,
+        P: np.ndarray,
+        ref: np.ndarray,
+        rho: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        rewards: np.ndarray | None = None,
+        family: str = "custom",
+        seed: int | None = None,
+    ):
+        P = np.asarray(P, dtype=np.float64)
+        if P.ndim != 3 or P.shape[1] != P.shape[2]:
+            raise ValueError(f"P must have shape [X, Y, Y], got {P.shape}")
+        n_contexts, n_actions = P.shape[:2]
+        if not np.allclose(P + P.transpose(0, 2, 1), 1.0, atol=1e-12) or P.min() < 0 or P.max() > 1:
+            raise ValueError("P must satisfy P + P^T = 1 with entries in [0, 1]")
+        self.P = P
+        self.A = P - 0.5  # antisymmetric payoff of the zero-sum game
+        self.n_contexts, self.n_actions = n_contexts, n_actions
+        self.rho = np.full(n_contexts, 1.0 / n_contexts) if rho is None else np.asarray(rho, float)
+        if self.rho.shape != (n_contexts,) or abs(self.rho.sum() - 1) > 1e-9 or self.rho.min() < 0:
+            raise ValueError(f"rho must be a distribution of shape ({n_contexts},)")
+        self.ref = self.check_policy(ref, "ref")
+        self.features = (
+            np.eye(n_contexts) if features is None else np.asarray(features, dtype=np.float64)
+        )
+        if self.features.ndim != 2 or self.features.shape[0] != n_contexts:
+            raise ValueError(f"features must have shape [{n_contexts}, d], got {self.features.shape}")
+        self.rewards = None if rewards is None else np.asarray(rewards, dtype=np.float64)
+        self.family = family
+        self.rng = np.random.default_rng(seed)
+        self.queries = 0  # Bernoulli comparisons drawn
+        self.exact_calls = 0  # exact probabilities read through prob()
+        self._nash_cache: dict[float, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ validation
+    def check_policy(self, pi: Any, name: str = "pi") -> np.ndarray:
+        """Return ``pi`` as a float array [X, Y] after checking it is a policy of this game.
+
+        Raises:
+            ValueError: wrong shape, a NaN/inf, a negative entry, or a row not summing to 1.
+        """
+        pi = np.asarray(pi, dtype=np.float64)
+        expected = (self.n_contexts, self.n_actions)
+        if pi.shape != expected:
+            raise ValueError(f"{name} must be a policy of shape [X, Y] = {list(expected)}, got {list(pi.shape)}")
+        if not np.all(np.isfinite(pi)):
+            raise ValueError(f"{name} must be finite; it contains NaN or inf")
+        if pi.min() < -1e-12:
+            raise ValueError(f"{name} must be non-negative; its smallest entry is {pi.min():.3g}")
+        sums = pi.sum(axis=1)
+        if np.max(np.abs(sums - 1.0)) > 1e-6:
+            bad = int(np.argmax(np.abs(sums - 1.0)))
+            raise ValueError(f"each row of {name} must sum to 1; row {bad} sums to {sums[bad]:.6g}")
+        return np.clip(pi, 0.0, None)
+
+    def _check_indices(self, x, y, y2):
+        x, y, y2 = np.broadcast_arrays(np.asarray(x), np.asarray(y), np.asarray(y2))
+        for arr, name, n in ((x, "x", self.n_contexts), (y, "y", self.n_actions), (y2, "y2", self.n_actions)):
+            if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() >= n):
+                raise ValueError(f"{name} must hold integer indices in [0, {n}), got {arr!r}")
+        return x, y, y2
+
+    # ------------------------------------------------------------------ sampling
+    def sample_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` contexts drawn from ρ."""
+        cdf = np.cumsum(self.rho)
+        return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), self.n_contexts - 1)
+
+    def sample_responses(self, pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One response per context from policy ``pi`` [X, Y]."""
+        return sample_categorical(pi[contexts], rng)
+
+    # ------------------------------------------------------------------ oracle
+    def compare(self, x, y, y2, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Bernoulli comparisons: True where ``y`` is preferred to ``y2`` in context ``x``.
+
+        Arrays broadcast; each element is one counted query. Draws from ``rng`` (the caller's
+        generator: the env's ``np_random`` or the algorithm's ``rng``), else the game's own.
+        """
+        x, y, y2 = self._check_indices(x, y, y2)
+        self.queries += x.size
+        return (rng or self.rng).random(x.shape) < self.P[x, y, y2]
+
+    def prob(self, x, y, y2) -> np.ndarray:
+        """Exact P(y ≻ y2 | x) (each element counted in ``exact_calls``)."""
+        x, y, y2 = self._check_indices(x, y, y2)
+        self.exact_calls += x.size
+        return self.P[x, y, y2]
+
+    def reward(self, x, y) -> np.ndarray:
+        """Hidden reward r(x, y) of the families that have one (not ``mixed``)."""
+        if self.rewards is None:
+            raise ValueError(f"family {self.family!r} has no single hidden reward")
+        return self.rewards[x, y]
+
+    def win_rates(self, pi: np.ndarray) -> np.ndarray:
+        """P(y ≻ π | x) for every response: [X, Y] (no validation, the hot-path form)."""
+        return np.einsum("xij,xj->xi", self.P, pi)
+
+    def win_rate(self, pi, mu) -> np.ndarray:
+        """P(π ≻ μ | x) per context, [X]."""
+        pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
+        return np.einsum("xi,xi->x", pi, self.win_rates(mu))
+
+    def kl(self, pi, mu) -> np.ndarray:
+        """KL(π ‖ μ) per context, [X] (0·log 0 = 0; inf where μ = 0 < π)."""
+        pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
+        return rel_entr(pi, mu).sum(axis=1)
+
+    def expectation(self, per_context: np.ndarray) -> float:
+        """ρ-weighted mean of a per-context quantity."""
+        return float(self.rho @ per_context)
+
+    # ------------------------------------------------------------------ equilibria
+    def exploitability(self, pi, beta: float = 0.0) -> float:
+        """ρ-weighted exploitability of π in the (β-regularized) symmetric game, closed form.
+
+        β = 0: E_x[max_y P(y ≻ π|x) − ½] (0 exactly at a Nash equilibrium; the duality gap is
+        twice this). β > 0, for max_π min_π' P(π ≻ π') − βKL(π‖π_ref) + βKL(π'‖π_ref):
+        E_x[β log Σ_y π_ref(y) exp(P(y ≻ π)/β) + β KL(π‖π_ref) − ½] (0 exactly at π*_β).
+        """
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        pi = self.check_policy(pi)
+        win = self.win_rates(pi)
+        if beta == 0:
+            gap = win.max(axis=1) - 0.5
+        else:
+            best = beta * logsumexp(win / beta, b=self.ref, axis=1)
+            gap = best + beta * rel_entr(pi, self.ref).sum(axis=1) - 0.5
+        return self.expectation(gap)
+
+    def nash(self, beta: float = 0.0) -> np.ndarray:
+        """Equilibrium policy [X, Y] (cached per β).
+
+        β = 0: a von Neumann winner per context from the LP max v s.t. (P−½)ᵀp ≥ v, Σp = 1,
+        p ≥ 0 (scipy HiGHS). The winner need not be unique: compare values, not vectors.
+        β > 0: the unique regularized equilibrium π*_β ∝ π_ref·exp(P(y ≻ π*_β)/β), solved by
+        damped Newton on the fixed-point equations to a residual below 1e-12.
+        """
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        beta = float(beta)
+        if beta not in self._nash_cache:
+            self._nash_cache[beta] = self._solve_lp() if beta == 0 else self._solve_regularized(beta)
+        return self._nash_cache[beta].copy()
+
+    def _solve_lp(self) -> np.ndarray:
+        n = self.n_actions
+        c = np.zeros(n + 1)
+        c[-1] = -1.0  # maximize v
+        a_eq = np.append(np.ones(n), 0.0)[None]
+        bounds = [(0, None)] * n + [(None, None)]
+        out = np.empty((self.n_contexts, n))
+        for x in range(self.n_contexts):
+            a_ub = np.hstack([-self.A[x].T, np.ones((n, 1))])  # v - (Aᵀp)_j <= 0
+            res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=bounds,
+                          method="highs", options={"primal_feasibility_tolerance": 1e-10,
+                                                   "dual_feasibility_tolerance": 1e-10})
+            if res.status != 0:
+                raise RuntimeError(f"LP for context {x} failed: {res.message}")
+            p = np.clip(res.x[:n], 0.0, None)
+            out[x] = p / p.sum()
+        return out
+
+    def _solve_regularized(self, beta: float, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
+        """Damped Newton on F(u, λ) = [u − log π_ref − P(·≻e^u)/β + λ ; Σ e^u − 1], batched."""
+        if self.ref.min() <= 0:
+            raise ValueError("beta > 0 needs a reference policy with full support (ref > 0)")
+        log_ref = np.log(self.ref)
+        X, Y = self.ref.shape
+
+        def residual(u, lam):
+            with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overshoot
+                pi = np.exp(u)
+                return np.concatenate([u - log_ref - self.win_rates(pi) / beta + lam,
+                                       pi.sum(axis=1, keepdims=True) - 1.0], axis=1)
+
+        logits = log_ref + self.win_rates(self.ref) / beta
+        lam = logsumexp(logits, axis=1, keepdims=True)
+        u = logits - lam
+        f = residual(u, lam)
+        jac = np.zeros((X, Y + 1, Y + 1))
+        jac[:, :Y, Y] = 1.0
+        for _ in range(max_iter):
+            err = np.abs(f).max(axis=1)
+            if err.max() < tol:
+                return np.exp(u) / np.exp(u).sum(axis=1, keepdims=True)
+            pi = np.exp(u)
+            jac[:, :Y, :Y] = np.eye(Y) - self.P * pi[:, None, :] / beta
+            jac[:, Y, :Y] = pi
+            step = np.linalg.solve(jac, -f[..., None])[..., 0]
+            t = np.ones((X, 1))
+            for _ in range(40):  # backtrack, per context, until the residual shrinks
+                new_u, new_lam = u + t * step[:, :Y], lam + t * step[:, Y:]
+                new_f = residual(new_u, new_lam)
+                ok = (np.abs(new_f).max(axis=1) < err) | (err < tol)
+                if ok.all():
+                    break
+                t = np.where(ok[:, None], t, t / 2)
+            u, lam, f = new_u, new_lam, new_f
+        raise RuntimeError(f"regularized equilibrium did not converge (beta={beta}); "
+                           f"residual {np.abs(f).max():.2e}")
+
+
+def make_game(
+    family: str = "bt",
+    n_contexts: int = 8,
+    n_actions: int = 6,
+    feature_dim: int = 4,
+    seed: int | None = 0,
+    reward_scale: float | None = None,
+    cyclic_strength: float | None = None,
+    n_annotators: int = 3,
+    reward_levels: int = 3,
+    ref_scale: float = 1.0,
+    uniform_rho: bool = False,
+) -> PreferenceGame:
+    """Build a seeded game of one family.
+
+    Families: ``bt`` — Bradley–Terry P = σ(r(y) − r(y')); ``cyclic`` — σ(r(y) − r(y') + c·S)
+    with an antisymmetric rock-paper-scissors skew S(y, y') = sin(2π(σ_x(y) − σ_x(y'))/Y)
+    (σ_x a random permutation per context); ``mixed`` — a ρ-mixture of ``n_annotators`` BT
+    annotators (Condorcet cycles from aggregation); ``reward_order`` — 1{r > r'} + ½·1{r = r'}
+    with the reward quantized to ``reward_levels`` values (ties).
+
+    Rewards are linear in the context features, r = scale·(φ(x)·θ_y + b_y), so a policy over
+    features can generalize across contexts. π_ref = softmax(ref_scale·N(0, 1)); ρ is
+    Dirichlet(10) (or uniform with ``uniform_rho``).
+
+    Raises:
+        ValueError: an unknown family or an out-of-range size.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}{closest_hint(family, FAMILIES)}; expected one of {FAMILIES}")
+    for name, value, low in (("n_contexts", n_contexts, 1), ("n_actions", n_actions, 2),
+                             ("feature_dim", feature_dim, 1), ("n_annotators", n_annotators, 1),
+                             ("reward_levels", reward_levels, 1)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    defaults = _FAMILY_DEFAULTS[family]
+    reward_scale = defaults["reward_scale"] if reward_scale is None else float(reward_scale)
+    cyclic_strength = defaults["cyclic_strength"] if cyclic_strength is None else float(cyclic_strength)
+
+    rng = np.random.default_rng(seed)
+    X, Y, d = n_contexts, n_actions, feature_dim
+    features = rng.normal(size=(X, d))
+
+    def linear_reward():
+        theta = rng.normal(size=(d, Y)) / np.sqrt(d)
+        bias = 0.5 * rng.normal(size=Y)
+        return reward_scale * (features @ theta + bias)
+
+    def bt(r):
+        return expit(r[:, :, None] - r[:, None, :])
+
+    rewards = linear_reward()
+    if family == "mixed":
+        weights = rng.dirichlet(np.ones(n_annotators))
+        P = sum(w * bt(linear_reward()) for w in weights)
+        rewards = None
+    elif family == "reward_order":
+        lo, hi = rewards.min(1, keepdims=True), rewards.max(1, keepdims=True)
+        rewards = np.floor((rewards - lo) / (hi - lo + 1e-12) * reward_levels).clip(0, reward_levels - 1)
+        diff = rewards[:, :, None] - rewards[:, None, :]
+        P = (diff > 0) + 0.5 * (diff == 0)
+    else:
+        margin = rewards[:, :, None] - rewards[:, None, :]
+        if cyclic_strength:
+            pos = np.argsort(rng.random((X, Y)), axis=1)
+            margin = margin + cyclic_strength * np.sin(2 * np.pi * (pos[:, :, None] - pos[:, None, :]) / Y)
+        P = expit(margin)
+    P = 0.5 * (P + 1.0 - P.transpose(0, 2, 1))  # exact antisymmetry in floating point
+    ref = softmax(ref_scale * rng.normal(size=(X, Y)), axis=1)
+    rho = np.full(X, 1.0 / X) if uniform_rho else rng.dirichlet(np.full(X, 10.0))
+    return PreferenceGame(P, ref, rho, features, rewards, family=family, seed=seed)
+
+
+def game_from_kwargs(family: str = "bt", **kwargs: Any) -> PreferenceGame:
+    """:func:`make_game` for env constructors: an unknown keyword is a ``ValueError`` naming
+    the valid ones (Gymnasium passes ``gym.make`` kwargs straight through)."""
+    valid = [name for name in inspect.signature(make_game).parameters if name != "family"]
+    for name in kwargs:
+        if name not in valid:
+            raise ValueError(f"unknown game argument {name!r}{closest_hint(name, valid)}; expected one of {valid}")
+    return make_game(family, **kwargs)

@@ -1,0 +1,3 @@
+from prefzoo.zoo.cli import main
+
+main()

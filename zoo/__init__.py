@@ -1,0 +1,1 @@
+"""prefzoo runner: CLI, configs, logging, comparisons and plots."""
