@@ -21,6 +21,7 @@ from scipy.optimize import linprog
 from scipy.special import expit, logsumexp, rel_entr, softmax
 
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
+_CONTINUATION_BETA = 0.05  # below it, nash(β) warm-starts from nash(2β)
 
 # Per-family defaults: cyclic games need a weaker reward so the cycle decides the winner.
 _FAMILY_DEFAULTS = {
@@ -199,7 +200,8 @@ class PreferenceGame:
         β = 0: a von Neumann winner per context from the LP max v s.t. (P−½)ᵀp ≥ v, Σp = 1,
         p ≥ 0 (scipy HiGHS). The winner need not be unique: compare values, not vectors.
         β > 0: the unique regularized equilibrium π*_β ∝ π_ref·exp(P(y ≻ π*_β)/β), solved by
-        damped Newton on the fixed-point equations to a residual below 1e-12.
+        damped Newton on the fixed-point equations to a residual below 1e-12 (1e-14/β for
+        β < 0.01, the floating-point floor), warm-started from π*_2β when β < 0.05.
         """
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
@@ -232,6 +234,7 @@ class PreferenceGame:
             raise ValueError("beta > 0 needs a reference policy with full support (ref > 0)")
         log_ref = np.log(self.ref)
         X, Y = self.ref.shape
+        tol = tol * max(1.0, 0.01 / beta)  # P/β carries rounding of order 1e-16/β
 
         def residual(u, lam):
             with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overshoot
@@ -239,7 +242,10 @@ class PreferenceGame:
                 return np.concatenate([u - log_ref - self.win_rates(pi) / beta + lam,
                                        pi.sum(axis=1, keepdims=True) - 1.0], axis=1)
 
-        logits = log_ref + self.win_rates(self.ref) / beta
+        # Continuation for small β: Newton from π_ref stalls (β ≲ 2e-3 on cyclic games), so start
+        # from one fixed-point step off the (cached) equilibrium at 2β.
+        start = self.nash(2 * beta) if beta < _CONTINUATION_BETA else self.ref
+        logits = log_ref + self.win_rates(start) / beta
         lam = logsumexp(logits, axis=1, keepdims=True)
         u = logits - lam
         f = residual(u, lam)
