@@ -134,7 +134,7 @@ def test_regularized_exploitability_matches_simplex_grid(beta):
     """max over a fine grid of mixed π' of ⟨π', Pπ⟩ − βKL(π'‖π_ref), plus βKL(π‖π_ref) − ½."""
     game = make_game("cyclic", n_contexts=3, n_actions=3, seed=8)
     pi = random_policy(game, np.random.default_rng(1))
-    n = 600
+    n = 1000
     grid = simplex_grid(n)  # [G, 3]
     w = win_rates_loop(game.P, pi)
     gaps = []
