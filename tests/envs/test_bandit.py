@@ -190,7 +190,8 @@ def test_step_before_reset():
 def test_vector_env_rejects_malformed_action_batches(actions):
     env = vec(num_envs=4)
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"actions must be an integer array of shape \(4,\) with values in \[0, 6\)"):
+    expected = r"actions must be an integer array of shape \(4,\) with values in \[0, 6\)"
+    with pytest.raises(ValueError, match=expected):
         env.step(actions)
     assert env.unwrapped.game.queries == 0
 

@@ -43,7 +43,7 @@ def simplex_grid(n: int) -> np.ndarray:
 
 
 def rps(a: float = 1.0, b: float = 1.0, c: float = 1.0) -> PreferenceGame:
-    """Generalized rock-paper-scissors: P = ½ + A/2 with A = [[0, a, −b], [−a, 0, c], [b, −c, 0]].
+    """Generalized rock-paper-scissors: P = ½ + A/2, A = [[0, a, −b], [−a, 0, c], [b, −c, 0]].
 
     Its unique Nash equilibrium is ∝ (c, b, a) (A·(c, b, a) = 0 and the payoffs are full-cycle).
     """
@@ -126,12 +126,13 @@ def test_exploitability_matches_pure_best_response(family):
     rng = np.random.default_rng(0)
     for _ in range(5):
         pi = random_policy(game, rng)
-        assert game.exploitability(pi) == pytest.approx(brute_exploitability(game.P, game.rho, pi), abs=1e-12)
+        expected = brute_exploitability(game.P, game.rho, pi)
+        assert game.exploitability(pi) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("beta", [0.05, 0.3, 1.0])
 def test_regularized_exploitability_matches_simplex_grid(beta):
-    """max over a fine grid of mixed π' of ⟨π', Pπ⟩ − βKL(π'‖π_ref), plus βKL(π‖π_ref) − ½."""
+    """Max over a fine simplex grid of ⟨π', Pπ⟩ − βKL(π'‖π_ref), plus βKL(π‖π_ref) − ½."""
     game = make_game("cyclic", n_contexts=3, n_actions=3, seed=8)
     pi = random_policy(game, np.random.default_rng(1))
     n = 1000
@@ -155,7 +156,8 @@ def test_win_rate_and_kl_match_loops():
     rng = np.random.default_rng(2)
     pi, mu = random_policy(game, rng), random_policy(game, rng)
     X, Y = pi.shape
-    expected = [sum(pi[x, i] * mu[x, j] * game.P[x, i, j] for i in range(Y) for j in range(Y)) for x in range(X)]
+    expected = [sum(pi[x, i] * mu[x, j] * game.P[x, i, j] for i in range(Y) for j in range(Y))
+                for x in range(X)]
     np.testing.assert_allclose(game.win_rate(pi, mu), expected, atol=1e-12)
     np.testing.assert_allclose(game.win_rate(pi, mu) + game.win_rate(mu, pi), 1.0, atol=1e-12)
     kl = [sum(pi[x, y] * np.log(pi[x, y] / mu[x, y]) for y in range(Y)) for x in range(X)]
@@ -175,7 +177,9 @@ def test_compare_frequencies_match_prob():
         assert abs(wins.mean() - game.prob(x, y, y2)) <= 4 * se + 1e-12, (x, y, y2)
     # all pairs of one context at once, broadcast: y (column) vs y2 (row)
     Y = game.n_actions
-    draws = game.compare(2, np.arange(Y)[None, :, None], np.arange(Y)[None, None, :] + np.zeros((4000, 1, 1), int), rng)
+    rows = np.arange(Y)[None, :, None]
+    cols = np.arange(Y)[None, None, :] + np.zeros((4000, 1, 1), int)
+    draws = game.compare(2, rows, cols, rng)
     freq = draws.mean(axis=0)
     se = np.sqrt(game.P[2] * (1 - game.P[2]) / 4000)
     assert np.all(np.abs(freq - game.P[2]) <= 4 * se + 1e-12)
@@ -306,5 +310,6 @@ def test_small_games_enumerate():
     for a, b in itertools.product(range(3), repeat=2):
         pi = np.zeros((2, 3))
         pi[0, a] = pi[1, b] = 1
-        expected = game.rho[0] * (game.P[0, :, a].max() - 0.5) + game.rho[1] * (game.P[1, :, b].max() - 0.5)
+        expected = (game.rho[0] * (game.P[0, :, a].max() - 0.5)
+                    + game.rho[1] * (game.P[1, :, b].max() - 0.5))
         assert game.exploitability(pi) == pytest.approx(expected, abs=1e-12)

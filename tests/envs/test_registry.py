@@ -63,7 +63,8 @@ def test_same_seed_same_rollout(env_id):
 
 def test_vector_env_same_seed_same_rollout():
     def rollout(seed):
-        env = gym.make_vec("prefzoo/PrefBandit-Mixed-v0", num_envs=16, vectorization_mode="vector_entry_point")
+        env = gym.make_vec("prefzoo/PrefBandit-Mixed-v0", num_envs=16,
+                           vectorization_mode="vector_entry_point")
         obs, _ = env.reset(seed=seed)
         out = [obs]
         for t in range(10):
@@ -112,7 +113,8 @@ def test_make_vec_entry_point_one_step_episodes(env_id):
         assert info["_final_obs"].all()
         np.testing.assert_array_equal(info["final_obs"], acted_obs)
         np.testing.assert_array_equal(info["context"], acted_ctx)
-        np.testing.assert_array_equal(info["win_prob"], game.P[acted_ctx, actions, info["opponent_action"]])
+        exact = game.P[acted_ctx, actions, info["opponent_action"]]
+        np.testing.assert_array_equal(info["win_prob"], exact)
         assert set(np.unique(reward)) <= {0.0, 1.0}
         # the returned observation is a fresh context, already reset
         np.testing.assert_array_equal(obs, features[info["next_context"]])
@@ -172,7 +174,8 @@ def test_make_kwargs_reach_the_game():
     assert env.observation_space.shape == (3,) and env.action_space.n == 7
     np.testing.assert_array_equal(game.P, prefzoo.make_game("cyclic", n_contexts=5, n_actions=7,
                                                             feature_dim=3, seed=2).P)
-    venv = gym.make_vec("prefzoo/PrefBandit-Cyclic-v0", num_envs=3, vectorization_mode="vector_entry_point",
+    venv = gym.make_vec("prefzoo/PrefBandit-Cyclic-v0", num_envs=3,
+                        vectorization_mode="vector_entry_point",
                         n_contexts=5, n_actions=7, feature_dim=3, seed=2)
     np.testing.assert_array_equal(venv.unwrapped.game.P, game.P)
     assert venv.single_action_space.n == 7 and venv.observation_space.shape == (3, 3)
@@ -180,17 +183,20 @@ def test_make_kwargs_reach_the_game():
 
 @pytest.mark.parametrize("mode", ["single", "vector"])
 def test_unknown_kwarg_suggests_the_right_one(mode):
-    with pytest.raises(ValueError, match=r"unknown game argument 'n_contxts' \(did you mean 'n_contexts'\?\)"):
+    expected = r"unknown game argument 'n_contxts' \(did you mean 'n_contexts'\?\)"
+    with pytest.raises(ValueError, match=expected):
         if mode == "single":
             gym.make("prefzoo/PrefBandit-v0", n_contxts=3)
         else:
-            gym.make_vec("prefzoo/PrefBandit-v0", num_envs=2, vectorization_mode="vector_entry_point", n_contxts=3)
+            gym.make_vec("prefzoo/PrefBandit-v0", num_envs=2,
+                         vectorization_mode="vector_entry_point", n_contxts=3)
 
 
 def test_unknown_reward_mode_and_family():
     with pytest.raises(ValueError, match=r"unknown reward_mode 'winprob'.*'win_prob'"):
         gym.make("prefzoo/PrefBandit-v0", reward_mode="winprob")
-    with pytest.raises(ValueError, match=r"unknown reward_mode 'x'; expected one of \('comparison'"):
-        gym.make_vec("prefzoo/PrefBandit-v0", num_envs=2, vectorization_mode="vector_entry_point", reward_mode="x")
+    with pytest.raises(ValueError, match=r"reward_mode 'x'; expected one of \('comparison'"):
+        gym.make_vec("prefzoo/PrefBandit-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                     reward_mode="x")
     with pytest.raises(ValueError, match=r"unknown family 'cylic'"):
         gym.make("prefzoo/PrefBandit-v0", family="cylic")

@@ -14,7 +14,7 @@ import prefzoo  # noqa: F401  (registers the ids)
 
 
 def exact_win_rate_vs_ref(model: PPO, game) -> float:
-    """ρ-weighted P(π_θ ≻ π_ref) with π_θ read from the policy on every context's features."""
+    """ρ-weighted P(π_θ ≻ π_ref), π_θ read from the policy on every context's features."""
     obs = torch.as_tensor(game.features, dtype=torch.float32)
     with torch.no_grad():
         probs = model.policy.get_distribution(obs).distribution.probs.double().numpy()
