@@ -198,13 +198,11 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._contexts: np.ndarray | None = None
-        self._all_done = np.ones(self.num_envs, dtype=bool)
-        self._no = np.zeros(self.num_envs, dtype=bool)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._contexts = self.game.sample_contexts(self.num_envs, self.np_random)
-        return self._obs_table[self._contexts], {"context": self._contexts}
+        return self._obs_table[self._contexts], {"context": self._contexts.copy()}
 
     def step(self, actions):
         if self._contexts is None:
@@ -218,8 +216,11 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
         reward, opp, win_prob = duel(self.game, acted, actions, self.opponent, self.reward_mode, self.np_random)
         self._contexts = self.game.sample_contexts(self.num_envs, self.np_random)
         info = {"context": acted, "opponent_action": opp, "win_prob": win_prob,
-                "next_context": self._contexts, "final_obs": self._obs_table[acted], "_final_obs": self._all_done}
-        return self._obs_table[self._contexts], reward, self._all_done, self._no, info
+                "next_context": self._contexts.copy(), "final_obs": self._obs_table[acted],
+                "_final_obs": np.ones(self.num_envs, dtype=bool)}
+        # fresh arrays every step: a caller that edits one in place must not change the next step
+        terminated, truncated = np.ones(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)
+        return self._obs_table[self._contexts], reward, terminated, truncated, info
 
     def render(self):
         if self.render_mode == "ansi" and self._contexts is not None:

@@ -173,6 +173,23 @@ def test_single_env_rejects_actions_outside_the_space(action):
     assert env.game.queries == 0
 
 
+def test_vector_step_returns_fresh_arrays():
+    """Editing one step's outputs in place must not leak into the next step."""
+    env = vec(num_envs=64)
+    _, info0 = env.reset(seed=0)
+    first = info0["context"].copy()
+    info0["context"][:] = 7
+    actions = np.zeros(64, dtype=np.int64)
+    _, reward, terminated, truncated, info = env.step(actions)
+    np.testing.assert_array_equal(info["context"], first)
+    following = info["next_context"].copy()
+    for arr in (reward, terminated, truncated, info["_final_obs"], info["next_context"]):
+        arr[...] = 7 if arr.dtype != bool else ~arr
+    _, _, terminated2, truncated2, info2 = env.step(actions)
+    assert terminated2.all() and not truncated2.any() and info2["_final_obs"].all()
+    np.testing.assert_array_equal(info2["context"], following)
+
+
 def test_step_before_reset():
     with pytest.raises(RuntimeError, match="reset"):
         PrefBanditEnv().step(0)
