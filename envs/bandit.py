@@ -104,7 +104,7 @@ class PrefBanditEnv(_BanditBase, gym.Env):
     | ``game`` | None | a prebuilt :class:`PreferenceGame` instead of the kwargs above |
     | ``reward_mode`` | ``"comparison"`` | see Rewards |
     | ``opponent`` | π_ref | opponent policy [X, Y]; change later with ``set_opponent`` |
-    | ``render_mode`` | None | None or ``"ansi"`` (SB3's ``make_vec_env``: pass ``render_mode=None``) |
+    | ``render_mode`` | None | ``"ansi"`` renders text; other modes render nothing (gym.make warns) |
 
     ## info
     ``context`` (index), ``opponent_action`` and ``win_prob`` (exact P(a ≻ a' | x)) after
@@ -135,8 +135,6 @@ class PrefBanditEnv(_BanditBase, gym.Env):
     def __init__(self, family: str = "bt", game: PreferenceGame | None = None,
                  reward_mode: str = "comparison", opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self._setup(family, game, reward_mode, opponent, game_kwargs)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_action_space
@@ -188,8 +186,6 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
                  render_mode: str | None = None, **game_kwargs: Any):
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self._setup(family, game, reward_mode, opponent, game_kwargs)
         self.num_envs = int(num_envs)
         self.render_mode = render_mode

@@ -75,7 +75,7 @@ class PreferenceGame:
         if P.ndim != 3 or P.shape[1] != P.shape[2]:
             raise ValueError(f"P must have shape [X, Y, Y], got {P.shape}")
         n_contexts, n_actions = P.shape[:2]
-        if not np.allclose(P + P.transpose(0, 2, 1), 1.0, atol=1e-12) or P.min() < 0 or P.max() > 1:
+        if not np.allclose(P + P.transpose(0, 2, 1), 1.0, rtol=0, atol=1e-12) or P.min() < 0 or P.max() > 1:
             raise ValueError("P must satisfy P + P^T = 1 with entries in [0, 1]")
         self.P = P
         self.A = P - 0.5  # antisymmetric payoff of the zero-sum game

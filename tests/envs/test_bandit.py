@@ -150,8 +150,12 @@ def test_ansi_render_returns_a_string():
     venv = vec(num_envs=4, render_mode="ansi")
     venv.reset(seed=0)
     assert isinstance(venv.render(), str)
-    with pytest.raises(ValueError, match="render_mode must be None or 'ansi'"):
-        PrefBanditEnv(render_mode="human")
+    # Gymnasium's convention (and SB3's make_vec_env asks for "rgb_array"): gym.make warns about
+    # an unsupported render mode, and the env then renders nothing.
+    with pytest.warns(UserWarning, match="not in the possible render_modes"):
+        env = gym.make("prefzoo/PrefBandit-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.unwrapped.render() is None  # (the passive checker would reject the call itself)
 
 
 def test_observations_are_the_context_features():

@@ -25,9 +25,8 @@ def exact_win_rate_vs_ref(model: PPO, game) -> float:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ppo_beats_the_reference_policy(seed):
     torch.set_num_threads(1)
-    # render_mode=None: SB3's make_vec_env otherwise asks for "rgb_array", which the env rejects.
     venv = make_vec_env("prefzoo/PrefBandit-v0", n_envs=8, seed=seed, vec_env_cls=DummyVecEnv,
-                        env_kwargs={"reward_mode": "comparison", "seed": 0, "render_mode": None})
+                        env_kwargs={"reward_mode": "comparison", "seed": 0})
     game = venv.envs[0].unwrapped.game
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3,
                 gamma=0.0, gae_lambda=1.0, seed=seed, device="cpu", verbose=0)
