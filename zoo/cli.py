@@ -1,48 +1,180 @@
-"""The ``prefzoo`` command line (also ``python -m prefzoo``)."""
+"""The ``prefzoo`` command line (also ``python -m prefzoo``).
+
+Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``; see ``prefzoo <cmd> -h``.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-import gymnasium as gym
-import numpy as np
+import os
+import shlex
+import sys
+from pathlib import Path
 
 import prefzoo
+from prefzoo.zoo import config, runner
+from prefzoo.zoo.config import ConfigError
+
+DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
+DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
+DEMO_BUDGET = 60_000  # oracle queries per run; sized for about two minutes on 2 cores
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    """Print the registered environments."""
+    """Print the registered environments and algorithms (with their config files)."""
     print("environments:")
     for env_id in prefzoo.ENV_IDS:
         print(f"  {env_id}")
+    print("algorithms:")
+    directory = config.config_dir(args.config_dir)
+    for name, cls in sorted(prefzoo.ALGORITHMS.items()):
+        has = (directory / f"{name}.yml").is_file()
+        print(f"  {name:16s} {cls.__name__:20s} {'zoo_configs/' + name + '.yml' if has else '(constructor defaults)'}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train one algorithm on one env; logs to ``<log-folder>/<algo>/<env>_<N>/``."""
+    if args.resume is not None:
+        if args.resume != "latest":
+            run_dir = Path(args.resume)
+        elif args.algo and args.env:
+            run_dir = runner.latest_run_dir(args.log_folder, args.algo, args.env)
+        else:
+            raise ConfigError("--resume needs a run directory, or --algo and --env to pick the latest run")
+        cfg = runner.load_run_config(run_dir)
+        if args.iterations is not None and args.iterations != cfg.iterations:
+            cfg.iterations = args.iterations
+            runner.write_run_files(cfg, run_dir, (run_dir / "command.txt").read_text().strip())
+    else:
+        if not args.algo or not args.env:
+            raise ConfigError("train needs --algo and --env")
+        overrides = config.parse_overrides(args.hp)
+        for key in ("iterations", "eval_freq", "save_freq"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, args.device)
+        run_dir = runner.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
+    print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
+    result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
+                          command=shlex.join(["prefzoo", *sys.argv[1:]]))
+    final = result["metrics"]
+    summary = ", ".join(f"{k} {final[k]:.4g}" for k in ("game/exploitability", "game/kl_to_target",
+                                                         "cost/queries") if k in final)
+    print(f"{result['status']} at iteration {result['iteration']}: {summary}")
+    print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir.parent})")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Seeds × algorithms in parallel, then a table at fixed query budgets and plots."""
+    from prefzoo.zoo import compare
+
+    compare.compare(args.algos, args.env, args.seeds, args.out, workers=args.workers, budget=args.budget,
+                    iterations=args.iterations, overrides=config.parse_overrides(args.hp),
+                    directory=args.config_dir, device=args.device, progress=args.progress,
+                    eval_freq=args.eval_freq)
+
+
+def cmd_tournament(args: argparse.Namespace) -> None:
+    """Round-robin exact win rates between saved policies, π_ref and the Nash equilibrium."""
+    from prefzoo.zoo import tournament
+
+    tournament.tournament(args.runs, args.out)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Make each bandit game and print its exact equilibria and π_ref's exploitability."""
-    np.set_printoptions(precision=3, suppress=True)
-    for env_id in prefzoo.ENV_IDS:
-        game = gym.make(env_id, n_contexts=4, n_actions=5, seed=args.seed).unwrapped.game
-        print(f"\n{env_id}  (family {game.family})")
-        print("  von Neumann winner, context 0:", game.nash(0.0)[0])
-        print(f"  exploitability of pi_ref: {game.exploitability(game.ref):.4f}  "
-              f"(beta=0.1: {game.exploitability(game.ref, 0.1):.4f})")
+    """``compare`` of WIND, SPPO and iterative BoN (those registered) on a cyclic bandit."""
+    from prefzoo.zoo import compare
+
+    algos = [a for a in DEMO_ALGOS if a in prefzoo.ALGORITHMS]
+    missing = sorted(set(DEMO_ALGOS) - set(algos))
+    if missing:
+        print(f"note: {', '.join(missing)} not registered yet; comparing {', '.join(algos)}")
+    compare.compare(algos, DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
+                    device=args.device, progress=args.progress)
 
 
-COMMANDS = {"list": cmd_list, "demo": cmd_demo}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare,
+            "tournament": cmd_tournament, "demo": cmd_demo}
+
+
+def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
+    if hp:
+        p.add_argument("--hp", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                       help="override a hyperparameter (value parsed as YAML), e.g. --hp beta=0.2 "
+                            "'env_kwargs={n_contexts: 4}'")
+        p.add_argument("--config-dir", default=None,
+                       help=f"folder of <algo>.yml files (default: ${config.CONFIG_DIR_ENV} or the packaged zoo_configs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch device of every algorithm (auto: CUDA when present)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for the small policies here, and "
+                        "several threads spin badly on a busy machine; 0 = torch's default)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (--no-progress: SB3's table on stdout instead, for train)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prefzoo", description=__doc__)
+    algos = ", ".join(sorted(prefzoo.ALGORITHMS))
+    parser = argparse.ArgumentParser(prog="prefzoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list environments and algorithms")
-    demo = sub.add_parser("demo", help="run the README demo")
-    demo.add_argument("--seed", type=int, default=0, help="game seed")
+
+    p = sub.add_parser("list", help="list environments and algorithms")
+    p.add_argument("--config-dir", default=None, help="folder of <algo>.yml files")
+
+    p = sub.add_parser("train", help="train one algorithm on one environment")
+    p.add_argument("--algo", help=f"algorithm: {algos}")
+    p.add_argument("--env", help="environment id, e.g. prefzoo/PrefBandit-Cyclic-v0 (see `prefzoo list`)")
+    p.add_argument("--seed", type=int, default=0, help="the algorithm's seed (the game is fixed by the env)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations (default: from the config)")
+    p.add_argument("--eval-freq", dest="eval_freq", type=int, default=None,
+                   help="evaluate and log every N iterations (default: from the config)")
+    p.add_argument("--save-freq", dest="save_freq", type=int, default=None,
+                   help="checkpoint every N iterations, 0 = only at the end (default: from the config)")
+    p.add_argument("--log-folder", dest="log_folder", default="logs", help="root of the run directories")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                   help="continue a killed run from its last checkpoint (default: the latest run of --algo on --env)")
+    _common(p)
+
+    p = sub.add_parser("compare", help="algorithms × seeds at fixed oracle-query budgets: table + plots")
+    p.add_argument("--algos", nargs="+", required=True, help=f"algorithms among: {algos}")
+    p.add_argument("--env", required=True, help="environment id")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--out", default="results", help="output folder (runs under <out>/logs)")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="oracle queries per run; each run stops there (default: the smallest run's total)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iteration cap per run (default: the config's; raise it if a run misses the budget)")
+    p.add_argument("--eval-freq", dest="eval_freq", type=int, default=None, help="evaluate every N iterations")
+    _common(p)
+
+    p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="run directories, checkpoints (.pt) or policy.npy files of one game")
+    p.add_argument("--out", default="results/tournament", help="output folder")
+
+    p = sub.add_parser("demo", help=f"compare {', '.join(DEMO_ALGOS)} on {DEMO_ENV} over 3 seeds")
+    p.add_argument("--out", default="results/demo", help="output folder")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
+    p.add_argument("--budget", type=int, default=DEMO_BUDGET, help="oracle queries per run")
+    _common(p, hp=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    COMMANDS[args.command](args)
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"prefzoo {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""Hyperparameters: ``zoo_configs/<algo>.yml`` keyed by env id, then ``--hp key=value`` overrides.
+
+Lookup order (rl-baselines3-zoo's ``read_hyperparameters``): the exact env id, then ``default``,
+otherwise an error listing the known keys. Runner keys (:data:`RUNNER_KEYS`) are popped here; the
+rest goes unchanged to :func:`prefzoo.make_algo`, after being checked against the algorithm
+constructor's signature, so a misspelled key fails *before* anything is built. Values are parsed
+with ``yaml.safe_load`` only (no ``eval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+import prefzoo
+from prefzoo.algorithms import ALGORITHMS
+from prefzoo.envs.game import closest_hint
+
+RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}}
+CONFIG_DIR_ENV = "PREFZOO_CONFIG_DIR"  # overrides the packaged zoo_configs/ (tests, experiments)
+NOT_HYPERPARAMETERS = {"self", "env", "seed"}  # constructor arguments the runner fills itself
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; the CLI prints its message without a traceback."""
+
+
+def unknown(kind: str, name: str, valid) -> ConfigError:
+    """``unknown <kind> 'name' (did you mean …?); valid: …`` as an exception to raise."""
+    return ConfigError(f"unknown {kind} {name!r}{closest_hint(name, sorted(valid))}; valid: {', '.join(sorted(valid))}")
+
+
+def check_algo(name: str) -> type:
+    if name not in ALGORITHMS:
+        raise unknown("algorithm", name, ALGORITHMS)
+    return ALGORITHMS[name]
+
+
+def check_env(env_id: str) -> str:
+    if env_id not in prefzoo.ENV_IDS and env_id not in gym.registry:
+        raise unknown("env id", env_id, prefzoo.ENV_IDS)
+    return env_id
+
+
+def hyperparameter_names(algo: str) -> list[str] | None:
+    """The keywords the algorithm's constructor accepts (None when it takes ``**kwargs``)."""
+    params = inspect.signature(check_algo(algo).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [name for name in params if name not in NOT_HYPERPARAMETERS]
+
+
+def check_hyperparameters(algo: str, hyperparams: dict[str, Any], source: str = "") -> None:
+    valid = hyperparameter_names(algo)
+    if valid is None:
+        return
+    for name in hyperparams:
+        if name not in valid:
+            where = f" (from {source})" if source else ""
+            raise unknown(f"hyperparameter for {algo}{where}", name, valid + list(RUNNER_KEYS))
+
+
+def config_dir(override: str | os.PathLike | None = None) -> Path:
+    """``override``, else ``$PREFZOO_CONFIG_DIR``, else the packaged ``prefzoo.zoo_configs``."""
+    chosen = override or os.environ.get(CONFIG_DIR_ENV)
+    if chosen:
+        return Path(chosen)
+    return Path(str(importlib.resources.files("prefzoo.zoo_configs")))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Parse a config file; a syntax error names the file and the line."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"malformed YAML in {path}{line}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
+        raise ConfigError(f"{path}: expected a mapping of env id (or 'default') to a mapping of hyperparameters")
+    return {key: dict(value or {}) for key, value in data.items()}
+
+
+def read_hyperparameters(algo: str, env_id: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The YAML entry for ``env_id`` (exact id, then ``default``); ``{}`` when the algorithm has
+    no config file (constructor defaults)."""
+    check_algo(algo)
+    path = config_dir(directory) / f"{algo}.yml"
+    if not path.is_file():
+        return {}
+    entries = load_yaml(path)
+    for key in (env_id, "default"):
+        if key in entries:
+            return dict(entries[key])
+    raise ConfigError(f"{path} has no entry for {env_id!r} and no 'default'; known ids: {sorted(entries)}")
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["beta=0.2", "env_kwargs={n_contexts: 4}"]`` → ``{"beta": 0.2, "env_kwargs": {...}}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --hp override {pair!r}: expected key=value, e.g. beta=0.2")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"bad --hp override {pair!r}: value is not valid YAML ({err})") from None
+    return out
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything needed to (re)build a run; ``config.yml`` is this, sorted."""
+
+    algo: str
+    env_id: str
+    seed: int = 0
+    iterations: int = RUNNER_KEYS["iterations"]
+    eval_freq: int = RUNNER_KEYS["eval_freq"]
+    save_freq: int = RUNNER_KEYS["save_freq"]
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(**data)
+
+
+def resolve(algo: str, env_id: str, seed: int = 0, overrides: dict[str, Any] | None = None,
+            directory: str | os.PathLike | None = None, device: str | None = None) -> RunConfig:
+    """YAML entry + overrides → a validated :class:`RunConfig` (runner keys split off).
+
+    ``device`` is set as the ``device`` hyperparameter when the constructor accepts one.
+    """
+    check_algo(algo)
+    check_env(env_id)
+    from_file = read_hyperparameters(algo, env_id, directory)
+    hyperparams = {**from_file, **(overrides or {})}
+    runner = {key: hyperparams.pop(key, default) for key, default in RUNNER_KEYS.items()}
+    check_hyperparameters(algo, hyperparams, source=f"{config_dir(directory) / (algo + '.yml')} or --hp")
+    names = hyperparameter_names(algo)
+    if device is not None and (names is None or "device" in names):
+        hyperparams["device"] = device
+    for key in ("iterations", "eval_freq", "save_freq"):
+        value = runner[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "save_freq" else 1):
+            raise ConfigError(f"{key} must be a positive integer (save_freq: 0 disables), got {value!r}")
+    if not isinstance(runner["env_kwargs"], dict):
+        raise ConfigError(f"env_kwargs must be a mapping, got {runner['env_kwargs']!r}")
+    return RunConfig(algo=algo, env_id=env_id, seed=int(seed), **runner,
+                     hyperparams=dict(sorted(hyperparams.items())))

@@ -1,0 +1,107 @@
+"""PNG plots for ``compare`` (curves with s.e. bands) and ``tournament`` (win-rate heatmap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+from prefzoo.zoo.compare import PLOT_METRICS, QUERIES, WALL, value_at  # noqa: E402
+
+LABELS = {"game/exploitability": "exploitability  max_y P(y≻π) − ½",
+          "game/kl_to_target": "KL(π_target ‖ π)", "game/reg_exploitability": "regularized exploitability"}
+GRID = 200
+
+
+def _band(ax, x, curves, label, color):
+    """Mean over seeds with a shaded ±1 s.e. band (columns where every seed is defined)."""
+    curves = np.asarray(curves)
+    ok = np.isfinite(curves).all(axis=0)
+    if not ok.any():
+        return
+    mean = curves[:, ok].mean(axis=0)
+    se = curves[:, ok].std(axis=0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else 0 * mean
+    floor = 1e-12  # log axis
+    ax.plot(x[ok], np.maximum(mean, floor), label=f"{label} (n={len(curves)})", color=color, lw=1.8)
+    ax.fill_between(x[ok], np.maximum(mean - se, floor), np.maximum(mean + se, floor), color=color, alpha=0.25, lw=0)
+
+
+def _log_y(ax) -> None:
+    """Log y axis whose ticks are labelled even when the data span less than a decade."""
+    ax.set_yscale("log")
+    label = ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(label)
+    low, high = ax.get_ylim()
+    if high / low < 30:
+        ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2, 3, 5)))
+        ax.yaxis.set_minor_formatter(label)
+
+
+def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None:
+    metrics = [m for m in PLOT_METRICS if any(m in a for arrays in runs.values() for a in arrays)]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics):
+        for i, (algo, arrays) in enumerate(runs.items()):
+            have = [a for a in arrays if metric in a and np.isfinite(a[metric]).any()]
+            if not have:
+                continue
+            x = grid_for(have)
+            _band(ax, x, [value_at(a[xkey], a[metric], x) for a in have], algo, colors[i % len(colors)])
+        _log_y(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_title(metric)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no algorithm reports it", ha="center", transform=ax.transAxes)
+    fig.suptitle(f"{title}  (mean ± s.e. over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def comparison_plots(runs: dict[str, list[dict[str, np.ndarray]]], budget: float, out: Path, title: str) -> list[Path]:
+    """``vs_queries.png`` (grid 0..budget) and ``vs_wall_time.png`` (grid 0..the shortest seed's
+    wall time, per algorithm); one panel per metric, one line per algorithm."""
+    def query_grid(_):
+        return np.linspace(0, budget, GRID)
+
+    def wall_grid(arrays):
+        return np.linspace(0, min(np.nanmax(a[WALL]) for a in arrays), GRID)
+
+    paths = [_figure(runs, QUERIES, "oracle queries", query_grid, out / "vs_queries.png", title),
+             _figure(runs, WALL, "wall time of the training steps (s)", wall_grid, out / "vs_wall_time.png", title)]
+    return [p for p in paths if p is not None]
+
+
+def heatmap(matrix: np.ndarray, names: list[str], path: Path, title: str) -> Path:
+    """Win-rate matrix: row player's exact win rate against the column player."""
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.6 * n))
+    spread = max(float(np.abs(matrix - 0.5).max()), 0.01)  # colour range symmetric about ½
+    image = ax.imshow(matrix, cmap="RdBu", vmin=0.5 - spread, vmax=0.5 + spread)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("column player")
+    ax.set_ylabel("row player")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(matrix[i, j] - 0.5) > 0.6 * spread else "black")
+    fig.colorbar(image, ax=ax, label="P(row ≻ column), ρ-weighted")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
