@@ -1,0 +1,231 @@
+"""Iterative Best-of-N with reference mixing: π_{t+1} ∝ μ^α · BoN_N(π_t)^{1−α}, the dynamics the
+WIND paper shows to solve the (regularized) log-win-rate game. This module holds the Best-of-N
+distribution in closed form over a tied reward order (:func:`best_of_n`), its generalization to
+any preference matrix as the exact law of a comparison tournament (:func:`bon_ratio`), the exact
+step and its fixed point (:func:`bon_fixed_point`), and the sample-mode distillation loss
+(:func:`bond_loss`), followed by the algorithm class :class:`IterativeBoN`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy.special import log_softmax, logsumexp
+
+from .base import Algorithm
+
+SELECTIONS = ("comparisons", "reward")
+
+
+def best_of_n(pi: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:
+    """Best-of-``n`` distribution of π over a finite reward order with ties, [..., Y].
+
+    With F(y) = P_{y'∼π}(r(y') ≤ r(y)) and F(y⁻) = P_{y'∼π}(r(y') < r(y)),
+    π_BoN(y) = π(y)·[F(y)^n − F(y⁻)^n]/[F(y) − F(y⁻)]: the top draw falls in y's tie class with
+    probability F^n − F⁻^n and ties are split in proportion to π. The ratio is evaluated as
+    Σ_{k<n} F^k·F⁻^{n−1−k}, so responses with π(y) = 0 (and empty tie classes, F = F⁻) give 0
+    without a division. Leading axes of ``pi`` and ``reward`` broadcast.
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    pi, reward = np.broadcast_arrays(np.asarray(pi, dtype=np.float64), np.asarray(reward, dtype=np.float64))
+    below_eq = reward[..., None, :] <= reward[..., :, None]  # [..., y, y'] = 1{r(y') <= r(y)}
+    below = reward[..., None, :] < reward[..., :, None]
+    f = np.einsum("...ij,...j->...i", below_eq.astype(np.float64), pi)
+    f_minus = np.einsum("...ij,...j->...i", below.astype(np.float64), pi)
+    ratio = sum(f**k * f_minus ** (n - 1 - k) for k in range(int(n)))
+    return pi * ratio
+
+
+def bon_ratio(P: np.ndarray, pi: np.ndarray, n: int, jacobian: bool = False):
+    """R = BoN_n(π)/π for a general preference matrix, [..., Y] (and dR/dπ, [..., Y, Y]).
+
+    BoN_n(π) is the exact law of the winner of a sequential (king-of-the-hill) tournament: draw
+    y_1..y_n ∼ π, the champion starts as y_1 and meets y_2, …, y_n in turn, one comparison each,
+    the winner staying champion. Its law W_k = π·R_k obeys W_{k+1} = W_k⊙P(·≻π) + π⊙P(·≻W_k),
+    i.e. R_1 = 1, R_{k+1} = R_k⊙(Pπ) + P(π⊙R_k). For n = 2, R = 2P(y≻π) exactly; when P is a
+    reward order (1{r>r'} + ½·1{r=r'}) the law equals :func:`best_of_n` for every n; for a
+    non-transitive P it is the sampling definition with this tournament (n − 1 comparisons).
+    """
+    win = np.einsum("...ij,...j->...i", P, pi)
+    ratio = np.ones_like(pi)
+    grad = np.zeros(pi.shape + pi.shape[-1:])
+    for _ in range(int(n) - 1):
+        if jacobian:
+            grad = (win[..., :, None] * grad + ratio[..., :, None] * P + P * ratio[..., None, :]
+                    + np.einsum("...ij,...j,...jk->...ik", P, pi, grad))
+        ratio = ratio * win + np.einsum("...ij,...j->...i", P, pi * ratio)
+    return (ratio, grad) if jacobian else ratio
+
+
+def reward_order_matrix(reward: np.ndarray) -> np.ndarray:
+    """P = 1{r(y) > r(y')} + ½·1{r(y) = r(y')}, [..., Y, Y]."""
+    diff = reward[..., :, None] - reward[..., None, :]
+    return (diff > 0) + 0.5 * (diff == 0)
+
+
+def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """Exact step π_{t+1} ∝ μ^α·BoN_n(π_t)^{1−α}, computed in log space (zeros stay zeros)."""
+    with np.errstate(divide="ignore"):
+        log_bon = np.log(pi) + np.log(bon_ratio(P, pi, n))
+    return np.exp(log_softmax(alpha * log_ref + (1 - alpha) * log_bon, axis=-1))
+
+
+def _newton_fixed_point(P, log_ref, kappa, n, u, tol, max_iter=60):
+    """Newton on u − log μ − κ·log R(e^u) + λ = 0, Σe^u = 1 (batched), from ``u``; None if stuck."""
+    X, Y = u.shape
+
+    def residual(u, lam):
+        with np.errstate(all="ignore"):
+            return np.concatenate([u - log_ref - kappa * np.log(bon_ratio(P, np.exp(u), n)) + lam,
+                                   np.exp(u).sum(-1, keepdims=True) - 1.0], axis=-1)
+
+    lam = np.zeros((X, 1))
+    f = residual(u, lam)
+    jac = np.zeros((X, Y + 1, Y + 1))
+    jac[:, :Y, Y] = 1.0
+    for _ in range(max_iter):
+        err = np.abs(f).max(axis=1)
+        if err.max() < tol:
+            return u
+        pi = np.exp(u)
+        ratio, grad = bon_ratio(P, pi, n, jacobian=True)
+        jac[:, :Y, :Y] = np.eye(Y) - kappa * grad * pi[:, None, :] / ratio[:, :, None]
+        jac[:, Y, :Y] = pi
+        step = np.linalg.solve(jac, -f[..., None])[..., 0]
+        t = np.ones((X, 1))
+        for _ in range(40):  # backtrack per context until the residual shrinks
+            new_u, new_lam = u + t * step[:, :Y], lam + t * step[:, Y:]
+            new_f = residual(new_u, new_lam)
+            ok = (np.abs(new_f).max(axis=1) < err) | (err < tol)
+            if ok.all():
+                break
+            t = np.where(ok[:, None], t, t / 2)
+        u, lam, f = new_u, new_lam, new_f
+    return None
+
+
+def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: float = 1e-12,
+                    max_iter: int = 5000) -> np.ndarray | None:
+    """Fixed point of π ∝ μ^α·BoN_n(π)^{1−α}, i.e. π ∝ μ·R(π)^{(1−α)/α}, [X, Y].
+
+    First the exact iteration itself is run from π_ref until max|π_{t+1} − π_t| < ``tol``: its
+    limit is the target (it may lie on the boundary, e.g. on reward-order games dominated
+    responses go to 0). Contexts where the iteration cycles (non-transitive P with small α) get
+    the interior fixed point by Newton continuation in α (from α = ½ down to ``alpha``). Returns
+    None (with a warning) when neither converges.
+    """
+    log_ref = np.log(ref)
+    pi = ref.copy()
+    for _ in range(max_iter):
+        new = bon_step(pi, log_ref, P, n, alpha)
+        gap = np.abs(new - pi).max(axis=1)
+        pi = new
+        if gap.max() < tol:
+            return pi
+    stuck = gap >= tol
+    u, a = log_ref[stuck].copy(), 0.5
+    while u is not None:
+        a = max(a, alpha)
+        u = _newton_fixed_point(P[stuck], log_ref[stuck], (1 - a) / a, n, u, tol)
+        if u is not None and a == alpha:
+            pi[stuck] = np.exp(u - logsumexp(u, axis=1, keepdims=True))
+            return pi
+        a /= 2
+    warnings.warn(f"iterative BoN (alpha={alpha}, n={n}): no fixed point found; no kl_to_target",
+                  RuntimeWarning, stacklevel=2)
+    return None
+
+
+def bond_loss(log_probs: torch.Tensor, log_ref: torch.Tensor, winners: torch.Tensor, alpha: float,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward-KL distillation of BoN winners into q_θ ∝ (π_θ/μ^α)^{1/(1−α)}.
+
+    ``log_probs`` = log π_θ(·|x) [n, Y], ``log_ref`` = log μ(·|x) [n, Y], ``winners`` [n].
+    Loss −mean log q_θ(y_win) (or Σ weight·(−log q_θ) with per-row ``weight``). Its population
+    minimizer is q_θ = BoN_n(π_t), i.e. π_θ ∝ μ^α·q_θ^{1−α} = μ^α·BoN_n(π_t)^{1−α}: exactly the
+    geometric-mixture step.
+    """
+    log_q = torch.log_softmax((log_probs - alpha * log_ref) / (1 - alpha), dim=-1)
+    per = -log_q.gather(-1, winners[:, None])[:, 0]
+    return per.mean() if weight is None else (weight * per).sum()
+
+
+class IterativeBoN(Algorithm):
+    """Iterative Best-of-N with reference mixing (the log-win-rate game), μ = π_ref.
+
+    Paper: Yang et al. (2025), Faster WIND, arXiv:2410.20727 (iterative BoN, Algorithm 1 and
+    Theorem 1); distillation as in BOND, Sessa et al. (2024), arXiv:2407.14622.
+
+    Exact mode: π_{t+1} ∝ μ^α · BoN_N(π_t)^{1−α}, BoN_N from :func:`bon_ratio` (the law of the
+    tournament winner; = 2π·P(y≻π) for N = 2, = :func:`best_of_n` on reward-order games). The
+    fixed point solves π ∝ μ·R(π)^{(1−α)/α}; for N = 2 that is π ∝ μ·exp(log P(y≻π)/β) with
+    β = α/(1−α). ``self.beta`` = α/((1−α)(N−1)) (log BoN_N/π ≈ (N−1)·log-quantile), so the
+    β-regularized exploitability is logged. ``target_policy()`` = :func:`bon_fixed_point`.
+
+    Sample mode (BOND-style distillation): per prompt draw N responses from π_t (N counted
+    samples), pick the winner by the tournament (N − 1 counted comparisons) and minimize
+    L(θ) = −E[log q_θ(y_win)], q_θ = softmax((log π_θ − α log μ)/(1−α)) (:func:`bond_loss`).
+    This is the forward KL KL(BoN_N(π_t) ‖ q_θ) of the winners to the "de-mixed" policy q_θ, and
+    since π_θ ∝ μ^α q_θ^{1−α} its population minimizer (tabular policy) is the exact geometric
+    step — unlike −(1−α)·log π_θ(y_win) − α·log π_θ(y_ref), whose minimizer is the arithmetic
+    mixture (1−α)BoN + αμ. It needs the normalizer of q_θ over Y (fine for bandit policies).
+
+    Args:
+        n: N ≥ 2 responses per Best-of-N draw.
+        mixing: α ∈ (0, 1), weight of μ in the geometric mixture. α = 0 has no regularized
+            fixed point (Theorem 1: sublinear convergence to a log-win-rate NE); α → 1 is π_ref.
+            On 8×6 cyclic games with N = 2 the exact iteration converges for α ≥ 0.2 and can
+            cycle for α ≤ 0.1 (then the fixed point comes from Newton continuation).
+        selection: ``"comparisons"`` (tournament by oracle comparisons; both modes) or
+            ``"reward"`` (exact mode only: BoN by the hidden reward, :func:`best_of_n`; e.g. true
+            Best-of-N on ``bt`` games, where noisy comparisons select differently for N > 2).
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm`.
+
+    Raises:
+        ValueError: n < 2, mixing outside (0, 1), an unknown selection, ``"reward"`` in sample
+            mode or on a game without a hidden reward.
+    """
+
+    def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
+                 selection: str = "comparisons", policy: str = "tabular", lr: float = 0.05,
+                 batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
+        if int(n) != n or n < 2:
+            raise ValueError(f"n must be an integer >= 2, got {n!r}")
+        if not 0 < mixing < 1:
+            raise ValueError(f"mixing must be in (0, 1), got {mixing}; use mixing > 0 for a fixed point")
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        if selection == "reward" and mode == "sample":
+            raise ValueError("selection='reward' reads the hidden reward, which sample mode (counted "
+                             "comparisons only) cannot; use selection='comparisons'")
+        super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
+        if selection == "reward" and self.game.rewards is None:
+            raise ValueError(f"selection='reward' needs a game with a hidden reward; family "
+                             f"{self.game.family!r} has none")
+        self.n, self.mixing, self.selection = int(n), float(mixing), selection
+        self.beta = mixing / ((1 - mixing) * (self.n - 1))
+        self.log_ref = np.log(self.game.ref)
+        self.order = self.game.P if selection == "comparisons" else reward_order_matrix(self.game.rewards)
+        self._target: np.ndarray | None = None
+        self._target_done = False
+
+    def target_policy(self):
+        if not self._target_done:
+            self._target = bon_fixed_point(self.order, self.game.ref, self.mixing, self.n)
+            self._target_done = True
+        return None if self._target is None else self._target.copy()
+
+    def step(self):
+        if self.mode == "exact":
+            self.pi = bon_step(self.pi, self.log_ref, self.order, self.n, self.mixing)
+            return {}
+        x, winner = self.sample_batch(self.batch_size)
+        for _ in range(self.n - 1):  # king-of-the-hill: one comparison per challenger
+            challenger = self.sample_responses(x)
+            winner = np.where(self.compare(x, winner, challenger) > 0.5, winner, challenger)
+        xs, ys = self.tensor(x, torch.long), self.tensor(winner, torch.long)
+        log_ref = self.policy.log_ref[xs]
+        return {"train/loss": self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, ys, self.mixing))}
