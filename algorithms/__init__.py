@@ -10,10 +10,16 @@ import gymnasium as gym
 from prefzoo.envs.game import closest_hint
 
 from .base import Algorithm
+from .iterative_bon import IterativeBoN
+from .jbond import JBOND
+from .sppo import SPPO
 from .wind import WIND
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "wind": WIND,
+    "iterative_bon": IterativeBoN,
+    "jbond": JBOND,
+    "sppo": SPPO,
 }
 
 

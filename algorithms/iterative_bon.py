@@ -30,7 +30,8 @@ def best_of_n(pi: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:
     """
     if int(n) != n or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    pi, reward = np.broadcast_arrays(np.asarray(pi, dtype=np.float64), np.asarray(reward, dtype=np.float64))
+    pi, reward = np.broadcast_arrays(np.asarray(pi, dtype=np.float64),
+                                     np.asarray(reward, dtype=np.float64))
     below_eq = reward[..., None, :] <= reward[..., :, None]  # [..., y, y'] = 1{r(y') <= r(y)}
     below = reward[..., None, :] < reward[..., :, None]
     f = np.einsum("...ij,...j->...i", below_eq.astype(np.float64), pi)
@@ -66,7 +67,8 @@ def reward_order_matrix(reward: np.ndarray) -> np.ndarray:
     return (diff > 0) + 0.5 * (diff == 0)
 
 
-def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int, alpha: float) -> np.ndarray:
+def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int,
+             alpha: float) -> np.ndarray:
     """Exact step π_{t+1} ∝ μ^α·BoN_n(π_t)^{1−α}, computed in log space (zeros stay zeros)."""
     with np.errstate(divide="ignore"):
         log_bon = np.log(pi) + np.log(bon_ratio(P, pi, n))
@@ -182,7 +184,10 @@ class IterativeBoN(Algorithm):
         selection: ``"comparisons"`` (tournament by oracle comparisons; both modes) or
             ``"reward"`` (exact mode only: BoN by the hidden reward, :func:`best_of_n`; e.g. true
             Best-of-N on ``bt`` games, where noisy comparisons select differently for N > 2).
-        (others): see :class:`~prefzoo.algorithms.base.Algorithm`.
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm`. Defaults lr 0.005, batch 128,
+            5 grad steps (``zoo_configs/iterative_bon.yml``): a larger lr or more steps per batch
+            over-fit each batch's winners (the batch MLE sends unseen responses to 0) and the KL
+            to the target grows instead of shrinking.
 
     Raises:
         ValueError: n < 2, mixing outside (0, 1), an unknown selection, ``"reward"`` in sample
@@ -190,17 +195,17 @@ class IterativeBoN(Algorithm):
     """
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
-                 selection: str = "comparisons", policy: str = "tabular", lr: float = 0.05,
-                 batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
+                 selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
+                 batch_size: int = 128, grad_steps: int = 5, device: str = "cpu"):
         if int(n) != n or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")
         if not 0 < mixing < 1:
-            raise ValueError(f"mixing must be in (0, 1), got {mixing}; use mixing > 0 for a fixed point")
+            raise ValueError(f"mixing must be in (0, 1), got {mixing} (0 has no fixed point)")
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         if selection == "reward" and mode == "sample":
-            raise ValueError("selection='reward' reads the hidden reward, which sample mode (counted "
-                             "comparisons only) cannot; use selection='comparisons'")
+            raise ValueError("selection='reward' reads the hidden reward, which sample mode "
+                             "(counted comparisons only) cannot; use selection='comparisons'")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         if selection == "reward" and self.game.rewards is None:
             raise ValueError(f"selection='reward' needs a game with a hidden reward; family "
@@ -208,7 +213,8 @@ class IterativeBoN(Algorithm):
         self.n, self.mixing, self.selection = int(n), float(mixing), selection
         self.beta = mixing / ((1 - mixing) * (self.n - 1))
         self.log_ref = np.log(self.game.ref)
-        self.order = self.game.P if selection == "comparisons" else reward_order_matrix(self.game.rewards)
+        self.order = (self.game.P if selection == "comparisons"
+                      else reward_order_matrix(self.game.rewards))
         self._target: np.ndarray | None = None
         self._target_done = False
 
@@ -228,4 +234,5 @@ class IterativeBoN(Algorithm):
             winner = np.where(self.compare(x, winner, challenger) > 0.5, winner, challenger)
         xs, ys = self.tensor(x, torch.long), self.tensor(winner, torch.long)
         log_ref = self.policy.log_ref[xs]
-        return {"train/loss": self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, ys, self.mixing))}
+        loss = self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, ys, self.mixing))
+        return {"train/loss": loss}
