@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# `prefzoo demo` = `prefzoo compare --algos wind sppo iterative_bon --env prefzoo/PrefBandit-Cyclic-v0
+# --seeds 0 1 2 --budget 200000 --out results/demo` (+ a tournament), then prints where everything is.
 demo: setup
-	$(VENV)/bin/prefzoo demo
+	$(VENV)/bin/prefzoo demo --out results/demo
 
 test: setup
 	$(PY) -m pytest -q -n auto -m "not slow"

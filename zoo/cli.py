@@ -17,7 +17,7 @@ from prefzoo.zoo.config import ConfigError
 
 DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
 DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
-DEMO_BUDGET = 60_000  # oracle queries per run; sized for about two minutes on 2 cores
+DEMO_BUDGET = 200_000  # oracle queries per run; sized for about two minutes on 2 cores
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -89,8 +89,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
     missing = sorted(set(DEMO_ALGOS) - set(algos))
     if missing:
         print(f"note: {', '.join(missing)} not registered yet; comparing {', '.join(algos)}")
-    compare.compare(algos, DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
-                    device=args.device, progress=args.progress)
+    result = compare.compare(algos, DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
+                             device=args.device, progress=args.progress)
+    from prefzoo.zoo import tournament
+
+    tour = tournament.tournament(result["run_dirs"], Path(args.out) / "tournament", verbose=False)
+    plots = "\n".join(f"    {p}" for p in [*result["plots"], tour["png"]])
+    print(f"""
+Results
+  table (mean ± s.e. at 25/50/100 % of {args.budget:,} queries):
+    {result["table_md"]}  and  {result["table_csv"]}
+  plots (open with any image viewer):
+{plots}
+  tournament win-rate matrix: {tour["md"]}
+  per-run logs (progress.csv, config.yml, checkpoints, TensorBoard events): {result["logs"]}
+  TensorBoard:  {_tensorboard()} --logdir {result["logs"]}   then open http://localhost:6006
+""")
+
+
+def _tensorboard() -> str:
+    """The ``tensorboard`` next to this Python (the venv's), relative when shorter."""
+    path = Path(sys.executable).parent / "tensorboard"
+    if not path.exists():
+        return "tensorboard"
+    rel = os.path.relpath(path)
+    return rel if len(rel) < len(str(path)) else str(path)
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare,

@@ -33,6 +33,7 @@ FRACTIONS = (0.25, 0.5, 1.0)
 TABLE_METRICS = ("game/exploitability", "game/kl_to_target", "game/win_rate_vs_ref", "time/wall_s")
 PLOT_METRICS = ("game/exploitability", "game/kl_to_target")
 QUERIES, WALL = "cost/queries", "time/wall_s"
+BUDGET_ONLY_CAP = 10**6  # iteration cap when a query budget is given and --iterations is not
 
 
 # ---------------------------------------------------------------------- reading runs at budgets
@@ -118,7 +119,7 @@ def _run_one(cfg_dict: dict[str, Any], run_dir: str, budget: int | None, progres
     return result
 
 
-def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_freq) -> list[RunConfig]:
+def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_freq, budget=None) -> list[RunConfig]:
     """One resolved config per (algo, seed); sample mode where the algorithm has it."""
     configs = []
     for algo in algos:
@@ -130,6 +131,8 @@ def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_fr
             extra["mode"] = "sample"
         if iterations is not None:
             extra["iterations"] = iterations
+        elif budget is not None:
+            extra["iterations"] = BUDGET_ONLY_CAP  # the budget decides when a run stops
         if eval_freq is not None:
             extra["eval_freq"] = eval_freq
         extra.setdefault("save_freq", 0)
@@ -142,7 +145,7 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
     """Run every config in a process pool (spawned workers, one torch thread each)."""
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
     keys = [f"{c.algo} s{c.seed}" for c in configs]
-    total = len(configs) * budget if budget else sum(c.iterations for c in configs)
+    total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(max(1, min(workers, len(configs))), mp_context=ctx,
                                                        initializer=_init_worker) as pool:
@@ -190,7 +193,7 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     if budget is not None and budget <= 0:
         raise ConfigError(f"--budget must be a positive number of queries, got {budget}")
     out = Path(out)
-    configs = plan(algos, env_id, seeds, overrides or {}, directory, device, iterations, eval_freq)
+    configs = plan(algos, env_id, seeds, overrides or {}, directory, device, iterations, eval_freq, budget)
     out.mkdir(parents=True, exist_ok=True)
     print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
           f"budget {budget if budget else 'common'} queries, {workers or os.cpu_count()} workers → {out}", flush=True)

@@ -41,6 +41,7 @@ ITERATION_KEY = "time/iterations"
 WALL_TIME_KEYS = ("time/wall_s",)  # the only columns allowed to differ between identical runs
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 TB_ONLY = ("stdout", "log", "json", "csv")  # exclude-list for TensorBoard-only records
+NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
 
 
 # ---------------------------------------------------------------------- run directories
@@ -234,7 +235,8 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
     """Run (or resume) ``cfg`` in ``run_dir``; returns the last logged metrics and the status.
 
     Args:
-        budget: stop at the first evaluation with ``cost/queries >= budget`` (``compare``).
+        budget: stop at the first evaluation with ``cost/queries >= budget`` (``compare``), or
+            after :data:`NO_QUERY_PATIENCE` iterations without any query.
         report: called with each evaluation's metrics (``compare``'s progress queue).
         progress: show a tqdm bar.
         verbose: SB3's stdout table at each evaluation (default: when there is no bar).
@@ -274,6 +276,8 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
             report(metrics)
         if budget is not None and metrics.get("cost/queries", 0) >= budget:
             state["stop"] = "budget"
+        elif budget is not None and _algo.iteration >= NO_QUERY_PATIENCE and not metrics.get("cost/queries"):
+            state["stop"] = "no queries"  # e.g. exact mode: a query budget is never reached
         if state.get("interrupted"):
             state["stop"] = "interrupted"
         return state["stop"] is None

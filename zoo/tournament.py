@@ -47,7 +47,7 @@ def win_rate_matrix(game, policies: list[np.ndarray]) -> np.ndarray:
     return np.array([[game.expectation(game.win_rate(a, b)) for b in policies] for a in policies])
 
 
-def tournament(paths: list[str], out: str | os.PathLike = "results/tournament") -> dict:
+def tournament(paths: list[str], out: str | os.PathLike = "results/tournament", verbose: bool = True) -> dict:
     from prefzoo.zoo import plots
 
     loaded = [load_policy(p) for p in paths]
@@ -78,6 +78,7 @@ def tournament(paths: list[str], out: str | os.PathLike = "results/tournament") 
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + f" | {row.mean():.3f} |")
     (out / "tournament.md").write_text("\n".join(lines) + "\n")
     png = plots.heatmap(matrix, names, out / "tournament.png", f"{cfg.env_id}: P(row ≻ column)")
-    print("\n".join(lines))
-    print(f"\nwrote {out / 'tournament.md'}, {out / 'tournament.csv'} and {png}")
+    if verbose:
+        print("\n".join(lines))
+        print(f"\nwrote {out / 'tournament.md'}, {out / 'tournament.csv'} and {png}")
     return {"names": names, "matrix": matrix, "md": out / "tournament.md", "png": png}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from zoo_helpers import ENV, read_csv, run_prefzoo
 
-from prefzoo.zoo import compare, runner, tournament
+from prefzoo.zoo import compare, config, runner
 from prefzoo.zoo.config import ConfigError
 
 BUDGET = 1000  # 32 queries per iteration → 32 iterations per run
@@ -49,10 +49,7 @@ def test_table_equals_the_run_csvs_at_the_budgets(compared):
         assert float(row["se"]) == pytest.approx(np.std(values, ddof=1) / np.sqrt(3), rel=1e-9)
         assert int(row["n"]) == 3
         assert f"{float(row['mean']):.4g} ± {float(row['se']):.2g}" in markdown
-
-
-def test_plots_are_pngs(compared):
-    out, result = compared
+    # and the plots, which read the same runs
     assert [p.name for p in result["plots"]] == ["vs_queries.png", "vs_wall_time.png"]
     for path in result["plots"]:
         image = matplotlib.image.imread(path)
@@ -61,13 +58,19 @@ def test_plots_are_pngs(compared):
 
 def test_exact_mode_without_queries_is_reported(tiny_configs, tmp_path):
     with pytest.raises(ConfigError, match="no run made any oracle query"):
-        compare.compare(["wind"], ENV, [0], tmp_path, workers=1, iterations=3, directory=tiny_configs,
+        compare.compare(["wind"], ENV, [0], tmp_path, workers=1, budget=100, directory=tiny_configs,
                         device="cpu", progress=False, overrides={"mode": "exact"})
+    (run_dir,) = (tmp_path / "logs" / "wind").iterdir()  # stopped after 10 query-free iterations
+    assert len(read_csv(run_dir / "progress.csv")) == runner.NO_QUERY_PATIENCE + 1
 
 
-def test_tournament_matrix(compared, tiny_configs, tmp_path):
-    _, result = compared
-    paths = [*result["run_dirs"][:2], str(runner.checkpoints(result["run_dirs"][2])[max(runner.checkpoints(result["run_dirs"][2]))])]
+def test_tournament_matrix(tiny_configs, tmp_path):
+    run_dirs = []
+    for seed in (0, 1, 2):
+        cfg = config.resolve("wind", ENV, seed, {"iterations": 20}, tiny_configs, "cpu")
+        run_dirs.append(runner.new_run_dir(tmp_path / "logs", "wind", ENV))
+        runner.train(cfg, run_dirs[-1], progress=False, verbose=False)
+    paths = [*map(str, run_dirs[:2]), str(run_dirs[2] / "checkpoints" / "iter_000020.pt")]
     proc = run_prefzoo(tiny_configs, tmp_path, "tournament", "--runs", *paths, "--out", "tour")
     assert "Nash (β=0)" in proc.stdout
     with open(tmp_path / "tour" / "tournament.csv", newline="") as f:
@@ -84,6 +87,6 @@ def test_tournament_matrix(compared, tiny_configs, tmp_path):
     assert matrix[0, 1] == pytest.approx(independent, abs=1e-12)
     vs_ref = float(np.einsum("x,xy,xyz,xz->", game.rho, pi1, game.P, game.ref))
     assert matrix[1, 3] == pytest.approx(vs_ref, abs=1e-12)
-    pi2 = np.load(Path(result["run_dirs"][2]) / "policy.npy")  # the last checkpoint is the final policy
+    pi2 = np.load(run_dirs[2] / "policy.npy")  # the last checkpoint is the final policy
     assert matrix[2, 0] == pytest.approx(float(np.einsum("x,xy,xyz,xz->", game.rho, pi2, game.P, pi0)), abs=1e-6)
     assert matplotlib.image.imread(tmp_path / "tour" / "tournament.png").ndim == 3
