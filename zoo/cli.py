@@ -55,13 +55,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, args.device)
         run_dir = runner.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
     print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
-    result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
-                          command=shlex.join(["prefzoo", *sys.argv[1:]]))
+    try:
+        result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
+                              command=shlex.join(["prefzoo", *sys.argv[1:]]))
+    except ConfigError:
+        if args.resume is None and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the algorithm could not be built: leave no empty run behind
+        raise
     final = result["metrics"]
     summary = ", ".join(f"{k} {final[k]:.4g}" for k in ("game/exploitability", "game/kl_to_target",
                                                          "cost/queries") if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
-    print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir.parent})")
+    print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -114,7 +114,7 @@ def _run_one(cfg_dict: dict[str, Any], run_dir: str, budget: int | None, progres
 
     cfg = RunConfig.from_dict(cfg_dict)
     result = runner.train(cfg, run_dir, progress=False, verbose=False, budget=budget, report=report,
-                          command=f"prefzoo compare (run {key})")
+                          command=f"prefzoo compare (run {key})", handle_sigint=False)
     progress_queue.put((key, result["metrics"].get(QUERIES, 0), result["metrics"].get("game/exploitability", np.nan)))
     return result
 

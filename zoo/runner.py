@@ -231,7 +231,8 @@ def build(cfg: RunConfig):
 
 def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
           verbose: bool | None = None, budget: int | None = None,
-          report: Callable[[dict[str, float]], None] | None = None, command: str | None = None) -> dict[str, Any]:
+          report: Callable[[dict[str, float]], None] | None = None, command: str | None = None,
+          handle_sigint: bool = True) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in ``run_dir``; returns the last logged metrics and the status.
 
     Args:
@@ -240,21 +241,21 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
         report: called with each evaluation's metrics (``compare``'s progress queue).
         progress: show a tqdm bar.
         verbose: SB3's stdout table at each evaluation (default: when there is no bar).
+        handle_sigint: first Ctrl-C = stop at the next evaluation and checkpoint (off in
+            ``compare``'s workers, whose parent handles Ctrl-C).
     """
     run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     try:
         algo = build(cfg)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"cannot build {cfg.algo} on {cfg.env_id}: {err}") from None
-    start = None
-    if resume:
-        saved = checkpoints(run_dir)
-        start = max(saved, default=0)
-        if saved:
-            algo.load(saved[start])
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    saved = checkpoints(run_dir) if resume else {}
+    start = max(saved) if saved else None  # None: a fresh start (also a resume before any checkpoint)
+    if start is not None:
+        algo.load(saved[start])
         print(f"resuming {run_dir} from iteration {start}", file=sys.stderr)
-    else:
+    elif not (resume and (run_dir / "config.yml").is_file()):
         write_run_files(cfg, run_dir, command)
     logger = make_logger(run_dir, stdout=not progress if verbose is None else verbose, resume_iteration=start)
     algo.set_logger(logger)
@@ -285,7 +286,7 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
     save_freq = cfg.save_freq or cfg.iterations
     t0 = time.perf_counter()
     try:
-        with graceful_interrupt(state):
+        with graceful_interrupt(state) if handle_sigint else contextlib.nullcontext():
             while algo.iteration < cfg.iterations and state["stop"] is None:
                 chunk = min(save_freq - algo.iteration % save_freq, cfg.iterations - algo.iteration)
                 algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
