@@ -184,7 +184,7 @@ class IterativeBoN(Algorithm):
         selection: ``"comparisons"`` (tournament by oracle comparisons; both modes) or
             ``"reward"`` (exact mode only: BoN by the hidden reward, :func:`best_of_n`; e.g. true
             Best-of-N on ``bt`` games, where noisy comparisons select differently for N > 2).
-        (others): see :class:`~prefzoo.algorithms.base.Algorithm`. Defaults lr 0.005, batch 128,
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm`. Defaults lr 0.005, batch 256,
             5 grad steps (``zoo_configs/iterative_bon.yml``): a larger lr or more steps per batch
             over-fit each batch's winners (the batch MLE sends unseen responses to 0) and the KL
             to the target grows instead of shrinking.
@@ -196,7 +196,7 @@ class IterativeBoN(Algorithm):
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
                  selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
-                 batch_size: int = 128, grad_steps: int = 5, device: str = "cpu"):
+                 batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):
         if int(n) != n or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")
         if not 0 < mixing < 1:
