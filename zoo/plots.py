@@ -14,7 +14,8 @@ from matplotlib import ticker  # noqa: E402
 from prefzoo.zoo.compare import PLOT_METRICS, QUERIES, WALL, value_at  # noqa: E402
 
 LABELS = {"game/exploitability": "exploitability  max_y P(y≻π) − ½",
-          "game/kl_to_target": "KL(π_target ‖ π)", "game/reg_exploitability": "regularized exploitability"}
+          "game/kl_to_target": "KL(π_target ‖ π)",
+          "game/avg_exploitability": "exploitability of the average iterate", "game/reg_exploitability": "regularized exploitability"}
 GRID = 200
 
 
@@ -46,7 +47,7 @@ def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None
     metrics = [m for m in PLOT_METRICS if any(m in a for arrays in runs.values() for a in arrays)]
     if not metrics:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
         for i, (algo, arrays) in enumerate(runs.items()):
@@ -56,6 +57,8 @@ def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None
             x = grid_for(have)
             _band(ax, x, [value_at(a[xkey], a[metric], x) for a in have], algo, colors[i % len(colors)])
         _log_y(ax)
+        if xkey == QUERIES:
+            ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 50k, 100k, 1M
         ax.set_xlabel(xlabel)
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.set_title(metric)
