@@ -85,13 +85,17 @@ class WIND(Algorithm):
             prefers smaller η (the label noise is scaled by η).
         loss: sample-mode loss, ``"sq"``, ``"kl"`` or ``"nce"``.
         offset: ``"learned"`` (per-context c) or ``"none"`` (c ≡ 0).
+        eta_decay: use η_t = min(η, 2/(β(t+1))) at iteration t (Robbins–Monro). With a constant
+            η the sample iterate keeps a noise floor of variance ≈ η·σ²/(2β) (σ² the label noise
+            per response); the decay removes it while keeping the fixed point π*_β.
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`.
     """
 
     _extra_state = ("offset",)
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
-                 loss: str = "sq", offset: str = "learned", policy: str = "tabular", lr: float = 0.05,
+                 loss: str = "sq", offset: str = "learned", eta_decay: bool = False,
+                 policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
         if beta <= 0:
             raise ValueError(f"beta must be > 0 (WIND solves the regularized game), got {beta}")
@@ -102,7 +106,7 @@ class WIND(Algorithm):
         if offset not in ("learned", "none"):
             raise ValueError(f"offset must be 'learned' or 'none', got {offset!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        self.beta, self.eta, self.loss, self.offset_kind = beta, eta, loss, offset
+        self.beta, self.eta, self.loss, self.offset_kind, self.eta_decay = beta, eta, loss, offset, eta_decay
         self.log_ref = np.log(self.game.ref)
         self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
         nn.init.zeros_(self.offset.weight)
@@ -113,10 +117,15 @@ class WIND(Algorithm):
     def target_policy(self):
         return self.game.nash(self.beta)
 
+    def step_size(self) -> float:
+        """η_t for the coming iteration."""
+        return min(self.eta, 2 / (self.beta * (self.iteration + 1))) if self.eta_decay else self.eta
+
     def step(self):
+        eta = self.step_size()
         if self.mode == "exact":
-            self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), self.eta, self.beta))
-            return {}
+            self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
+            return {"train/eta": eta}
         x, y = self.sample_batch(self.batch_size)
         y2 = self.sample_responses(x)
         b = self.compare(x, y, y2)
@@ -127,11 +136,11 @@ class WIND(Algorithm):
             log_old = self.policy.log_prob(xs, ys)
 
         def loss_fn():
-            score = wind_score(self.policy.log_prob(xs, ys), log_old, log_ref, self.offset(xs)[:, 0], self.eta, self.beta)
+            score = wind_score(self.policy.log_prob(xs, ys), log_old, log_ref, self.offset(xs)[:, 0], eta, self.beta)
             if self.loss != "nce":
                 return regression_loss(score, label, self.loss)
             n = len(x)
             winner = torch.where(label[:n] > 0.5, torch.arange(n), torch.arange(n) + n)
             return nce_loss(score[winner], score)
 
-        return {"train/loss": self.fit(loss_fn)}
+        return {"train/loss": self.fit(loss_fn), "train/eta": eta}

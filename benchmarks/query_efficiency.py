@@ -33,7 +33,7 @@ def matched(algo: str, game: str) -> dict:
     """Regularization overrides that put every regularized algorithm on WIND's β."""
     if algo == "iterative_bon":
         n = 4 if game == "transitive" else 2  # BoN_N>2 is defined by the reward order
-        return {"n": n, "alpha": BETA * (n - 1) / (1 + BETA * (n - 1))}
+        return {"n": n, "mixing": BETA * (n - 1) / (1 + BETA * (n - 1))}
     if algo in ("wind", "nash_md"):
         return {"beta": BETA}
     return {}

@@ -111,3 +111,14 @@ def test_bad_hyperparameters():
         prefzoo.make_algo("wnd", cyclic_env())
     with pytest.raises(TypeError):
         prefzoo.make_algo("wind", cyclic_env(), etaa=1.0)
+
+
+def test_step_size_decay_removes_the_noise_floor():
+    """Constant η leaves a noise floor of variance ≈ ησ²/(2β); η_t = min(η, 2/(β(t+1))) does not."""
+    kl = {}
+    for decay in (False, True):
+        algo = prefzoo.make_algo("wind", "prefzoo/PrefBandit-Cyclic-v0", seed=0, mode="sample", beta=0.1,
+                                 eta=0.5, eta_decay=decay, batch_size=256, lr=0.05, grad_steps=20)
+        algo.learn(150, eval_freq=150)
+        kl[decay] = algo.evaluate()["game/kl_to_target"]
+    assert kl[True] < kl[False] / 2
