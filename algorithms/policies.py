@@ -13,6 +13,8 @@ from torch import nn
 
 from prefzoo.envs.game import PreferenceGame, closest_hint, sample_categorical
 
+from .sequence_policy import SEQUENCE_POLICIES
+
 
 class BanditPolicy(nn.Module):
     """π_θ(y|x) = softmax(log π_ref(·|x) + f_θ(x)) over a finite response set."""
@@ -70,7 +72,7 @@ class MLPPolicy(BanditPolicy):
         return self.net(self.features[contexts])
 
 
-POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy}
+POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # + token-game policies
 
 
 def make_policy(kind: str, game: PreferenceGame, device: torch.device) -> BanditPolicy:

@@ -7,8 +7,10 @@ from gymnasium.envs.registration import register, registry
 
 from .bandit import PrefBanditEnv, PrefBanditVectorEnv
 from .game import FAMILIES, PreferenceGame, make_game
+from .token import TokenGame, TokenGameEnv, make_token_game
 
-__all__ = ["FAMILIES", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game", "ENV_IDS"]
+__all__ = ["FAMILIES", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game", "ENV_IDS",
+           "TokenGame", "TokenGameEnv", "make_token_game"]
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str | None = None, **kwargs) -> None:
@@ -24,5 +26,10 @@ _register("prefzoo/PrefBandit-v0", _BANDIT, _BANDIT_VEC, family="bt")
 _register("prefzoo/PrefBandit-Cyclic-v0", _BANDIT, _BANDIT_VEC, family="cyclic")
 _register("prefzoo/PrefBandit-Mixed-v0", _BANDIT, _BANDIT_VEC, family="mixed")
 _register("prefzoo/PrefBandit-RewardOrder-v0", _BANDIT, _BANDIT_VEC, family="reward_order")
+
+# ---- token-level LM alignment games ---------------------------------------------------
+_TOKEN = "prefzoo.envs.token:TokenGameEnv"
+_register("prefzoo/TokenGame-v0", _TOKEN, family="bt")
+_register("prefzoo/TokenGame-Cyclic-v0", _TOKEN, family="cyclic")
 
 ENV_IDS = tuple(env_id for env_id in registry if env_id.startswith("prefzoo/"))

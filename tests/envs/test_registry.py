@@ -49,7 +49,8 @@ def test_same_seed_same_rollout(env_id):
         for _ in range(steps):
             action = env.action_space.sample()
             _, reward, terminated, truncated, step_info = env.step(action)
-            trace.append((obs.copy(), info["context"], action, reward, terminated, truncated,
+            flat_obs = gym.spaces.flatten(env.observation_space, obs)  # Box or Dict observations
+            trace.append((flat_obs, info["context"], action, reward, terminated, truncated,
                           step_info["opponent_action"], step_info["win_prob"]))
             obs, info = env.reset()
         return trace
