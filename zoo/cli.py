@@ -14,6 +14,8 @@ from pathlib import Path
 import prefzoo
 from prefzoo.zoo import config, runner
 from prefzoo.zoo.config import ConfigError
+from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
+from prefzoo.zoo.estimators_cli import cmd_estimators
 
 DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
 DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
@@ -122,7 +124,7 @@ def _tensorboard() -> str:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare,
-            "tournament": cmd_tournament, "demo": cmd_demo}
+            "tournament": cmd_tournament, "demo": cmd_demo, "estimators": cmd_estimators}
 
 
 def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
@@ -187,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
     p.add_argument("--budget", type=int, default=DEMO_BUDGET, help="oracle queries per run")
     _common(p, hp=False)
+    add_estimators_parser(sub)
     return parser
 
 
