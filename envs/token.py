@@ -127,12 +127,14 @@ class TokenLM(nn.Module):
 
     def forward(self, prompt: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Next-token logits [n, T, V] for teacher-forced ``inputs`` [n, T] (ids ≤ V)."""
+        self.rnn.flatten_parameters()  # no-op unless a deepcopy (a frozen snapshot) split the cuDNN weights
         x = self.embed(inputs) + self.prompt_in(prompt)[:, None]
         out, _ = self.rnn(x, self.initial_state(prompt))
         return self.head(out)
 
     def step(self, prompt: torch.Tensor, token: torch.Tensor, state):
         """Logits [n, V] after feeding ``token`` [n], and the new state."""
+        self.rnn.flatten_parameters()
         x = self.embed(token[:, None]) + self.prompt_in(prompt)[:, None]
         out, state = self.rnn(x, state)
         return self.head(out[:, 0]), state
