@@ -10,8 +10,12 @@ import gymnasium as gym
 from prefzoo.envs.game import closest_hint
 
 from .base import Algorithm
+from .grpo import GRPO
 from .iterative_bon import IterativeBoN
 from .jbond import JBOND
+from .nash_md import NashMD, NashMP
+from .online_dpo import OnlineDPO, OnlineIPO
+from .ppo import PPO
 from .sppo import SPPO
 from .wind import WIND
 
@@ -20,6 +24,12 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "iterative_bon": IterativeBoN,
     "jbond": JBOND,
     "sppo": SPPO,
+    "nash_md": NashMD,
+    "nash_mp": NashMP,
+    "online_dpo": OnlineDPO,
+    "online_ipo": OnlineIPO,
+    "grpo": GRPO,
+    "ppo": PPO,
 }
 
 

@@ -1,0 +1,112 @@
+"""GRPO with a preference reward: group-relative policy optimization against the oracle.
+
+Per prompt a group of G responses is drawn from the frozen policy π_old; every pair of distinct
+responses in the group is compared once, each response's reward is its empirical win rate
+against the rest of the group, the advantage is that reward standardized within the group, and
+π_θ takes ``n_epochs`` Adam steps on PPO's clipped ratio objective with an optional k3 penalty
+towards μ = π_ref. There is no value network and no exact mode: GRPO's group standardization
+makes its stationary point depend on the within-group reward spread, so it has no closed-form
+limit and is judged by exploitability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Algorithm
+
+
+def group_win_rewards(wins: np.ndarray) -> np.ndarray:
+    """r_i = mean_{j≠i} P̂(y_i ≻ y_j) from a comparison matrix ``wins`` [n, G, G] whose
+    off-diagonal entries hold 1{y_i ≻ y_j} (antisymmetric: wins + winsᵀ = 1 off the diagonal)."""
+    G = wins.shape[-1]
+    off = ~np.eye(G, dtype=bool)
+    return (wins * off).sum(-1) / (G - 1)
+
+
+def group_advantages(rewards, eps: float = 1e-4):
+    """(r − mean_group r)/(std_group r + ε) per row (torch's unbiased std, as in DeepSeekMath)."""
+    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+
+
+def k3_kl(log_ref, log_new):
+    """Schulman's k3 estimator μ/π − log(μ/π) − 1 ≥ 0 of the KL to μ, per sample."""
+    log_ratio = log_ref - log_new
+    return log_ratio.exp() - log_ratio - 1
+
+
+def clipped_objective(log_new, log_old, advantages, clip: float):
+    """PPO's surrogate min(ρA, clip(ρ, 1−ε, 1+ε)A), ρ = π_θ/π_old, per sample."""
+    ratio = (log_new - log_old).exp()
+    return torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+
+
+class GRPO(Algorithm):
+    """Group relative policy optimization with a preference (win-rate) reward; sample mode only.
+
+    Paper: Shao, Wang, Zhu, Xu, Song, Bi, Zhang, Zhang, Li, Wu, Guo (2024), "DeepSeekMath:
+    Pushing the Limits of Mathematical Reasoning in Open Language Models", arXiv:2402.03300.
+
+    Sample mode: for each of ``batch_size`` prompts x draw y_1..y_G ~ π_old. Every pair i < j
+    with y_i ≠ y_j is compared once (b_ij = 1{y_i ≻ y_j}, b_ji = 1 − b_ij); identical responses
+    tie at ½ without a query, so an iteration costs at most batch_size·G(G−1)/2 queries.
+    r_i = mean_{j≠i} b_ij,  A_i = (r_i − mean r)/(std r + 1e-4), and ``n_epochs`` full-batch
+    Adam steps maximize  mean_i [min(ρ_i A_i, clip(ρ_i, 1−ε, 1+ε) A_i) − β·k3_i],
+    ρ_i = π_θ(y_i)/π_old(y_i), k3_i = μ(y_i)/π_θ(y_i) − log(μ(y_i)/π_θ(y_i)) − 1.
+
+    Limit: E[r_i | y_i] ≈ P(y_i ≻ π_old), so the update is self-play policy gradient on the
+    win rate. Sampled from π_old, k3's gradient at π_θ = π_old is that of KL(μ‖π_θ) (not
+    KL(π_θ‖μ)), and the advantage is divided by the group's reward spread; the stationary point
+    π(y)(P(y≻π) − ½)/σ_π = β(π(y) − μ(y)) therefore has no closed form (σ_π is a random group
+    std). ``target_policy()`` is None; GRPO is judged by (unregularized) exploitability.
+
+    Args:
+        group_size: G ≥ 2 responses per prompt; queries per prompt grow as G(G−1)/2.
+        clip: ratio clip ε ∈ (0, 1); only matters from the second epoch on.
+        beta: k3 penalty coefficient β ≥ 0 (0 disables it). Because advantages are
+            standardized, β acts relative to a unit-scale reward, roughly like a regularization
+            β·σ of the raw win rate (σ ≈ 0.2–0.4).
+        n_epochs: Adam steps per iteration on the batch (> 1 needs the clip).
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm` (its ``grad_steps`` is
+            ``n_epochs`` here).
+    """
+
+    supported_modes = ("sample",)
+
+    def __init__(self, env, seed: int = 0, mode: str = "sample", group_size: int = 4, clip: float = 0.2,
+                 beta: float = 0.1, n_epochs: int = 4, policy: str = "tabular", lr: float = 0.003,
+                 batch_size: int = 32, device: str = "cpu"):
+        if int(group_size) != group_size or group_size < 2:
+            raise ValueError(f"group_size must be an integer >= 2 (rewards compare within a group), got {group_size}")
+        if not 0 < clip < 1:
+            raise ValueError(f"clip must be in (0, 1), got {clip}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0 (0 disables the k3 penalty), got {beta}")
+        super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)
+        self.group_size, self.clip, self.kl_coef, self.n_epochs = int(group_size), clip, beta, int(n_epochs)
+
+    def step(self):
+        n, G = self.batch_size, self.group_size
+        x = np.repeat(self.game.sample_contexts(n, self.rng), G)
+        y = self.sample_responses(x)
+        xg, yg = x.reshape(n, G), y.reshape(n, G)
+        wins = np.full((n, G, G), 0.5)
+        i, j = np.triu_indices(G, k=1)
+        rows, pair = np.nonzero(yg[:, i] != yg[:, j])  # identical responses tie at ½, unqueried
+        pi, pj = i[pair], j[pair]
+        b = self.compare(xg[rows, pi], yg[rows, pi], yg[rows, pj])
+        wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
+        rewards = group_win_rewards(wins)
+        advantages = group_advantages(self.tensor(rewards)).reshape(-1)
+        xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
+        log_ref = self.policy.log_ref[xs, ys]
+        with torch.no_grad():
+            log_old = self.policy.log_prob(xs, ys)
+
+        def loss_fn():
+            log_new = self.policy.log_prob(xs, ys)
+            objective = clipped_objective(log_new, log_old, advantages, self.clip)
+            return -(objective - self.kl_coef * k3_kl(log_ref, log_new)).mean()
+
+        return {"train/loss": self.fit(loss_fn), "train/reward_std": float(rewards.std(-1).mean())}

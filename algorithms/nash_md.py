@@ -1,0 +1,169 @@
+"""Nash mirror descent (Nash-MD) and Nash mirror prox (Nash-MP) for the β-regularized preference
+game max_π min_π' P(π≻π') − βKL(π‖μ) + βKL(π'‖μ), μ = π_ref, whose unique equilibrium is
+π*_β ∝ μ·exp(P(y≻π*_β)/β) (``game.nash(beta)``). Nash-MD plays a mirror step against the
+geometric mixture of the current policy and μ; Nash-MP takes two proximal steps anchored at the
+current policy (extragradient). Both are one class, :class:`NashMD`, whose ``variant`` class
+attribute selects the rule; :class:`NashMP` only fixes it. The closed-form steps are pure
+helpers here; the sample-mode losses reuse WIND's score/regression helpers.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from scipy.special import log_softmax
+from torch import nn
+
+from prefzoo.envs.game import sample_categorical
+
+from .base import Algorithm
+from .wind import regression_loss, wind_score
+
+
+def md_tau(eta: float, beta: float) -> float:
+    """Munos et al.'s mixture regularization τ = β/(1+ηβ): the value that makes the mixture
+    π^μ's fixed point exactly π*_β (with the paper's τ = β it is π*_{β/(1−ηβ)} instead)."""
+    return beta / (1 + eta * beta)
+
+
+def mixture_log_probs(log_pi, log_ref, eta: float, tau: float):
+    """log π^μ with π^μ ∝ π^{1−ητ}·μ^{ητ} (numpy or torch, normalized over the last axis)."""
+    logits = (1 - eta * tau) * log_pi + eta * tau * log_ref
+    if isinstance(logits, torch.Tensor):
+        return torch.log_softmax(logits, dim=-1)
+    return log_softmax(logits, axis=-1)
+
+
+def nash_md_step(log_pi, log_ref, P, eta: float, tau: float) -> np.ndarray:
+    """Exact Nash-MD: log π_{t+1} = log π^μ_t + η P(y≻π^μ_t) − log Z (P: [X, Y, Y])."""
+    log_mix = mixture_log_probs(log_pi, log_ref, eta, tau)
+    return log_softmax(log_mix + eta * np.einsum("xij,xj->xi", P, np.exp(log_mix)), axis=-1)
+
+
+def prox_step(log_anchor, log_ref, win, eta: float, beta: float) -> np.ndarray:
+    """One regularized prox step anchored at π_k against an opponent with win rates ``win``:
+    log π = (log π_k + ηβ log μ + η P(y≻π_opp))/(1+ηβ) − log Z."""
+    return log_softmax((log_anchor + eta * beta * log_ref + eta * win) / (1 + eta * beta), axis=-1)
+
+
+def prox_score(log_new, log_anchor, log_ref, offset, eta: float, beta: float):
+    """s = [(1+ηβ) log π_θ − log π_k − ηβ log μ]/η − c(x); the square loss onto b − ½ with
+    E[b|y] = P(y≻π_opp) has :func:`prox_step` as population minimizer (c absorbs log Z)."""
+    return ((1 + eta * beta) * log_new - log_anchor - eta * beta * log_ref) / eta - offset
+
+
+class NashMD(Algorithm):
+    """Nash-MD (``variant="md"``) / Nash-MP (``variant="mp"``) for the β-regularized game.
+
+    Paper: Munos, Valko, Calandriello, Azar, Rowland, Guo, Tang, Geist, Mesnard, Michi,
+    Selvi, Girgin, Momchev, Bachem, Mankowitz, Precup, Piot (2023), "Nash Learning from Human
+    Feedback", arXiv:2312.00886 (Nash-MD); "Nash Mirror Prox" (2025), arXiv:2505.19731 (Nash-MP).
+
+    Nash-MD, exact: π^μ_t ∝ π_t^{1−ητ}·μ^{ητ};  π_{t+1} ∝ π^μ_t·exp(η·P(y≻π^μ_t)).
+    Parametrization: τ = β/(1+ηβ) (:func:`md_tau`). At a fixed point the mixture m satisfies
+    m ∝ μ·exp((1−ητ)/τ·P(y≻m)) = μ·exp(P(y≻m)/β), i.e. m = π*_β exactly, while the raw iterate
+    π_t tends to μ·exp(P(y≻π*_β)/τ), the τ-regularized best response to π*_β (it overshoots by
+    the factor 1+ηβ in the exponent), so **the policy of record is the mixture** π^μ_t
+    (``policy_probs``): the policy Nash-MD plays and the one that converges. (With the paper's
+    τ = β the mixture's limit is π*_{β/(1−ηβ)}, the O(η) bias of its theorem.) The mixture
+    sequence is exactly WIND with step η/(1+ηβ) and the same β.
+    Nash-MD, sample: per prompt y ~ π_t and y' ~ π^μ_t (enumerated exactly on bandits), one
+    comparison b = 1{y≻y'} with E[b|y] = P(y≻π^μ_t). Minimize (s − (b−½))² with
+    s = [log π_θ(y) − log π^μ_t(y)]/η − c(x) (WIND's :func:`wind_score` with β → τ, learned
+    per-context offset c); the population minimizer (weights π_t(y)) is the exact step.
+
+    Nash-MP, exact: two prox steps anchored at π_k (:func:`prox_step`),
+    π_{k+½} ∝ exp((log π_k + ηβ log μ + η P(y≻π_k))/(1+ηβ)),
+    π_{k+1} ∝ exp((log π_k + ηβ log μ + η P(y≻π_{k+½}))/(1+ηβ)); its fixed point is π*_β with
+    τ = β directly, and ``policy_probs`` is π_k.
+    Nash-MP, sample: step ½ draws y, y' ~ π_k, one comparison labels (y, b) and (y', 1−b);
+    step 1 draws y'' ~ π_{k+½} and compares it with y (2 comparisons per prompt per
+    iteration). Each step minimizes (s − (b−½))² with s = :func:`prox_score` (anchor π_k), whose
+    population minimizer is the corresponding exact prox step.
+
+    Args:
+        beta: KL regularization β > 0 of the game; the target is π*_β = ``game.nash(beta)``.
+        eta: step size η > 0 (ητ = ηβ/(1+ηβ) < 1 for every η). Exact mode on the 8×6 cyclic
+            game: Nash-MD converges at β = 0.1 for η = 1 but not η = 5, at β = 0.02 not even for
+            η = 1 (its mixture is WIND with step η/(1+ηβ), which needs η = O(β)); Nash-MP, the
+            extragradient, converges at β = 0.1 for η ≤ 5 and at β = 0.02 for η = 1, not η = 10.
+            In sample mode the regression noise scales with η (zoo_configs: η = 0.2).
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
+            per regression (Nash-MP runs two regressions per iteration).
+    """
+
+    variant: ClassVar[str] = "md"
+    _extra_state = ("offset",)
+
+    def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
+                 policy: str = "tabular", lr: float = 0.05, batch_size: int = 256, grad_steps: int = 20,
+                 device: str = "cpu"):
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
+        if eta <= 0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
+        self.beta, self.eta = beta, eta
+        self.tau = md_tau(eta, beta) if self.variant == "md" else beta
+        self.log_ref = np.log(self.game.ref)
+        self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
+        nn.init.zeros_(self.offset.weight)
+        if self.optimizer is not None:
+            self.optimizer.add_param_group({"params": self.offset.parameters()})
+
+    def target_policy(self):
+        return self.game.nash(self.beta)
+
+    def policy_probs(self):
+        pi = super().policy_probs()
+        if self.variant == "mp":
+            return pi
+        with np.errstate(divide="ignore"):
+            return np.exp(mixture_log_probs(np.log(pi), self.log_ref, self.eta, self.tau))
+
+    def _regress(self, xs, ys, label, score_fn) -> float:
+        """Fit π_θ (and c) by the square loss of ``score_fn(log π_θ(y), c(x))`` onto b − ½."""
+        xs, ys, label = self.tensor(xs, torch.long), self.tensor(ys, torch.long), self.tensor(label)
+        return self.fit(lambda: regression_loss(score_fn(self.policy.log_prob(xs, ys), self.offset(xs)[:, 0]),
+                                                label, "sq"))
+
+    def step(self):
+        game, eta, beta = self.game, self.eta, self.beta
+        if self.mode == "exact":
+            log_pi = np.log(self.pi)
+            if self.variant == "md":
+                self.pi = np.exp(nash_md_step(log_pi, self.log_ref, game.P, eta, self.tau))
+            else:
+                half = np.exp(prox_step(log_pi, self.log_ref, game.win_rates(self.pi), eta, beta))
+                self.pi = np.exp(prox_step(log_pi, self.log_ref, game.win_rates(half), eta, beta))
+            return {}
+        x, y = self.sample_batch(self.batch_size)
+        log_ref = self.policy.log_ref[self.tensor(x, torch.long), self.tensor(y, torch.long)]
+        with torch.no_grad():
+            log_old = self.policy.log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
+        if self.variant == "md":
+            y_mix = sample_categorical(self.policy_probs()[x], self.rng)
+            self.samples += len(x)
+            b = self.compare(x, y, y_mix)
+            loss = self._regress(x, y, b, lambda lp, c: wind_score(lp, log_old, log_ref, c, eta, self.tau))
+            return {"train/loss": loss}
+        y2 = self.sample_responses(x)  # step ½: both duel sides come from π_k
+        b = self.compare(x, y, y2)
+        xx, yy = np.concatenate([x, x]), np.concatenate([y, y2])
+        with torch.no_grad():
+            log_anchor = self.policy.log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
+        log_ref2 = self.policy.log_ref[self.tensor(xx, torch.long), self.tensor(yy, torch.long)]
+        self._regress(xx, yy, np.concatenate([b, 1 - b]),
+                      lambda lp, c: prox_score(lp, log_anchor, log_ref2, c, eta, beta))
+        y_half = self.sample_responses(x)  # step 1: y ~ π_k against y'' ~ π_{k+½}
+        b = self.compare(x, y, y_half)
+        loss = self._regress(x, y, b, lambda lp, c: prox_score(lp, log_old, log_ref, c, eta, beta))
+        return {"train/loss": loss}
+
+
+class NashMP(NashMD):
+    """Nash-MP: :class:`NashMD` with ``variant="mp"`` (two prox steps anchored at π_k)."""
+
+    variant = "mp"
