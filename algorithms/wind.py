@@ -140,7 +140,8 @@ class WIND(Algorithm):
             if self.loss != "nce":
                 return regression_loss(score, label, self.loss)
             n = len(x)
-            winner = torch.where(label[:n] > 0.5, torch.arange(n), torch.arange(n) + n)
+            pair = torch.arange(n, device=label.device)
+            winner = torch.where(label[:n] > 0.5, pair, pair + n)
             return nce_loss(score[winner], score)
 
         return {"train/loss": self.fit(loss_fn), "train/eta": eta}

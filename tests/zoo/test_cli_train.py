@@ -21,7 +21,7 @@ from prefzoo.zoo import runner
 TRAIN = ("train", "--algo", "wind", "--env", ENV, "--seed", "1")
 METRICS = {"game/exploitability", "game/reg_exploitability", "game/kl_to_ref", "game/kl_to_target",
            "game/win_rate_vs_ref", "game/win_rate_vs_nash", "cost/queries", "cost/samples", "time/wall_s",
-           "train/loss", "time/iterations"}
+           "train/loss", "train/eta", "time/iterations"}
 
 
 @pytest.fixture(scope="module")
