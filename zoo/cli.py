@@ -1,6 +1,6 @@
 """The ``prefzoo`` command line (also ``python -m prefzoo``).
 
-Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``; see ``prefzoo <cmd> -h``.
+Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``, ``estimators``, ``reproduce``; see ``prefzoo <cmd> -h``.
 """
 
 from __future__ import annotations
@@ -114,6 +114,18 @@ Results
 """)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Regenerate a paper's claims (figures + report with verdicts) on prefzoo games."""
+    from prefzoo.zoo import reproduce
+
+    out = args.out or f"results/reproduce_{args.paper}"
+    result = reproduce.reproduce(args.paper, out, seeds=args.seeds, quick=args.quick, progress=args.progress)
+    report = result["report"]
+    summary = report.read_text().split("## Summary", 1)[1].split("\n## ", 1)[0].strip()
+    pngs = "\n".join(f"    {p}" for p in result["pngs"])
+    print(f"\n{summary}\n\nreport: {report}\nplots:\n{pngs}\n{reproduce.result_line(result['headline'])}")
+
+
 def _tensorboard() -> str:
     """The ``tensorboard`` next to this Python (the venv's), relative when shorter."""
     path = Path(sys.executable).parent / "tensorboard"
@@ -124,7 +136,8 @@ def _tensorboard() -> str:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare,
-            "tournament": cmd_tournament, "demo": cmd_demo, "estimators": cmd_estimators}
+            "tournament": cmd_tournament, "demo": cmd_demo, "estimators": cmd_estimators,
+            "reproduce": cmd_reproduce}
 
 
 def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
@@ -190,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=DEMO_BUDGET, help="oracle queries per run")
     _common(p, hp=False)
     add_estimators_parser(sub)
+
+    p = sub.add_parser("reproduce", help="regenerate a paper's checkable claims: figures + markdown report")
+    p.add_argument("paper", choices=["wind"], help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
+    p.add_argument("--out", default=None, help="output folder (default: results/reproduce_<paper>)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="seeds of the sample-mode timing runs (default 0 1 2)")
+    p.add_argument("--quick", action="store_true", help="tiny budgets (seconds; a smoke test, not a result)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     return parser
 
 
