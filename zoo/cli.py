@@ -1,6 +1,7 @@
 """The ``prefzoo`` command line (also ``python -m prefzoo``).
 
-Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``, ``estimators``, ``reproduce``; see ``prefzoo <cmd> -h``.
+Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``, ``estimators``,
+``reproduce``; see ``prefzoo <cmd> -h``.
 """
 
 from __future__ import annotations
