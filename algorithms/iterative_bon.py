@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
+from prefzoo.envs.game import softmax_fixed_point
+
 from .base import Algorithm
 
 SELECTIONS = ("comparisons", "reward")
@@ -75,38 +77,14 @@ def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int,
     return np.exp(log_softmax(alpha * log_ref + (1 - alpha) * log_bon, axis=-1))
 
 
-def _newton_fixed_point(P, log_ref, kappa, n, u, tol, max_iter=60):
-    """Newton on u − log μ − κ·log R(e^u) + λ = 0, Σe^u = 1 (batched), from ``u``; None if stuck."""
-    X, Y = u.shape
-
-    def residual(u, lam):
-        with np.errstate(all="ignore"):
-            return np.concatenate([u - log_ref - kappa * np.log(bon_ratio(P, np.exp(u), n)) + lam,
-                                   np.exp(u).sum(-1, keepdims=True) - 1.0], axis=-1)
-
-    lam = np.zeros((X, 1))
-    f = residual(u, lam)
-    jac = np.zeros((X, Y + 1, Y + 1))
-    jac[:, :Y, Y] = 1.0
-    for _ in range(max_iter):
-        err = np.abs(f).max(axis=1)
-        if err.max() < tol:
-            return u
-        pi = np.exp(u)
+def _newton_fixed_point(P, log_ref, kappa, n, u, tol):
+    """Newton on π = softmax(log μ + κ·log R(π)) (batched) from ``u``; log π or None if stuck."""
+    def jacobian(pi):
         ratio, grad = bon_ratio(P, pi, n, jacobian=True)
-        jac[:, :Y, :Y] = np.eye(Y) - kappa * grad * pi[:, None, :] / ratio[:, :, None]
-        jac[:, Y, :Y] = pi
-        step = np.linalg.solve(jac, -f[..., None])[..., 0]
-        t = np.ones((X, 1))
-        for _ in range(40):  # backtrack per context until the residual shrinks
-            new_u, new_lam = u + t * step[:, :Y], lam + t * step[:, Y:]
-            new_f = residual(new_u, new_lam)
-            ok = (np.abs(new_f).max(axis=1) < err) | (err < tol)
-            if ok.all():
-                break
-            t = np.where(ok[:, None], t, t / 2)
-        u, lam, f = new_u, new_lam, new_f
-    return None
+        return kappa * grad / ratio[:, :, None]
+
+    return softmax_fixed_point(lambda pi: log_ref + kappa * np.log(bon_ratio(P, pi, n)), jacobian, u, tol,
+                               max_iter=60)
 
 
 def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: float = 1e-12,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog
-from scipy.special import expit, logsumexp, rel_entr, softmax
+from scipy.special import expit, log_softmax, logsumexp, rel_entr, softmax
 
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
 _CONTINUATION_BETA = 0.05  # below it, nash(β) warm-starts from nash(2β)
@@ -229,47 +229,59 @@ class PreferenceGame:
         return out
 
     def _solve_regularized(self, beta: float, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
-        """Damped Newton on F(u, λ) = [u − log π_ref − P(·≻e^u)/β + λ ; Σ e^u − 1], batched."""
+        """π*_β as the fixed point π = softmax(log π_ref + P(·≻π)/β), by :func:`softmax_fixed_point`."""
         if self.ref.min() <= 0:
             raise ValueError("beta > 0 needs a reference policy with full support (ref > 0)")
         log_ref = np.log(self.ref)
-        X, Y = self.ref.shape
         tol = tol * max(1.0, 0.01 / beta)  # P/β carries rounding of order 1e-16/β
-
-        def residual(u, lam):
-            with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overshoot
-                pi = np.exp(u)
-                return np.concatenate([u - log_ref - self.win_rates(pi) / beta + lam,
-                                       pi.sum(axis=1, keepdims=True) - 1.0], axis=1)
-
         # Continuation for small β: Newton from π_ref stalls (β ≲ 2e-3 on cyclic games), so start
         # from one fixed-point step off the (cached) equilibrium at 2β.
         start = self.nash(2 * beta) if beta < _CONTINUATION_BETA else self.ref
-        logits = log_ref + self.win_rates(start) / beta
-        lam = logsumexp(logits, axis=1, keepdims=True)
-        u = logits - lam
-        f = residual(u, lam)
-        jac = np.zeros((X, Y + 1, Y + 1))
-        jac[:, :Y, Y] = 1.0
-        for _ in range(max_iter):
-            err = np.abs(f).max(axis=1)
-            if err.max() < tol:
-                return np.exp(u) / np.exp(u).sum(axis=1, keepdims=True)
+        u = softmax_fixed_point(lambda pi: log_ref + self.win_rates(pi) / beta,
+                                lambda pi: self.P / beta,
+                                log_softmax(log_ref + self.win_rates(start) / beta, axis=1), tol, max_iter)
+        if u is None:
+            raise RuntimeError(f"regularized equilibrium did not converge (beta={beta})")
+        return softmax(u, axis=1)
+
+
+def softmax_fixed_point(target_logits, target_jacobian, u: np.ndarray, tol: float = 1e-12,
+                        max_iter: int = 100) -> np.ndarray | None:
+    """Solve π = softmax(g(π)) per row by damped Newton, batched over rows; returns log π or None.
+
+    Unknowns u = log π and λ (the log-partition): F(u, λ) = [u − g(e^u) + λ ; Σ e^u − 1] = 0, with
+    Jacobian [[I − J(π)·diag(π), 1], [πᵀ, 0]] where J = ∂g/∂π (``target_jacobian(pi)``,
+    [X, Y, Y]). Each row backtracks until its residual shrinks. ``u`` is the start (log-probs).
+    """
+    X, Y = u.shape
+
+    def residual(u, lam):
+        with np.errstate(all="ignore"):  # a trial step may overshoot
             pi = np.exp(u)
-            jac[:, :Y, :Y] = np.eye(Y) - self.P * pi[:, None, :] / beta
-            jac[:, Y, :Y] = pi
-            step = np.linalg.solve(jac, -f[..., None])[..., 0]
-            t = np.ones((X, 1))
-            for _ in range(40):  # backtrack, per context, until the residual shrinks
-                new_u, new_lam = u + t * step[:, :Y], lam + t * step[:, Y:]
-                new_f = residual(new_u, new_lam)
-                ok = (np.abs(new_f).max(axis=1) < err) | (err < tol)
-                if ok.all():
-                    break
-                t = np.where(ok[:, None], t, t / 2)
-            u, lam, f = new_u, new_lam, new_f
-        raise RuntimeError(f"regularized equilibrium did not converge (beta={beta}); "
-                           f"residual {np.abs(f).max():.2e}")
+            return np.concatenate([u - target_logits(pi) + lam, pi.sum(axis=1, keepdims=True) - 1.0], axis=1)
+
+    lam = logsumexp(target_logits(np.exp(u)), axis=1, keepdims=True)
+    f = residual(u, lam)
+    jac = np.zeros((X, Y + 1, Y + 1))
+    jac[:, :Y, Y] = 1.0
+    for _ in range(max_iter):
+        err = np.abs(f).max(axis=1)
+        if err.max() < tol:
+            return u
+        pi = np.exp(u)
+        jac[:, :Y, :Y] = np.eye(Y) - target_jacobian(pi) * pi[:, None, :]
+        jac[:, Y, :Y] = pi
+        step = np.linalg.solve(jac, -f[..., None])[..., 0]
+        t = np.ones((X, 1))
+        for _ in range(40):
+            new_u, new_lam = u + t * step[:, :Y], lam + t * step[:, Y:]
+            new_f = residual(new_u, new_lam)
+            ok = (np.abs(new_f).max(axis=1) < err) | (err < tol)
+            if ok.all():
+                break
+            t = np.where(ok[:, None], t, t / 2)
+        u, lam, f = new_u, new_lam, new_f
+    return None
 
 
 def make_game(
