@@ -87,16 +87,17 @@ class WIND(Algorithm):
         offset: ``"learned"`` (per-context c) or ``"none"`` (c ≡ 0).
         eta_decay: use η_t = min(η, 2/(β(t+1))) at iteration t (Robbins–Monro). With a constant
             η the sample iterate keeps a noise floor of variance ≈ η·σ²/(2β) (σ² the label noise
-            per response); the decay removes it while keeping the fixed point π*_β.
+            per response); the decay removes it while keeping the fixed point π*_β. Default
+            (None): on in sample mode, off in exact mode (where it would only slow convergence).
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`.
     """
 
     _extra_state = ("offset",)
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
-                 loss: str = "sq", offset: str = "learned", eta_decay: bool = False,
+                 loss: str = "sq", offset: str = "learned", eta_decay: bool | None = None,
                  policy: str = "tabular", lr: float = 0.05,
-                 batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
+                 batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
         if beta <= 0:
             raise ValueError(f"beta must be > 0 (WIND solves the regularized game), got {beta}")
         if not 0 < eta * beta <= 1:
@@ -106,7 +107,8 @@ class WIND(Algorithm):
         if offset not in ("learned", "none"):
             raise ValueError(f"offset must be 'learned' or 'none', got {offset!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        self.beta, self.eta, self.loss, self.offset_kind, self.eta_decay = beta, eta, loss, offset, eta_decay
+        self.beta, self.eta, self.loss, self.offset_kind = beta, eta, loss, offset
+        self.eta_decay = mode == "sample" if eta_decay is None else eta_decay
         self.log_ref = np.log(self.game.ref)
         self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
         nn.init.zeros_(self.offset.weight)

@@ -122,3 +122,10 @@ def test_step_size_decay_removes_the_noise_floor():
         algo.learn(150, eval_freq=150)
         kl[decay] = algo.evaluate()["game/kl_to_target"]
     assert kl[True] < kl[False] / 2
+
+
+def test_constructor_defaults_converge_in_sample_mode():
+    algo = prefzoo.make_algo("wind", "prefzoo/PrefBandit-Cyclic-v0", seed=0, mode="sample")
+    start = algo.evaluate()["game/kl_to_target"]
+    algo.learn(100, eval_freq=100)
+    assert algo.eta_decay and algo.evaluate()["game/kl_to_target"] <= start / 5
