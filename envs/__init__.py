@@ -8,9 +8,10 @@ from gymnasium.envs.registration import register, registry
 from .bandit import PrefBanditEnv, PrefBanditVectorEnv
 from .game import FAMILIES, PreferenceGame, make_game
 from .token import TokenGame, TokenGameEnv, make_token_game
+from .answer import AnswerGame, AnswerGameEnv, make_answer_game  # noqa: E402  (after token: it builds on it)
 
 __all__ = ["FAMILIES", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game", "ENV_IDS",
-           "TokenGame", "TokenGameEnv", "make_token_game"]
+           "TokenGame", "TokenGameEnv", "make_token_game", "AnswerGame", "AnswerGameEnv", "make_answer_game"]
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str | None = None, **kwargs) -> None:
@@ -31,5 +32,8 @@ _register("prefzoo/PrefBandit-RewardOrder-v0", _BANDIT, _BANDIT_VEC, family="rew
 _TOKEN = "prefzoo.envs.token:TokenGameEnv"
 _register("prefzoo/TokenGame-v0", _TOKEN, family="bt")
 _register("prefzoo/TokenGame-Cyclic-v0", _TOKEN, family="cyclic")
+
+# ---- answer-level (ALFT) games --------------------------------------------------------
+_register("prefzoo/AnswerGame-v0", "prefzoo.envs.answer:AnswerGameEnv")
 
 ENV_IDS = tuple(env_id for env_id in registry if env_id.startswith("prefzoo/"))

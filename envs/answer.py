@@ -1,0 +1,392 @@
+"""Answer-level (ALFT) games: a token trace, then a deterministic answer, scored by a concave
+utility of the answer marginal (design §5; Mohri, Schneider, Zhong, arXiv:2605.02435).
+
+A trace y is one of the enumerated token sequences of a :class:`~prefzoo.envs.token.TokenGame`
+(same π_ref GRU, same short-lex enumeration); its answer z = extract(y) ∈ {0..A−1} is a
+deterministic many-to-one map (:func:`extract_answers`: ``sum_mod`` = (sum of content tokens)
+mod A, or ``last`` = the last content token, 0 for the empty trace). The utility depends only on
+the answer marginal
+
+    ν_π(z|x) = Σ_{y: extract(y) = z} π(y|x)      (``answer_marginal``: π [X, S] @ M [S, A])
+
+**Utilities** F(ν) per prompt (concave; their tangent reward r(z) = ∂F/∂ν(z) up to constants and
+a positive factor, which is what a policy gradient needs — Fenchel: for fixed ν the policy faces
+the ordinary answer-level reward r):
+
+==============  ===========================  ======================  ==========================
+``utility``     F(ν)                         reward r(z) at ν        argmax ν*
+==============  ===========================  ======================  ==========================
+``kl``          −KL(ν‖ρ_target)              log ρ(z) − log ν(z)     ν* = ρ_target, F* = 0
+``entropy``     H(ν) = −Σ ν log ν            −log ν(z)               uniform on reachable answers
+``gini``        1 − Σ ν²                     1 − ν(z)  (½ tangent)   uniform on reachable answers
+``coherence``   Σ ν² (two rollouts agree)    ν(z)      (½ tangent)   any reachable vertex; ν* =
+                                                                     the one-hot on π_ref's mode
+==============  ===========================  ======================  ==========================
+
+For ``kl``, E_ν[r] = F(ν) and Σ_z ∇ν(z)·r(z) = ∇F (the −1 of ∂F/∂ν cancels on the simplex), so
+the policy gradient with the reward evaluated at the *current* ν is the exact gradient of F.
+
+**Group estimation.** ν is unknown to a learner: from K rollouts of one prompt, a rollout whose
+answer appears k times among the K (itself included) gets its log ν(z) term from the estimator
+table g[k] = ``table(estimator, K)[k-1]`` (:mod:`prefzoo.envs.estimators`) and its polynomial
+terms (ν(z), for ``gini``/``coherence``) from the unbiased U-statistic (k−1)/(K−1)
+(:func:`group_rewards`). The bias of the log term shifts the equilibrium of the estimated game
+(:func:`expected_group_reward` is its exact mean reward per answer).
+
+**Metrics** (exact, by enumeration): ``alft/objective`` = E_x F(ν_π(·|x)) and
+``alft/kl_answer_to_target`` = E_x KL(ν*(·|x) ‖ ν_π(·|x)) with ν* the exact argmax above — for
+``kl`` that is KL(ρ_target‖ν_π), the *forward* KL, while the objective is −KL(ν_π‖ρ_target).
+"""
+
+from __future__ import annotations
+
+import inspect
+from math import comb
+from typing import Any
+
+import numpy as np
+from scipy.special import rel_entr
+
+from .estimators import LOG_ESTIMATORS, table
+from .game import closest_hint
+from .token import _UNDECIDED, EOS, TokenGame, TokenGameEnv, make_token_game
+
+UTILITIES = ("kl", "entropy", "gini", "coherence")
+EXTRACTORS = ("sum_mod", "last")
+TARGETS = ("skewed", "uniform")
+REWARD_MODES = ("group", "exact")
+_FLOOR = 1e-300  # log ν at an unreachable answer is −inf; clamp before logs of marginals
+
+
+# ---------------------------------------------------------------- pure helpers
+def extract_answers(tokens: np.ndarray, vocab_size: int, n_answers: int, rule: str = "sum_mod") -> np.ndarray:
+    """Answer of each token row [n, L] (content ids 1..V−1, then EOS/padding): ``sum_mod`` =
+    (sum of content tokens) mod A; ``last`` = last content token (0 for the empty trace), A = V."""
+    if rule not in EXTRACTORS:
+        raise ValueError(f"unknown extract rule {rule!r}{closest_hint(rule, EXTRACTORS)}; expected one of {EXTRACTORS}")
+    tokens = np.asarray(tokens, dtype=np.int64)
+    alive = np.cumprod((tokens >= 1) & (tokens < vocab_size), axis=1).astype(bool)
+    if rule == "sum_mod":
+        return (np.where(alive, tokens, 0).sum(1) % n_answers).astype(np.int64)
+    length = alive.sum(1)
+    last = tokens[np.arange(len(tokens)), np.maximum(length - 1, 0)]
+    return np.where(length > 0, last, 0).astype(np.int64)
+
+
+def answer_matrix(answers: np.ndarray, n_answers: int) -> np.ndarray:
+    """The 0/1 extraction matrix M [S, A], M[y, z] = 1{extract(y) = z}."""
+    return np.eye(n_answers)[np.asarray(answers)]
+
+
+def utility_value(nu: np.ndarray, target: np.ndarray, utility: str) -> np.ndarray:
+    """F(ν) per prompt [X] for marginals ``nu`` [X, A] (targets ``target`` [X, A] for ``kl``)."""
+    _check_utility(utility)
+    if utility == "kl":
+        return -rel_entr(nu, target).sum(-1)
+    if utility == "entropy":
+        return -rel_entr(nu, 1.0).sum(-1)
+    squares = (nu**2).sum(-1)
+    return 1.0 - squares if utility == "gini" else squares
+
+
+def utility_reward(nu: np.ndarray, target: np.ndarray, utility: str) -> np.ndarray:
+    """The exact answer-level reward r(z) at ν, [X, A] (−inf/NaN-free: log ν clamped at 1e-300)."""
+    _check_utility(utility)
+    log_nu = np.log(np.maximum(nu, _FLOOR))
+    if utility == "kl":
+        return np.log(np.maximum(target, _FLOOR)) - log_nu
+    if utility == "entropy":
+        return -log_nu
+    return 1.0 - nu if utility == "gini" else nu.copy()
+
+
+def optimum(target: np.ndarray, reachable: np.ndarray, utility: str, ref_marginal: np.ndarray) -> np.ndarray:
+    """The exact argmax ν* [X, A] of F over marginals supported on the ``reachable`` answers
+    [X, A] (closed forms of the module table; for ``coherence`` the vertex at π_ref's mode)."""
+    _check_utility(utility)
+    A = target.shape[-1]
+    if utility == "kl":
+        return target.copy()
+    if utility in ("entropy", "gini"):
+        return reachable / reachable.sum(-1, keepdims=True)
+    return np.eye(A)[np.argmax(np.where(reachable, ref_marginal, -1.0), axis=-1)]
+
+
+def group_counts(answers: np.ndarray) -> np.ndarray:
+    """k [n, K]: how many rollouts of each row share each rollout's answer (itself included)."""
+    answers = np.asarray(answers)
+    return (answers[:, :, None] == answers[:, None, :]).sum(-1)
+
+
+def estimator_tables(utility: str, estimator: str, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(g_log [K], g_poly [K]): the table for the log ν term (``estimator``) and the unbiased
+    U-statistic (k−1)/(K−1) for the ν term."""
+    _check_utility(utility)
+    if estimator not in LOG_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}{closest_hint(estimator, LOG_ESTIMATORS)}; "
+                         f"expected one of {LOG_ESTIMATORS}")
+    needs_log = utility in ("kl", "entropy")
+    return (table(estimator, K) if needs_log else np.zeros(K)), table("ustat", K, m=1)
+
+
+def group_rewards(answers: np.ndarray, log_target: np.ndarray, utility: str, g_log: np.ndarray,
+                  g_poly: np.ndarray) -> np.ndarray:
+    """Per-rollout estimated rewards [n, K] of ``answers`` [n, K] (K rollouts of one prompt per
+    row): log ν(z_i) ≈ g_log[k_i−1] and ν(z_i) ≈ g_poly[k_i−1] (k_i from :func:`group_counts`);
+    ``log_target`` [n, A] holds log ρ(·|x) of each row's prompt (used by ``kl`` only)."""
+    k = group_counts(answers) - 1
+    if utility == "kl":
+        return np.take_along_axis(log_target, answers, axis=1) - g_log[k]
+    if utility == "entropy":
+        return -g_log[k]
+    return 1.0 - g_poly[k] if utility == "gini" else g_poly[k]
+
+
+def bernstein_mean(g: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """E_p g[c+1], c ~ Bin(K−1, p), at any ``p`` in [0, 1] (0 allowed: the mean is g[1])."""
+    K = len(g)
+    c = np.arange(K)
+    coef = np.array([comb(K - 1, int(i)) for i in c], dtype=float)
+    p = np.asarray(p, dtype=float)[..., None]
+    return (coef * p**c * (1 - p) ** (K - 1 - c)) @ g
+
+
+def expected_group_reward(nu: np.ndarray, target: np.ndarray, utility: str, g_log: np.ndarray,
+                          g_poly: np.ndarray) -> np.ndarray:
+    """E[estimated reward | answer z] [X, A] when the other K−1 rollouts are drawn from ν: the
+    estimated game's reward (its stationary points are where it is constant on supp ν)."""
+    if utility == "kl":
+        return np.log(np.maximum(target, _FLOOR)) - bernstein_mean(g_log, nu)
+    if utility == "entropy":
+        return -bernstein_mean(g_log, nu)
+    mean = bernstein_mean(g_poly, nu)
+    return 1.0 - mean if utility == "gini" else mean
+
+
+def _check_utility(utility: str) -> None:
+    if utility not in UTILITIES:
+        raise ValueError(f"unknown utility {utility!r}{closest_hint(utility, UTILITIES)}; expected one of {UTILITIES}")
+
+
+def make_target(kind, n_contexts: int, n_answers: int, decay: float, rng: np.random.Generator) -> np.ndarray:
+    """Target answer law ρ_target [X, A]: ``skewed`` = a random permutation per prompt of the
+    geometric profile decay^j (rare answers: min ρ = decay^{A−1}(1−decay)/(1−decay^A)),
+    ``uniform``, or an explicit array [A] or [X, A] (rows renormalized; must be positive)."""
+    if isinstance(kind, str):
+        if kind not in TARGETS:
+            raise ValueError(f"unknown target {kind!r}{closest_hint(kind, TARGETS)}; expected one of {TARGETS} "
+                             "or an array [A] / [X, A]")
+        if kind == "uniform":
+            return np.full((n_contexts, n_answers), 1.0 / n_answers)
+        if not 0 < decay <= 1:
+            raise ValueError(f"target_decay must be in (0, 1], got {decay}")
+        profile = decay ** np.arange(n_answers)
+        out = np.stack([profile[rng.permutation(n_answers)] for _ in range(n_contexts)])
+    else:
+        out = np.broadcast_to(np.asarray(kind, dtype=float), (n_contexts, n_answers)).copy()
+    if not np.all(out > 0):
+        raise ValueError("the target answer law must be positive on every answer (the KL game's equilibrium is ρ)")
+    return out / out.sum(-1, keepdims=True)
+
+
+# ---------------------------------------------------------------- the game
+class AnswerGame(TokenGame):
+    """A :class:`TokenGame` (traces, π_ref, sequence policies unchanged) plus an answer map.
+
+    Extra attributes: ``n_answers`` A, ``extract`` (rule), ``answers`` [S], ``M`` [S, A] (the
+    0/1 extraction matrix), ``target`` [X, A] (ρ_target of the ``kl`` utility), ``reachable``
+    [X, A] (answers of positive π_ref mass). The inherited ``P`` is the underlying token game's
+    sequence preference; ALFT does not use it.
+    """
+
+    def __init__(self, token_game: TokenGame, *, n_answers: int, extract: str, target: np.ndarray,
+                 seed: int | None = None):
+        g = token_game
+        super().__init__(g.P, g.ref, g.rho, g.features, g.rewards, g.family, seed, vocab_size=g.vocab_size,
+                         max_length=g.max_length, ref_model_kwargs=g.ref_model_kwargs, ref_state=g.ref_state)
+        self.n_answers, self.extract = int(n_answers), extract
+        self.answers = extract_answers(self.tokens, self.vocab_size, self.n_answers, extract)
+        self.M = answer_matrix(self.answers, self.n_answers)
+        self.target = target
+        self.reachable = self.answer_marginal(self.ref) > 0
+
+    def answer_marginal(self, pi) -> np.ndarray:
+        """ν_π [X, A] = π [X, S] @ M [S, A]."""
+        return np.asarray(pi, dtype=np.float64) @ self.M
+
+    def optimum(self, utility: str) -> np.ndarray:
+        """ν* = argmax F [X, A] (see the module table)."""
+        return optimum(self.target, self.reachable, utility, self.answer_marginal(self.ref))
+
+    def objective(self, pi, utility: str) -> float:
+        """``alft/objective``: E_x F(ν_π(·|x)), exact."""
+        return self.expectation(utility_value(self.answer_marginal(self.check_policy(pi)), self.target, utility))
+
+    def kl_answer_to_target(self, pi, utility: str) -> float:
+        """``alft/kl_answer_to_target``: E_x KL(ν* ‖ ν_π) (for ``kl``: KL(ρ_target ‖ ν_π))."""
+        nu = self.answer_marginal(self.check_policy(pi))
+        return self.expectation(rel_entr(self.optimum(utility), nu).sum(-1))
+
+    def answer_rewards(self, nu: np.ndarray, utility: str, contexts: np.ndarray | None = None) -> np.ndarray:
+        """Exact reward r(z) [n, A] at the marginals ``nu`` [n, A] of ``contexts`` (default: all X)."""
+        target = self.target if contexts is None else self.target[np.asarray(contexts)]
+        return utility_reward(nu, target, utility)
+
+
+def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int = 4, feature_dim: int = 4,
+                     seed: int | None = 0, n_answers: int = 6, extract: str = "sum_mod", target="skewed",
+                     target_decay: float = 0.7, hidden: int = 32, ref_fit_steps: int = 60) -> AnswerGame:
+    """Build a seeded :class:`AnswerGame` on :func:`make_token_game`'s traces (Bradley–Terry
+    family; its P is unused). Defaults: S = 341 traces per prompt, A = 6 answers by sum mod 6,
+    a skewed target with min ρ ≈ 0.057.
+
+    Raises:
+        ValueError: an unknown extract rule or target, n_answers < 2, or a bad size (from
+            :func:`make_token_game`).
+    """
+    if extract not in EXTRACTORS:
+        raise ValueError(f"unknown extract rule {extract!r}{closest_hint(extract, EXTRACTORS)}; "
+                         f"expected one of {EXTRACTORS}")
+    if extract == "last":
+        n_answers = vocab_size
+    if int(n_answers) != n_answers or n_answers < 2:
+        raise ValueError(f"n_answers must be an integer >= 2, got {n_answers!r}")
+    game = make_token_game("bt", n_contexts=n_contexts, vocab_size=vocab_size, max_length=max_length,
+                           feature_dim=feature_dim, seed=seed, hidden=hidden, ref_fit_steps=ref_fit_steps)
+    rng = np.random.default_rng([0 if seed is None else seed, 6])  # the target's own stream
+    return AnswerGame(game, n_answers=int(n_answers), extract=extract,
+                      target=make_target(target, int(n_contexts), int(n_answers), float(target_decay), rng), seed=seed)
+
+
+def answer_game_from_kwargs(**kwargs: Any) -> AnswerGame:
+    """:func:`make_answer_game` with a ``ValueError`` naming the valid keywords on a typo."""
+    valid = list(inspect.signature(make_answer_game).parameters)
+    for name in kwargs:
+        if name not in valid:
+            raise ValueError(f"unknown game argument {name!r}{closest_hint(name, valid)}; expected one of {valid}")
+    return make_answer_game(**kwargs)
+
+
+# ---------------------------------------------------------------- the environment
+class AnswerGameEnv(TokenGameEnv):
+    """Answer-level fine-tuning game: write a trace token by token; its answer is scored.
+
+    ## Description
+    A prompt x ~ ρ is drawn; the agent writes a trace y (V token ids, 0 = EOS, at most L
+    tokens, exactly as in ``prefzoo/TokenGame-v0``); its answer z = extract(y) (``sum_mod``:
+    sum of the tokens mod A; many traces per answer) is scored by the answer-level reward of a
+    concave utility F of the answer marginal ν (``utility``: ``kl`` to a target ρ_target,
+    ``entropy``, ``gini``, ``coherence``; see :mod:`prefzoo.envs.answer`). ``env.unwrapped.game``
+    is an exact :class:`AnswerGame`: ν_π, F, its argmax and the ALFT metrics by enumeration.
+
+    An env cannot know the learner's policy, so ν is that of a settable **opponent** sequence
+    distribution (π_ref by default; ``set_opponent(algo.policy_probs())`` tracks a learner,
+    which makes the env's reward the learner's ALFT reward).
+
+    ## Action Space
+    ``Discrete(V)``: the next token (0 = EOS).
+
+    ## Observation Space
+    ``Dict`` (same as TokenGame): ``prompt`` ``Box(-B, B, (feature_dim,), float32)``,
+    ``tokens`` ``MultiDiscrete([V+1]*L)`` (padded with V), ``length`` ``Discrete(L+1)``.
+
+    ## Rewards (``reward_mode``, at the last step; 0 before)
+    | mode | reward |
+    |---|---|
+    | ``group`` (default) | K−1 = ``group_size``−1 opponent traces are drawn; the answer seen k times among the K (the agent's included) is rewarded with the estimator table (``estimator``) for log ν and the U-statistic (k−1)/(K−1) for ν |
+    | ``exact`` | r(z) at ν_opponent, exact (e.g. log ρ_target(z) − log ν_opp(z)) |
+
+    ## Starting State
+    x ~ ρ from ``self.np_random``; no tokens.
+
+    ## Episode End
+    ``terminated=True`` on EOS or the L-th token; ``truncated`` is always False.
+
+    ## Arguments
+    | kwarg | default | meaning |
+    |---|---|---|
+    | ``utility`` | ``"kl"`` | ``kl``, ``entropy``, ``gini``, ``coherence`` |
+    | ``reward_mode`` | ``"group"`` | see Rewards |
+    | ``estimator`` | ``"aqp"`` | log ν table: plugin, loo_plugin, digamma, minimax, aqp |
+    | ``group_size`` | 8 | K of the group reward |
+    | ``opponent`` | π_ref | sequence distribution [X, S] whose ν the reward uses |
+    | ``game`` | None | a prebuilt :class:`AnswerGame` instead of the kwargs below |
+    | :func:`make_answer_game` kwargs | | ``n_contexts`` 8, ``vocab_size`` 5, ``max_length`` 4, ``n_answers`` 6, ``extract``, ``target``, ``target_decay`` 0.7, ``seed`` 0, … |
+    | ``render_mode`` | None | ``"ansi"`` |
+
+    ## info
+    ``context`` always; at the last step ``sequence`` (trace index), ``answer``, ``count`` (k,
+    ``group`` mode; 0 in ``exact``) and ``exact_reward`` (r(z) at ν_opponent); before it −1, −1,
+    0 and NaN.
+
+    ## Vectorized
+    None: use ``gym.make_vec(..., vectorization_mode="sync")``. ``prefzoo.algorithms.aqp_alft``
+    samples whole groups from a batched policy on the same game instead of stepping the env.
+
+    ## Version History
+    * v0: initial version.
+
+    >>> import gymnasium as gym, prefzoo
+    >>> env = gym.make("prefzoo/AnswerGame-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> game = env.unwrapped.game
+    >>> game.M.shape, round(float(game.answer_marginal(game.ref).sum(1).max()), 12)
+    ((341, 6), 1.0)
+    """
+
+    def __init__(self, game: AnswerGame | None = None, utility: str = "kl", reward_mode: str = "group",
+                 estimator: str = "aqp", group_size: int = 8, opponent: np.ndarray | None = None,
+                 render_mode: str | None = None, **game_kwargs: Any):
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {reward_mode!r}{closest_hint(reward_mode, REWARD_MODES)}; "
+                             f"expected one of {REWARD_MODES}")
+        if int(group_size) != group_size or group_size < 2:
+            raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}")
+        if game is not None and game_kwargs:
+            raise ValueError(f"pass either game= or game arguments, not both (got {sorted(game_kwargs)})")
+        game = game if game is not None else answer_game_from_kwargs(**game_kwargs)
+        self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
+        self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)
+        # TokenGameEnv builds the spaces and the opponent; its reward_mode is replaced below
+        super().__init__(game=game, reward_mode="win_prob", opponent=opponent, render_mode=render_mode)
+        self.reward_mode = reward_mode
+
+    def set_opponent(self, policy: np.ndarray) -> None:
+        """Set the opponent's sequence distribution [X, S] (its answer marginal is the ν of the
+        reward; π_ref by default)."""
+        super().set_opponent(policy)
+        self.opponent_marginal = self.game.answer_marginal(self.opponent)
+        self._opponent_cdf = np.cumsum(self.opponent, axis=1)
+
+    def step(self, action):
+        if self._context is None:
+            raise RuntimeError("call reset() before step() (the episode has ended or never started)")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action must be a token id in {self.action_space} (0 = EOS, 1..{self.game.vocab_size - 1}), "
+                             f"got {action!r}")
+        self._tokens[self._length] = int(action)
+        self._length += 1
+        info = {"context": self._context, "sequence": -1, "answer": -1, "count": 0, "exact_reward": _UNDECIDED}
+        if int(action) != EOS and self._length < self.game.max_length:
+            self._last = f"prompt {self._context}: {self._tokens[:self._length].tolist()}"
+            return self._obs(), 0.0, False, False, info
+        x, game = self._context, self.game
+        seq = int(game.index(self._tokens[None])[0])
+        z = int(game.answers[seq])
+        exact = float(game.answer_rewards(self.opponent_marginal[[x]], self.utility, [x])[0, z])
+        if self.reward_mode == "exact":
+            reward, count = exact, 0
+        else:
+            cdf = self._opponent_cdf[x]
+            others = np.minimum(np.searchsorted(cdf, self.np_random.random(self.group_size - 1) * cdf[-1],
+                                                side="right"), len(cdf) - 1)
+            group = np.concatenate([[z], game.answers[others]])[None]
+            count = int(group_counts(group)[0, 0])
+            reward = float(group_rewards(group, np.log(game.target[[x]]), self.utility, self.g_log,
+                                         self.g_poly)[0, 0])
+        info.update(sequence=seq, answer=z, count=count, exact_reward=exact)
+        self._last = (f"prompt {x}: '{game.decode(seq)}' -> answer {z} (k={count}), reward={reward:.3f}, "
+                      f"exact r(z)={exact:.3f}")
+        obs = self._obs()
+        self._context = None
+        return obs, reward, True, False, info
