@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from prefzoo.envs.game import closest_hint
 
+from .aqp_alft import AQPALFT
 from .base import Algorithm
 from .grpo import GRPO
 from .iterative_bon import IterativeBoN
@@ -30,6 +31,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "online_ipo": OnlineIPO,
     "grpo": GRPO,
     "ppo": PPO,
+    "aqp_alft": AQPALFT,
 }
 
 

@@ -24,6 +24,16 @@ from prefzoo.envs.game import PreferenceGame, closest_hint
 from .policies import make_policy
 
 MODES = ("exact", "sample")
+GAME_KINDS = ("bandit", "token", "answer")
+
+
+def game_kind(game: PreferenceGame) -> str:
+    """``answer`` (an ALFT :class:`~prefzoo.envs.answer.AnswerGame`), ``token`` (a
+    :class:`~prefzoo.envs.token.TokenGame`) or ``bandit`` (any other preference game)."""
+    from prefzoo.envs.answer import AnswerGame
+    from prefzoo.envs.token import TokenGame
+
+    return "answer" if isinstance(game, AnswerGame) else "token" if isinstance(game, TokenGame) else "bandit"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -64,6 +74,9 @@ class Algorithm:
     """
 
     supported_modes: ClassVar[tuple[str, ...]] = MODES
+    # game kinds (:func:`game_kind`) the algorithm's loss is meant for; preference algorithms do
+    # not play the answer-level (ALFT) game, whose utility is not the inherited sequence P
+    supported_games: ClassVar[tuple[str, ...]] = ("bandit", "token")
     beta: float = 0.0  # regularization of the game the algorithm solves (0: unregularized)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
@@ -75,6 +88,10 @@ class Algorithm:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.env = as_env(env)
         self.game: PreferenceGame = self.env.unwrapped.game
+        if game_kind(self.game) not in self.supported_games:
+            raise ValueError(f"{type(self).__name__} plays {' / '.join(self.supported_games)} games, got a game of "
+                             f"kind {game_kind(self.game)!r} ({type(self.game).__name__}); see each algorithm's "
+                             "supported_games")
         self.seed, self.mode, self.policy_kind = seed, mode, policy
         self.lr, self.batch_size, self.grad_steps = lr, int(batch_size), int(grad_steps)
         self.device = resolve_device(device)

@@ -163,6 +163,21 @@ def expected_group_reward(nu: np.ndarray, target: np.ndarray, utility: str, g_lo
     return 1.0 - mean if utility == "gini" else mean
 
 
+def mean_field_dynamics(nu: np.ndarray, target: np.ndarray, utility: str, g_log: np.ndarray, g_poly: np.ndarray,
+                        eta: float = 0.1, steps: int = 200) -> np.ndarray:
+    """Exact answer-level dynamics of the estimated game: ``steps`` mirror-ascent steps
+    ν ← ν·exp(η·r̄(ν))/Z with r̄ = :func:`expected_group_reward` (an answer-level tabular
+    policy fed the estimator's mean reward; no sampling noise). Returns ν [X, A]. With an
+    unbiased reward its fixed point is argmax F; a biased table moves it."""
+    nu = np.array(nu, dtype=float)
+    for _ in range(int(steps)):
+        r = expected_group_reward(nu, target, utility, g_log, g_poly)
+        logits = np.log(np.maximum(nu, _FLOOR)) + eta * r
+        nu = np.exp(logits - logits.max(-1, keepdims=True))
+        nu /= nu.sum(-1, keepdims=True)
+    return nu
+
+
 def _check_utility(utility: str) -> None:
     if utility not in UTILITIES:
         raise ValueError(f"unknown utility {utility!r}{closest_hint(utility, UTILITIES)}; expected one of {UTILITIES}")

@@ -21,7 +21,7 @@ from prefzoo.algorithms.policies import make_policy
 # Algorithms that train a prefzoo policy (a ``policy`` argument); the zoo's SB3 PPO wrapper acts on
 # the bandit env directly; SB3 PPO on the token env is tested in tests/envs/test_token.py.
 SAMPLE_ALGOS = sorted(name for name, cls in ALGORITHMS.items() if "sample" in cls.supported_modes
-                      and "policy" in inspect.signature(cls.__init__).parameters)
+                      and "policy" in inspect.signature(cls.__init__).parameters and "token" in cls.supported_games)
 
 
 def tiny_env():

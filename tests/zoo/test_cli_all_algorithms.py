@@ -24,7 +24,10 @@ def tiny(algo: str, tmp_path, iterations: int):
     return config.resolve(algo, ENV, 0, overrides, empty, "cpu")
 
 
-@pytest.mark.parametrize("algo", sorted(prefzoo.ALGORITHMS))
+# ENV is a PrefBandit: algorithms that do not play bandit games (aqp_alft) are covered in
+# tests/algorithms/test_aqp_alft.py
+@pytest.mark.parametrize("algo", sorted(name for name, cls in prefzoo.ALGORITHMS.items()
+                                        if "bandit" in cls.supported_games))
 def test_resume_equals_straight_run(algo, tmp_path):
     straight = runner.new_run_dir(tmp_path / "a", algo, ENV)
     result = runner.train(tiny(algo, tmp_path, 4), straight, progress=False, verbose=False)
