@@ -138,7 +138,12 @@ def main():
         return float(fill(np.array(queries_needed["transitive", other])).mean()
                      / fill(np.array(queries_needed["transitive", "wind"])).mean())
 
-    print(f"\nRESULT wind_vs_bon_queries={ratio('iterative_bon'):.2f} wind_vs_sppo_queries={ratio('sppo'):.2f}")
+    def reached(other):
+        return int(np.isfinite(queries_needed.get(("transitive", other), [np.nan])).sum())
+
+    print(f"\nRESULT wind_vs_bon_queries={ratio('iterative_bon'):.2f} wind_vs_sppo_queries={ratio('sppo'):.2f} "
+          f"seeds_reached_wind={reached('wind')} seeds_reached_bon={reached('iterative_bon')} "
+          f"seeds_reached_sppo={reached('sppo')}")
 
 
 if __name__ == "__main__":
