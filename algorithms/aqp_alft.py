@@ -150,7 +150,7 @@ class AQPALFT(Algorithm):
             advantages = r - r.mean(-1, keepdim=True) if self.advantage == "mean" else r
         advantages = advantages.reshape(-1)
         xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
-        log_ref = self.policy.log_ref[xs, ys]
+        log_ref = self.policy.ref_log_prob(xs, ys)
         with torch.no_grad():
             log_old = self.policy.log_prob(xs, ys)
 

@@ -3,8 +3,9 @@
 A subclass implements ``step()`` (one iteration, returning its training diagnostics) and sets up
 its state in ``__init__``; in ``exact`` mode the state is a numpy policy ``self.pi`` [X, Y], in
 ``sample`` mode a torch policy ``self.policy`` trained with ``self.optimizer``. Metrics always come
-from the exact game (design §6), never from the algorithm's own samples, and query costs are read
-from the game's counters.
+from the exact game (design §6), never from the algorithm's own samples (on a game too large to
+enumerate, ``game.exact`` False, they are off and only costs are reported), and query costs are
+read from the game's counters.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Algorithm:
     # not play the answer-level (ALFT) game, whose utility is not the inherited sequence P
     supported_games: ClassVar[tuple[str, ...]] = ("bandit", "token")
     beta: float = 0.0  # regularization of the game the algorithm solves (0: unregularized)
+    needs_enumeration: bool = False  # sample mode too reads every response (a dense P, all log-probs, π each step)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
@@ -92,6 +94,12 @@ class Algorithm:
             raise ValueError(f"{type(self).__name__} plays {' / '.join(self.supported_games)} games, got a game of "
                              f"kind {game_kind(self.game)!r} ({type(self.game).__name__}); see each algorithm's "
                              "supported_games")
+        if not getattr(self.game, "exact", True) and (mode == "exact" or self.needs_enumeration):
+            raise ValueError(
+                f"{type(self).__name__} in {mode} mode with these settings reads the enumerated game (exact "
+                f"expectations, every response's probability or the exact policy each iteration), but this game has "
+                f"{self.game.n_actions:,} responses per context, too many to enumerate; use mode='sample' with an "
+                f"algorithm that only samples and compares (e.g. wind, or nash_md with mixture='token')")
         self.seed, self.mode, self.policy_kind = seed, mode, policy
         self.lr, self.batch_size, self.grad_steps = lr, int(batch_size), int(grad_steps)
         self.device = resolve_device(device)
@@ -161,16 +169,19 @@ class Algorithm:
         return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
 
     def evaluate(self) -> dict[str, float]:
-        """The exact metrics of design §6 for the current policy."""
+        """The exact metrics of design §6 for the current policy. On a game too large to enumerate
+        (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.LargeTokenGame`) the ``game/``
+        metrics are off: only ``cost/queries``, ``cost/samples`` and ``time/wall_s``."""
+        costs = {"cost/queries": self.queries, "cost/samples": self.samples, "time/wall_s": self.wall_s}
+        if not getattr(self.game, "exact", True):
+            return costs
         game, pi = self.game, self.policy_probs()
         metrics = {
             "game/exploitability": game.exploitability(pi),
             "game/kl_to_ref": game.expectation(game.kl(pi, game.ref)),
             "game/win_rate_vs_ref": game.expectation(game.win_rate(pi, game.ref)),
             "game/win_rate_vs_nash": game.expectation(game.win_rate(pi, game.nash(0.0))),
-            "cost/queries": self.queries,
-            "cost/samples": self.samples,
-            "time/wall_s": self.wall_s,
+            **costs,
         }
         if self.beta > 0:
             metrics["game/reg_exploitability"] = game.exploitability(pi, self.beta)

@@ -100,7 +100,7 @@ class GRPO(Algorithm):
         rewards = group_win_rewards(wins)
         advantages = group_advantages(self.tensor(rewards)).reshape(-1)
         xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
-        log_ref = self.policy.log_ref[xs, ys]
+        log_ref = self.policy.ref_log_prob(xs, ys)
         with torch.no_grad():
             log_old = self.policy.log_prob(xs, ys)
 

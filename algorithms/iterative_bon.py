@@ -172,6 +172,8 @@ class IterativeBoN(Algorithm):
             mode or on a game without a hidden reward.
     """
 
+    needs_enumeration = True  # the distillation loss normalizes q_θ over every response
+
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
                  selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
                  batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):

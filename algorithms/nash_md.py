@@ -140,7 +140,7 @@ class NashMD(Algorithm):
                 self.pi = np.exp(prox_step(log_pi, self.log_ref, game.win_rates(half), eta, beta))
             return {}
         x, y = self.sample_batch(self.batch_size)
-        log_ref = self.policy.log_ref[self.tensor(x, torch.long), self.tensor(y, torch.long)]
+        log_ref = self.policy.ref_log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
         with torch.no_grad():
             log_old = self.policy.log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
         if self.variant == "md":
@@ -154,7 +154,7 @@ class NashMD(Algorithm):
         xx, yy = np.concatenate([x, x]), np.concatenate([y, y2])
         with torch.no_grad():
             log_anchor = self.policy.log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
-        log_ref2 = self.policy.log_ref[self.tensor(xx, torch.long), self.tensor(yy, torch.long)]
+        log_ref2 = self.policy.ref_log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
         self._regress(xx, yy, np.concatenate([b, 1 - b]),
                       lambda lp, c: prox_score(lp, log_anchor, log_ref2, c, eta, beta))
         y_half = self.sample_responses(x)  # step 1: y ~ π_k against y'' ~ π_{k+½}

@@ -83,12 +83,10 @@ class OnlineDPO(Algorithm):
         y2 = self.sample_responses(x)
         b = self.tensor(self.compare(x, y, y2))
         xs, ys, ys2 = (self.tensor(a, torch.long) for a in (x, y, y2))
-        log_ref = self.policy.log_ref
+        ref_y, ref_y2 = self.policy.ref_log_prob(xs, ys), self.policy.ref_log_prob(xs, ys2)
 
         def loss_fn():
-            log_probs = self.policy.log_probs(xs)
-            h = log_probs - log_ref[xs]
-            margin = h.gather(1, ys[:, None])[:, 0] - h.gather(1, ys2[:, None])[:, 0]
+            margin = (self.policy.log_prob(xs, ys) - ref_y) - (self.policy.log_prob(xs, ys2) - ref_y2)
             return preference_loss(margin, b, self.beta, self.loss)
 
         return {"train/loss": self.fit(loss_fn)}

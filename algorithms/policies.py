@@ -1,8 +1,9 @@
 """Torch policies for sample mode: tabular logits or an MLP over context features.
 
 Every policy starts exactly at π_ref (logits = log π_ref + f_θ with f_θ = 0 at init) and exposes
-the same three calls that the losses use, so one loss serves all policies:
-``log_probs(contexts) -> [n, Y]``, ``log_prob(contexts, responses) -> [n]`` and ``probs() -> [X, Y]``.
+the same calls that the losses use, so one loss serves all policies:
+``log_probs(contexts) -> [n, Y]``, ``log_prob(contexts, responses) -> [n]``,
+``ref_log_prob(contexts, responses) -> [n]`` (log π_ref) and ``probs() -> [X, Y]``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class BanditPolicy(nn.Module):
     def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """log π_θ(y|x) for paired batches, [n]."""
         return self.log_probs(contexts).gather(-1, responses[:, None])[:, 0]
+
+    def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """log π_ref(y|x) for paired batches, [n] (a lookup in the ``log_ref`` table)."""
+        return self.log_ref[contexts, responses]
 
     @torch.no_grad()
     def probs(self) -> np.ndarray:

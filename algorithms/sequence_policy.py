@@ -3,8 +3,10 @@
 On a :class:`~prefzoo.envs.token.TokenGame` a "response" is a sequence index, so a sequence
 policy exposes exactly the calls every loss uses (:class:`~prefzoo.algorithms.policies.BanditPolicy`):
 ``log_prob(contexts, responses) -> [n]`` (teacher-forced sum of the token log-probs, padding after
-EOS masked), ``log_probs(contexts) -> [n, S]`` (one batched pass over every sequence of the
-distinct contexts), ``probs() -> [X, S]`` (the exact enumerated distribution), ``sample(contexts,
+EOS masked), ``ref_log_prob(contexts, responses) -> [n]`` (log π_ref, a table lookup: π_ref is
+enumerated once per game, also on a :class:`~prefzoo.envs.token.LargeTokenGame`), ``log_probs(contexts)
+-> [n, S]`` (one batched pass over every sequence of the distinct contexts), ``probs() -> [X, S]``
+(the exact enumerated distribution; losses that only sample never call these two), ``sample(contexts,
 rng)`` (batched autoregressive sampling on the policy's device, mapped to sequence indices in
 closed form) and the buffers ``log_ref`` [X, S] and ``features`` [X, d]. WIND, SPPO, iterative
 BoN, J-BOND, Nash-MD/MP, online DPO/IPO and GRPO therefore run on tokens with their bandit loss
@@ -73,6 +75,11 @@ class SequencePolicy(nn.Module):
         with self._amp():
             logits = self._logits(contexts, teacher_inputs(tokens, self.vocab_size))
         return masked_sequence_log_prob(logits, tokens, self.seq_steps[responses])
+
+    def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """log π_ref(y|x) for paired batches, [n]: the game's enumerated π_ref (``log_ref``), so the
+        regularization is the same for every model (the HF one included)."""
+        return self.log_ref[contexts, responses]
 
     def log_probs(self, contexts: torch.Tensor) -> torch.Tensor:
         """log π_θ(·|x) over every sequence, [n, S]: one pass over the S sequences of each

@@ -74,6 +74,7 @@ class SPPO(Algorithm):
     """
 
     _extra_state = ("avg_pi",)
+    needs_enumeration = True  # the average iterate is the exact policy, enumerated each iteration
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", eta: float = 0.5, k: int = 5,
                  labels: str = "comparison", policy: str = "tabular", lr: float = 0.05,

@@ -133,7 +133,7 @@ class WIND(Algorithm):
         b = self.compare(x, y, y2)
         xs, ys = self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
         label = self.tensor(np.concatenate([b, 1 - b]))
-        log_ref = self.policy.log_ref[xs, ys]
+        log_ref = self.policy.ref_log_prob(xs, ys)
         with torch.no_grad():
             log_old = self.policy.log_prob(xs, ys)
 

@@ -8,6 +8,12 @@ closed-form function of its tokens (:func:`sequence_index`), so "response y" of 
 sequence index. :class:`TokenGame` is a :class:`PreferenceGame` over those indices: P, π_ref,
 ``nash``, ``exploitability``, ``kl``, ``win_rate`` and every exact-mode algorithm apply unchanged.
 
+Above ``MAX_EXACT_SEQUENCES`` sequences per prompt a dense P no longer fits, so
+:func:`make_token_game` builds a :class:`LargeTokenGame` instead (up to ``MAX_SEQUENCES``): its
+oracle computes P(y ≻ y'|x) on the fly from the two sequences' features, counted as usual, and
+its exact services (``nash``, ``exploitability``, ``win_rates``, ``kl``, …) raise, so exact
+metrics are off while sample-mode training still works.
+
 The sequence-level preference comes from features of the tokens (:func:`sequence_features`:
 unigram and bigram counts and the length), P(y ≻ y'|x) = σ(r(x,y) − r(x,y') + c·sin(θ(x,y) −
 θ(x,y'))), with r a Bradley–Terry score and θ an angle, both random linear functions of the
@@ -39,6 +45,7 @@ from .game import PreferenceGame, closest_hint
 EOS = 0
 FAMILIES = ("bt", "cyclic")
 MAX_EXACT_SEQUENCES = 8192  # per prompt: a dense P over S sequences takes 8·S² bytes per prompt
+MAX_SEQUENCES = 2**18  # per prompt, without a dense P: π_ref is still enumerated (an [X, S] table, O(X·S) fit)
 _FAMILY_DEFAULTS = {"bt": {"reward_scale": 2.0, "cyclic_strength": 0.0},
                     "cyclic": {"reward_scale": 1.0, "cyclic_strength": 3.0}}
 _UNDECIDED = float("nan")  # info["win_prob"] before the episode ends (one object: equal to itself)
@@ -79,6 +86,21 @@ def sequence_index(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     offsets = torch.tensor([count_sequences(vocab_size, k - 1) if k else 0 for k in range(tokens.shape[1] + 1)],
                            device=tokens.device)
     return offsets[alive.sum(1)] + value
+
+
+def sequence_tokens(index, vocab_size: int, max_length: int) -> np.ndarray:
+    """Token rows [n, L] of short-lex indices [n] (EOS after the content, then the pad id V): the
+    closed-form inverse of :func:`sequence_index`, so an index decodes without a table."""
+    V, L, base = vocab_size, max_length, vocab_size - 1
+    index = np.asarray(index, dtype=np.int64)
+    starts = np.array([count_sequences(V, k - 1) if k else 0 for k in range(L + 1)])  # first index per length
+    length = np.searchsorted(starts, index, side="right") - 1
+    value = index - starts[length]
+    tokens = np.empty((len(index), L), dtype=np.int64)
+    for t in range(L):  # content digit t of a length-k sequence: base-(V−1) digit k−1−t of its value
+        digit = value // base ** np.maximum(length - 1 - t, 0) % base + 1
+        tokens[:, t] = np.where(t < length, digit, np.where(t == length, EOS, V))
+    return tokens
 
 
 def sequence_features(tokens: np.ndarray, vocab_size: int, max_length: int) -> np.ndarray:
@@ -175,23 +197,85 @@ def sample_tokens(step_fn, state, n: int, max_length: int, vocab_size: int, unif
     return tokens
 
 
+# ---------------------------------------------------------------- the preference
+def preference_probability(r, theta, r2, theta2, cyclic_strength: float):
+    """P(y ≻ y'|x) = σ(r − r' + c·sin(θ − θ')) from the scores of the two sequences (arrays
+    broadcast), as ½(σ(m) + 1 − σ(−m)) so that P + Pᵀ = 1 holds to rounding."""
+    margin = r - r2
+    if cyclic_strength:
+        margin = margin + cyclic_strength * np.sin(theta - theta2)
+    return 0.5 * (expit(margin) + 1.0 - expit(-margin))
+
+
+class SequencePreference:
+    """The token games' preference: :func:`preference_probability` of the scores (r, θ)(x, y) =
+    W_x·ψ(y), linear in the sequence features ψ (:func:`sequence_features`).
+
+    ``pref[x, y, y2]`` (integer index arrays, broadcast, like a dense P) evaluates it on the fly,
+    vectorized: indices → tokens (:func:`sequence_tokens`) → features → scores, with no table over
+    sequences; it is the ``P`` of a :class:`LargeTokenGame`. :meth:`dense` evaluates every pair:
+    the ``P`` of a :class:`TokenGame`. One formula serves both.
+
+    Args:
+        weights: [2, X, F] per-prompt weights of r (row 0) and θ (row 1) over the F features.
+        cyclic_strength: c ≥ 0 (0: Bradley–Terry).
+        vocab_size: V.
+        max_length: L.
+    """
+
+    def __init__(self, weights: np.ndarray, cyclic_strength: float, vocab_size: int, max_length: int):
+        self.weights, self.cyclic_strength = weights, cyclic_strength
+        self.vocab_size, self.max_length = vocab_size, max_length
+        S = count_sequences(vocab_size, max_length)
+        self.shape = (weights.shape[1], S, S)
+
+    def scores(self, contexts, responses) -> np.ndarray:
+        """(r, θ) [2, n] of the sequences with indices ``responses`` [n] in ``contexts`` [n]."""
+        V, L = self.vocab_size, self.max_length
+        psi = sequence_features(sequence_tokens(responses, V, L), V, L)
+        return np.einsum("knf,nf->kn", self.weights[:, contexts], psi)
+
+    def __getitem__(self, index) -> np.ndarray:
+        x, y, y2 = np.broadcast_arrays(*index)
+        n = x.size
+        (r, r2), (theta, theta2) = self.scores(np.tile(x.ravel(), 2),
+                                               np.concatenate([y.ravel(), y2.ravel()])).reshape(2, 2, n)
+        return preference_probability(r, theta, r2, theta2, self.cyclic_strength).reshape(x.shape)
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """P [X, S, S] over every pair, and the reward table r [X, S]."""
+        tokens, _ = enumerate_sequences(self.vocab_size, self.max_length)
+        psi = sequence_features(tokens, self.vocab_size, self.max_length)
+        r, theta = (w @ psi.T for w in self.weights)
+        P = preference_probability(r[:, :, None], theta[:, :, None], r[:, None, :], theta[:, None, :],
+                                   self.cyclic_strength)
+        return P, r
+
+
 # ---------------------------------------------------------------- the game
 class TokenGame(PreferenceGame):
     """A :class:`PreferenceGame` whose responses are the enumerated token sequences.
 
     Extra attributes: ``vocab_size`` V, ``max_length`` L, ``tokens`` [S, L] (padded with V),
     ``lengths`` [S] (content lengths), ``steps`` [S] (token decisions), ``ref_model_kwargs``
-    and ``ref_state`` (the π_ref :class:`TokenLM`; :meth:`ref_model` rebuilds it), and
-    :meth:`index` (tokens → sequence index).
+    and ``ref_state`` (the π_ref :class:`TokenLM`; :meth:`ref_model` rebuilds it), ``preference``
+    (the :class:`SequencePreference` that P was built from, when known), :meth:`index` (tokens →
+    sequence index), and ``exact = True`` (every service is exact; see :class:`LargeTokenGame`).
     """
 
+    exact = True
+
     def __init__(self, P, ref, rho, features, rewards, family, seed, *, vocab_size: int, max_length: int,
-                 ref_model_kwargs: dict[str, Any], ref_state: dict[str, torch.Tensor]):
+                 ref_model_kwargs: dict[str, Any], ref_state: dict[str, torch.Tensor],
+                 preference: SequencePreference | None = None):
         super().__init__(P, ref, rho, features, rewards, family=family, seed=seed)
+        self._set_sequences(vocab_size, max_length, ref_model_kwargs, ref_state, preference)
+
+    def _set_sequences(self, vocab_size, max_length, ref_model_kwargs, ref_state, preference):
         self.vocab_size, self.max_length = vocab_size, max_length
         self.tokens, self.lengths = enumerate_sequences(vocab_size, max_length)
         self.steps = decision_counts(self.lengths, max_length)
-        self.ref_model_kwargs, self.ref_state = ref_model_kwargs, ref_state
+        self.ref_model_kwargs, self.ref_state, self.preference = ref_model_kwargs, ref_state, preference
 
     def ref_model(self, device: torch.device | str = "cpu") -> TokenLM:
         """A fresh copy of π_ref's model (its enumerated distribution is ``self.ref``)."""
@@ -224,6 +308,39 @@ class TokenGame(PreferenceGame):
         """Readable form of one sequence, e.g. ``'3 1 <eos>'``."""
         names = ["<eos>" if t == EOS else str(int(t)) for t in self.tokens[index] if t < self.vocab_size]
         return " ".join(names) if names else "<empty>"
+
+
+class LargeTokenGame(TokenGame):
+    """A :class:`TokenGame` too large for a dense P (``MAX_EXACT_SEQUENCES`` < S ≤ ``MAX_SEQUENCES``).
+
+    ``P`` is the :class:`SequencePreference` itself, so ``P[x, y, y2]`` (and through it the
+    inherited, counted ``compare`` and ``prob``) computes each probability on the fly from the two
+    sequences' features. π_ref is still enumerated (``ref`` [X, S]), so sampling, the env's
+    default opponent and the policies' ``log_ref`` work as on any game. ``exact = False``: the
+    services that sum over all sequences (``nash``, ``exploitability``, ``win_rates``,
+    ``win_rate``, ``kl``) and the hidden ``reward`` raise a ``ValueError``, and
+    ``Algorithm.evaluate`` reports only costs and time.
+    """
+
+    exact = False
+
+    def __init__(self, preference: SequencePreference, ref, rho, features, family, seed, *, vocab_size: int,
+                 max_length: int, ref_model_kwargs: dict[str, Any], ref_state: dict[str, torch.Tensor]):
+        # PreferenceGame.__init__ validates a dense P; set the same state without one
+        self.P, (self.n_contexts, self.n_actions) = preference, ref.shape
+        self.rho, self.features, self.rewards, self.family = rho, features, None, family
+        self.ref = self.check_policy(ref, "ref")
+        self.rng, self.queries, self.exact_calls = np.random.default_rng(seed), 0, 0
+        self._set_sequences(vocab_size, max_length, ref_model_kwargs, ref_state, preference)
+
+    def _exact_metrics_off(self, *args, **kwargs):
+        raise ValueError(
+            f"exact metrics are off for this game: vocab_size={self.vocab_size}, max_length={self.max_length} "
+            f"gives {self.n_actions:,} sequences per prompt, more than the {MAX_EXACT_SEQUENCES:,} that can be "
+            f"enumerated (no dense P); sample and compare instead (game.compare, game.prob), or lower vocab_size "
+            f"or max_length for exact equilibria and metrics")
+
+    nash = exploitability = win_rates = win_rate = kl = reward = _exact_metrics_off
 
 
 def _synthetic_language(rng, features, V, L):
@@ -287,25 +404,20 @@ def _token_game_parts(family, n_contexts, vocab_size, max_length, feature_dim, s
     V, L, X, d = vocab_size, max_length, n_contexts, feature_dim
     features = rng.normal(size=(X, d))
     rho = rng.dirichlet(np.full(X, 10.0))
-    tokens, _ = enumerate_sequences(V, L)
-    psi = sequence_features(tokens, V, L)
-    F = psi.shape[1]
+    F = (V - 1) + (V - 1) ** 2 + L + 1  # the width of sequence_features
     scale = 1.0 / np.sqrt(2 * L)  # about 2L active features per sequence
 
     def linear():  # per-prompt weights over ψ: W·φ(x) + b
         return (features @ rng.normal(size=(d, F)) / np.sqrt(d) + 0.5 * rng.normal(size=F)) * scale
 
-    rewards = reward_scale * linear() @ psi.T  # [X, S]
-    angles = 2.0 * np.pi * linear() @ psi.T
-    margin = rewards[:, :, None] - rewards[:, None, :]
-    if cyclic_strength:
-        margin += cyclic_strength * np.sin(angles[:, :, None] - angles[:, None, :])
-    P = expit(margin)
-    P = 0.5 * (P + 1.0 - P.transpose(0, 2, 1))
+    weights = np.stack([reward_scale * linear(), 2.0 * np.pi * linear()])  # r and θ over ψ
+    preference = SequencePreference(weights, cyclic_strength, V, L)
+    P, rewards = preference.dense() if count_sequences(V, L) <= MAX_EXACT_SEQUENCES else (None, None)
     ref, kwargs, state = _fit_reference(features, V, L, rng, seed, hidden, ref_fit_steps)
-    for array in (P, ref, rho, features, rewards):
-        array.setflags(write=False)  # cached and shared by every game built from these arguments
-    return P, ref, rho, features, rewards, kwargs, state
+    for array in (P, ref, rho, features, rewards, weights):
+        if array is not None:
+            array.setflags(write=False)  # cached and shared by every game built from these arguments
+    return preference, P, ref, rho, features, rewards, kwargs, state
 
 
 def make_token_game(family: str = "bt", n_contexts: int = 8, vocab_size: int = 6, max_length: int = 4,
@@ -315,10 +427,14 @@ def make_token_game(family: str = "bt", n_contexts: int = 8, vocab_size: int = 6
     """Build a seeded :class:`TokenGame` (cached per argument set; every call returns a fresh
     game object with its own counters).
 
+    With more than ``MAX_EXACT_SEQUENCES`` (8,192) sequences per prompt the game is a
+    :class:`LargeTokenGame`: the same game (same seed, same P entrywise) without a dense P, exact
+    metrics off. Building it enumerates and fits π_ref in O(X·S) time (V = 8, L = 6, 8 prompts:
+    about 2 minutes on one CPU thread).
+
     Raises:
         ValueError: an unknown family, an out-of-range size, or a sequence set larger than
-            ``MAX_EXACT_SEQUENCES`` per prompt (too large to enumerate; the message says what
-            to change).
+            ``MAX_SEQUENCES`` per prompt (the message says what to change).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}{closest_hint(family, FAMILIES)}; expected one of {FAMILIES}")
@@ -328,21 +444,25 @@ def make_token_game(family: str = "bt", n_contexts: int = 8, vocab_size: int = 6
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     S = count_sequences(vocab_size, max_length)
-    if S > MAX_EXACT_SEQUENCES:
+    if S > MAX_SEQUENCES:
         raise ValueError(
             f"vocab_size={vocab_size}, max_length={max_length} gives {S:,} sequences per prompt, more than "
-            f"the {MAX_EXACT_SEQUENCES:,} that can be enumerated (a dense P takes 8·S² = {8 * S * S / 2**30:.1f} "
-            f"GiB per prompt); lower vocab_size or max_length (V=6, L=4 gives 781)")
+            f"the {MAX_SEQUENCES:,} a token game holds (π_ref is enumerated into an [X, S] table and fitted "
+            f"in O(X·S) time); lower vocab_size or max_length (exact metrics need S <= {MAX_EXACT_SEQUENCES:,}: "
+            f"V=6, L=4 gives 781)")
     defaults = _FAMILY_DEFAULTS[family]
     reward_scale = defaults["reward_scale"] if reward_scale is None else float(reward_scale)
     cyclic_strength = defaults["cyclic_strength"] if cyclic_strength is None else float(cyclic_strength)
-    P, ref, rho, features, rewards, kwargs, state = _token_game_parts(
+    preference, P, ref, rho, features, rewards, kwargs, state = _token_game_parts(
         family, int(n_contexts), int(vocab_size), int(max_length), int(feature_dim), seed, reward_scale,
         cyclic_strength, int(hidden), int(ref_fit_steps))
-    P, ref, rho, features, rewards = (np.array(a) for a in (P, ref, rho, features, rewards))  # own copies
-    return TokenGame(P, ref, rho, features, rewards, family, seed,
-                     vocab_size=int(vocab_size), max_length=int(max_length), ref_model_kwargs=dict(kwargs),
-                     ref_state=state)
+    ref, rho, features = (np.array(a) for a in (ref, rho, features))  # own copies
+    sizes = {"vocab_size": int(vocab_size), "max_length": int(max_length), "ref_model_kwargs": dict(kwargs),
+             "ref_state": state}
+    if P is None:
+        return LargeTokenGame(preference, ref, rho, features, family, seed, **sizes)
+    return TokenGame(np.array(P), ref, rho, features, np.array(rewards), family, seed, preference=preference,
+                     **sizes)
 
 
 def token_game_from_kwargs(family: str = "bt", **kwargs: Any) -> TokenGame:
@@ -398,7 +518,7 @@ class TokenGameEnv(gym.Env):
     | kwarg | default | meaning |
     |---|---|---|
     | ``family`` | ``"bt"`` | ``"bt"`` or ``"cyclic"`` (fixed by the registered id) |
-    | ``n_contexts``, ``vocab_size``, ``max_length``, ``feature_dim`` | 8, 6, 4, 4 | game size (S ≤ 8192) |
+    | ``n_contexts``, ``vocab_size``, ``max_length``, ``feature_dim`` | 8, 6, 4, 4 | game size (S ≤ 8,192: exact; ≤ 2^18: :class:`LargeTokenGame`) |
     | ``seed`` | 0 | seed of the game and of π_ref's fit (``reset(seed=…)`` seeds episodes) |
     | other :func:`make_token_game` kwargs | | ``reward_scale``, ``cyclic_strength``, ``hidden``, … |
     | ``game`` | None | a prebuilt :class:`TokenGame` instead of the kwargs above |

@@ -17,6 +17,7 @@ import torch
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
 from prefzoo.algorithms.policies import make_policy
+from prefzoo.envs.token import make_token_game
 
 # Algorithms that train a prefzoo policy (a ``policy`` argument); the zoo's SB3 PPO wrapper acts on
 # the bandit env directly; SB3 PPO on the token env is tested in tests/envs/test_token.py.
@@ -88,6 +89,26 @@ def test_wind_cuts_the_regularized_exploitability_of_pi_ref_three_times():
     end = game.exploitability(algo.policy_probs(), beta)
     assert end * 3 <= start, (start, end)
     assert algo.queries == 40 * 1024
+
+
+def test_sample_mode_trains_on_a_game_too_large_to_enumerate():
+    """V = 8, L = 5: 19,608 sequences per prompt, no dense P. WIND trains the GRU from counted
+    comparisons (P on the fly), ``evaluate`` reports the costs only, and algorithms that read the
+    enumerated game refuse it."""
+    game = make_token_game("cyclic", n_contexts=2, vocab_size=8, max_length=5, ref_fit_steps=10)
+    env = gym.make("prefzoo/TokenGame-Cyclic-v0", game=game)
+    algo = prefzoo.make_algo("wind", env, seed=0, mode="sample", policy="gru", batch_size=32, grad_steps=2)
+    x, y = torch.tensor([0, 1]), torch.tensor([5, 19_000])
+    before = algo.policy.log_prob(x, y).detach()
+    algo.learn(3)
+    assert algo.queries == game.queries == 3 * 32 and algo.samples == 3 * 64
+    assert not torch.allclose(algo.policy.log_prob(x, y), before)  # the GRU was updated
+    assert set(algo.evaluate()) == {"cost/queries", "cost/samples", "time/wall_s"}
+    with pytest.raises(ValueError, match="exact metrics are off"):
+        game.nash(0.1)
+    for name, mode in (("wind", "exact"), ("sppo", "sample"), ("iterative_bon", "sample")):
+        with pytest.raises(ValueError, match="19,608 responses per context, too many to enumerate"):
+            prefzoo.make_algo(name, env, mode=mode, policy="gru")
 
 
 def test_hf_causal_lm_policy_trains_one_step():

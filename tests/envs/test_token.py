@@ -1,6 +1,7 @@
 """TokenGame: sequence enumeration and indexing, the exact sequence-level game (P, π_ref,
-equilibria), the autoregressive samplers against the enumerated probabilities, the Gymnasium
-env (checker, episodes, rewards, errors) and stable-baselines3 PPO on it.
+equilibria), the game too large to enumerate (P on the fly, exact metrics off), the
+autoregressive samplers against the enumerated probabilities, the Gymnasium env (checker,
+episodes, rewards, errors) and stable-baselines3 PPO on it.
 
 Independent checks: sequences are built here by explicit loops, features by hand, the policy's
 sampling frequencies are compared with its enumerated probabilities, and PPO's sequence law is
@@ -21,8 +22,8 @@ from scipy.special import expit
 
 import prefzoo  # noqa: F401  (registers the ids)
 from prefzoo.algorithms.policies import make_policy
-from prefzoo.envs.token import (EOS, count_sequences, enumerate_sequences, make_token_game,
-                                sequence_features, sequence_index)
+from prefzoo.envs.token import (EOS, MAX_EXACT_SEQUENCES, LargeTokenGame, count_sequences, enumerate_sequences,
+                                make_token_game, sequence_features, sequence_index, sequence_tokens)
 
 CPU = torch.device("cpu")
 TOKEN_IDS = ["prefzoo/TokenGame-v0", "prefzoo/TokenGame-Cyclic-v0"]
@@ -56,6 +57,9 @@ def test_enumeration_order_and_index_round_trip():
     after = np.arange(L)[None] > np.where(lengths < L, lengths, L)[:, None]
     noisy[after] = 2
     np.testing.assert_array_equal(sequence_index(torch.as_tensor(noisy), V).numpy(), idx)
+    # and the closed-form decode inverts it, here and for V = 2 (a single content token)
+    np.testing.assert_array_equal(sequence_tokens(idx, V, L), tokens)
+    np.testing.assert_array_equal(sequence_tokens(np.arange(6), 2, 5), enumerate_sequences(2, 5)[0])
 
 
 def test_sequence_features_by_hand():
@@ -112,9 +116,49 @@ def test_bt_nash_is_the_best_sequence():
     np.testing.assert_allclose(pi[np.arange(2), game.rewards.argmax(1)], 1.0, atol=1e-8)
 
 
+@pytest.mark.parametrize("family", ["bt", "cyclic"])
+def test_on_the_fly_preference_equals_the_dense_P(family):
+    """The oracle of a game too large to enumerate (decode → features → scores, per pair) is the
+    formula the dense P is built from: equal entrywise on an enumerable game."""
+    game = make_token_game(family, n_contexts=3, vocab_size=5, max_length=3)
+    x, y, y2 = np.meshgrid(*(np.arange(n) for n in game.P.shape), indexing="ij")
+    np.testing.assert_allclose(game.preference[x, y, y2], game.P, rtol=0, atol=1e-12)
+
+
+def large_game():
+    """19,608 sequences per prompt (V = 8, L = 5): above the dense-P limit."""
+    return make_token_game("cyclic", n_contexts=2, vocab_size=8, max_length=5, ref_fit_steps=10)
+
+
+def test_too_large_for_a_dense_P_keeps_a_counted_oracle_and_switches_exact_metrics_off():
+    game = large_game()
+    assert isinstance(game, LargeTokenGame) and not game.exact and game.n_actions == 19_608 > MAX_EXACT_SEQUENCES
+    np.testing.assert_allclose(game.ref.sum(1), 1.0, atol=1e-12)
+    rng = np.random.default_rng(0)
+    x, y, y2 = rng.integers(2, size=2000), rng.integers(19_608, size=2000), rng.integers(19_608, size=2000)
+    p = game.prob(x, y, y2)
+    np.testing.assert_allclose(p + game.prob(x, y2, y), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(game.prob(x, y, y), 0.5)
+    assert game.exact_calls == 6000 and game.queries == 0
+    wins = game.compare(np.zeros(20_000, int), np.full(20_000, 100), np.full(20_000, 18_000), rng)
+    assert game.queries == 20_000
+    assert abs(wins.mean() - game.P[0, 100, 18_000]) <= 4 * np.sqrt(0.25 / 20_000)
+    pi = game.ref
+    for call in (lambda: game.nash(0.1), lambda: game.exploitability(pi), lambda: game.win_rates(pi),
+                 lambda: game.win_rate(pi, pi), lambda: game.kl(pi, pi)):
+        with pytest.raises(ValueError, match=r"exact metrics are off .* 19,608 sequences per prompt"):
+            call()
+    env = gym.make("prefzoo/TokenGame-Cyclic-v0", game=game, reward_mode="win_prob")
+    env.reset(seed=0)
+    terminated = False
+    while not terminated:
+        _, reward, terminated, _, info = env.step(int(env.action_space.sample()))
+    assert reward == info["win_prob"] == game.P[info["context"], info["sequence"], info["opponent_action"]]
+
+
 def test_too_large_to_enumerate_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"vocab_size=12, max_length=5 gives 177,156 sequences .* lower vocab_size"):
-        make_token_game("bt", vocab_size=12, max_length=5)
+    with pytest.raises(ValueError, match=r"vocab_size=12, max_length=6 gives 1,948,717 sequences .* lower vocab_size"):
+        make_token_game("bt", vocab_size=12, max_length=6)
     with pytest.raises(ValueError, match=r"unknown game argument 'vocab' \(did you mean 'vocab_size'\?\)"):
         gym.make("prefzoo/TokenGame-v0", vocab=5)
 
