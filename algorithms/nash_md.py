@@ -21,6 +21,8 @@ from prefzoo.envs.game import sample_categorical
 from .base import Algorithm
 from .wind import regression_loss, wind_score
 
+MIXTURES = ("sequence", "token")
+
 
 def md_tau(eta: float, beta: float) -> float:
     """Munos et al.'s mixture regularization τ = β/(1+ηβ): the value that makes the mixture
@@ -69,8 +71,8 @@ class NashMD(Algorithm):
     (``policy_probs``): the policy Nash-MD plays and the one that converges. (With the paper's
     τ = β the mixture's limit is π*_{β/(1−ηβ)}, the O(η) bias of its theorem.) The mixture
     sequence is exactly WIND with step η/(1+ηβ) and the same β.
-    Nash-MD, sample: per prompt y ~ π_t and y' ~ π^μ_t (enumerated exactly on bandits), one
-    comparison b = 1{y≻y'} with E[b|y] = P(y≻π^μ_t). Minimize (s − (b−½))² with
+    Nash-MD, sample: per prompt y ~ π_t and y' ~ π^μ_t (``mixture``), one comparison
+    b = 1{y≻y'} with E[b|y] = P(y≻π^μ_t). Minimize (s − (b−½))² with
     s = [log π_θ(y) − log π^μ_t(y)]/η − c(x) (WIND's :func:`wind_score` with β → τ, learned
     per-context offset c); the population minimizer (weights π_t(y)) is the exact step.
 
@@ -90,6 +92,18 @@ class NashMD(Algorithm):
             η = 1 (its mixture is WIND with step η/(1+ηβ), which needs η = O(β)); Nash-MP, the
             extragradient, converges at β = 0.1 for η ≤ 5 and at β = 0.02 for η = 1, not η = 10.
             In sample mode the regression noise scales with η (zoo_configs: η = 0.2).
+        mixture: how sample-mode Nash-MD draws the opponent y' ~ π^μ_t (ignored by Nash-MP).
+            ``"sequence"`` (default): from the exact sequence-level mixture ∝ π_t^{1−ητ}·μ^{ητ},
+            enumerated over every response (``policy_probs``), so the population minimizer is
+            the exact step. ``"token"``: token by token from softmax((1−ητ)·logit_π + ητ·logit_μ)
+            (the sequence policy's ``sample_mixture``; needs ``policy="gru"`` or ``"gru_bf16"``),
+            Nash-MD's practical form for LMs, which enumerates nothing (the option on a
+            :class:`~prefzoo.envs.token.LargeTokenGame`). It is not the sequence-level mixture:
+            each token is normalized on its own, so it is π(y)^{1−ητ}·μ(y)^{ητ}/Π_t Z_t(y_<t)
+            with Z_t = Σ_v π(v|y_<t)^{1−ητ}·μ(v|y_<t)^{ητ} ≤ 1 (= 1 where the two next-token laws
+            agree): it up-weights sequences through prefixes where π_t and μ disagree. The
+            opponent is then not π^μ_t, so the iteration's fixed point is in general not exactly
+            π*_β; the logged metrics remain those of the sequence-level mixture of π_θ.
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
             per regression (Nash-MP runs two regressions per iteration).
     """
@@ -98,14 +112,22 @@ class NashMD(Algorithm):
     _extra_state = ("offset",)
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
-                 policy: str = "tabular", lr: float = 0.05, batch_size: int = 256, grad_steps: int = 20,
-                 device: str = "cpu"):
+                 mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
+                 grad_steps: int = 20, device: str = "cpu"):
         if beta <= 0:
             raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
         if eta <= 0:
             raise ValueError(f"eta must be > 0, got {eta}")
+        if mixture not in MIXTURES:
+            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+        self.needs_enumeration = self.variant == "md" and mixture == "sequence"
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        self.beta, self.eta = beta, eta
+        if mixture == "token" and not (self.variant == "md" and hasattr(self.policy, "sample_mixture")):
+            raise ValueError(f"mixture='token' samples Nash-MD's opponent token by token from the policy's and "
+                             f"π_ref's next-token logits: it needs Nash-MD in sample mode with a sequence policy "
+                             f"that has a π_ref model (policy='gru' or 'gru_bf16' on a TokenGame), got "
+                             f"{type(self).__name__}, mode={mode!r}, policy={policy!r}")
+        self.beta, self.eta, self.mixture = beta, eta, mixture
         self.tau = md_tau(eta, beta) if self.variant == "md" else beta
         self.log_ref = np.log(self.game.ref)
         self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
@@ -144,7 +166,8 @@ class NashMD(Algorithm):
         with torch.no_grad():
             log_old = self.policy.log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
         if self.variant == "md":
-            y_mix = sample_categorical(self.policy_probs()[x], self.rng)
+            y_mix = (self.policy.sample_mixture(x, self.rng, self.eta * self.tau) if self.mixture == "token"
+                     else sample_categorical(self.policy_probs()[x], self.rng))
             self.samples += len(x)
             b = self.compare(x, y, y_mix)
             loss = self._regress(x, y, b, lambda lp, c: wind_score(lp, log_old, log_ref, c, eta, self.tau))

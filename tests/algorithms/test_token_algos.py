@@ -106,9 +106,38 @@ def test_sample_mode_trains_on_a_game_too_large_to_enumerate():
     assert set(algo.evaluate()) == {"cost/queries", "cost/samples", "time/wall_s"}
     with pytest.raises(ValueError, match="exact metrics are off"):
         game.nash(0.1)
-    for name, mode in (("wind", "exact"), ("sppo", "sample"), ("iterative_bon", "sample")):
+    for name, mode in (("wind", "exact"), ("sppo", "sample"), ("iterative_bon", "sample"), ("nash_md", "sample")):
         with pytest.raises(ValueError, match="19,608 responses per context, too many to enumerate"):
-            prefzoo.make_algo(name, env, mode=mode, policy="gru")
+            prefzoo.make_algo(name, env, mode=mode, policy="gru")  # nash_md: the exact sequence-level mixture
+    nash_md = prefzoo.make_algo("nash_md", env, mode="sample", policy="gru", mixture="token", batch_size=32)
+    assert nash_md.learn(1).queries == 32
+
+
+def test_nash_md_token_level_mixture_cuts_the_regularized_exploitability():
+    """Sample-mode Nash-MD drawing its opponent token by token from the geometric mixture of the
+    GRU's and π_ref's logits (``mixture="token"``) on the 781-sequence cyclic game: 40 iterations
+    of 1,024 prompts. Measured (regularized exploitability, KL(π*_β‖π^μ)) from (0.0377, 0.220):
+    token (0.0101, 0.088) at seed 0, (0.0115, 0.096) and (0.0108, 0.102) at seeds 1 and 2;
+    the exact sequence-level mixture (0.0088, 0.078), (0.0115, 0.109), (0.0192, 0.122)."""
+    beta = 0.1
+    env = gym.make("prefzoo/TokenGame-Cyclic-v0", n_contexts=4)
+    game = env.unwrapped.game
+    algo = prefzoo.make_algo("nash_md", env, seed=0, mode="sample", policy="gru", mixture="token", beta=beta,
+                             eta=1.0, lr=0.002, batch_size=1024, grad_steps=10)
+    star = game.nash(beta)
+    start = (game.exploitability(algo.policy_probs(), beta), game.expectation(game.kl(star, algo.policy_probs())))
+    algo.learn(40, eval_freq=40)
+    pi = algo.policy_probs()
+    end = (game.exploitability(pi, beta), game.expectation(game.kl(star, pi)))
+    assert end[0] * 2.5 <= start[0] and end[1] * 1.6 <= start[1], (start, end)
+    assert algo.queries == 40 * 1024 and algo.samples == 2 * 40 * 1024
+
+
+def test_nash_md_token_level_mixture_needs_a_sequence_policy():
+    with pytest.raises(ValueError, match=r"mixture='token' .* sequence policy .* policy='tabular'"):
+        prefzoo.make_algo("nash_md", "prefzoo/PrefBandit-Cyclic-v0", mode="sample", mixture="token")
+    with pytest.raises(ValueError, match=r"mixture must be one of \('sequence', 'token'\)"):
+        prefzoo.make_algo("nash_md", tiny_env(), mode="sample", policy="gru", mixture="tokens")
 
 
 def test_hf_causal_lm_policy_trains_one_step():
