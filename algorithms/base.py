@@ -94,7 +94,7 @@ class Algorithm:
             raise ValueError(f"{type(self).__name__} plays {' / '.join(self.supported_games)} games, got a game of "
                              f"kind {game_kind(self.game)!r} ({type(self.game).__name__}); see each algorithm's "
                              "supported_games")
-        if not getattr(self.game, "exact", True) and (mode == "exact" or self.needs_enumeration):
+        if not self.game.exact and (mode == "exact" or self.needs_enumeration):
             raise ValueError(
                 f"{type(self).__name__} in {mode} mode with these settings reads the enumerated game (exact "
                 f"expectations, every response's probability or the exact policy each iteration), but this game has "
@@ -173,7 +173,7 @@ class Algorithm:
         (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.LargeTokenGame`) the ``game/``
         metrics are off: only ``cost/queries``, ``cost/samples`` and ``time/wall_s``."""
         costs = {"cost/queries": self.queries, "cost/samples": self.samples, "time/wall_s": self.wall_s}
-        if not getattr(self.game, "exact", True):
+        if not self.game.exact:
             return costs
         game, pi = self.game, self.policy_probs()
         metrics = {

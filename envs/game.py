@@ -61,6 +61,8 @@ class PreferenceGame:
         ValueError: if the shapes disagree or P is not a preference tensor.
     """
 
+    exact = True  # exact services (nash, exploitability, …) available; False for games too large to enumerate
+
     def __init__(
         self,
         P: np.ndarray,

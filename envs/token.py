@@ -260,10 +260,8 @@ class TokenGame(PreferenceGame):
     ``lengths`` [S] (content lengths), ``steps`` [S] (token decisions), ``ref_model_kwargs``
     and ``ref_state`` (the π_ref :class:`TokenLM`; :meth:`ref_model` rebuilds it), ``preference``
     (the :class:`SequencePreference` that P was built from, when known), :meth:`index` (tokens →
-    sequence index), and ``exact = True`` (every service is exact; see :class:`LargeTokenGame`).
+    sequence index).
     """
-
-    exact = True
 
     def __init__(self, P, ref, rho, features, rewards, family, seed, *, vocab_size: int, max_length: int,
                  ref_model_kwargs: dict[str, Any], ref_state: dict[str, torch.Tensor],

@@ -104,10 +104,20 @@ def _start_and_wait_for(tiny_configs: Path, cwd: Path, checkpoint: str) -> tuple
     raise AssertionError(f"no {checkpoint} within 60 s: {proc.stderr.read()[-2000:]}")
 
 
+def _last_logged_iteration(run_dir: Path) -> int:
+    """The last complete progress.csv row's iteration (0 while the writer is mid-line)."""
+    try:
+        return int(float(read_csv(run_dir / "progress.csv")[-1]["time/iterations"]))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return 0
+
+
 def test_killed_run_resumes_to_the_same_metrics(reference, tiny_configs, tmp_path):
     proc, run_dir = _start_and_wait_for(tiny_configs, tmp_path, "iter_000020.pt")
-    time.sleep(0.2)  # let it log past the checkpoint: those rows must be dropped on resume
-    assert proc.poll() is None
+    deadline = time.monotonic() + 60  # let it log past the checkpoint: those rows must be dropped on resume
+    while _last_logged_iteration(run_dir) <= 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
     last = max(runner.checkpoints(run_dir))
