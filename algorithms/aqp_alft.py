@@ -124,9 +124,12 @@ class AQPALFT(Algorithm):
         for row, (Kr, kr) in enumerate(zip(K_eff, k)):
             g_log = _pooled_table(self.estimator, int(Kr)) if self.utility in ("kl", "entropy") else None
             poly = (kr - 1) / (Kr - 1)
-            out[row] = {"kl": lambda: self.log_target[contexts[row], answers[row]] - g_log[kr - 1],
-                        "entropy": lambda: -g_log[kr - 1], "gini": lambda: 1.0 - poly,
-                        "coherence": lambda: poly}[self.utility]()
+            if self.utility == "kl":
+                out[row] = self.log_target[contexts[row], answers[row]] - g_log[kr - 1]
+            elif self.utility == "entropy":
+                out[row] = -g_log[kr - 1]
+            else:
+                out[row] = 1.0 - poly if self.utility == "gini" else poly
         counts = np.zeros((self.game.n_contexts, self.game.n_answers))
         np.add.at(counts, (np.repeat(contexts, answers.shape[1]), answers.reshape(-1)), 1.0)
         self.pool = np.concatenate([counts[None], self.pool[:-1]])

@@ -542,7 +542,7 @@ def write_report(out: Path, s: WindSettings, seeds, quick: bool, t1, f1a, f1b, f
               "", "![figure 1b](fig1b.png)", "",
               "## 4. Figure 2: run time",
               "",
-              f"Claim: WIND reaches a given quality faster than iterative BoN, J-BOND and SPPO.",
+              "Claim: WIND reaches a given quality faster than iterative BoN, J-BOND and SPPO.",
               "",
               f"Set-up: {BT} ({kw}), sample mode, hyperparameters from `zoo_configs/<algo>.yml` via `resolve`, "
               f"regularization matched where there is one (WIND β = {s.fig2_beta}; iterative BoN N = 2, "

@@ -70,7 +70,7 @@ def test_vector_env_same_seed_same_rollout():
                            vectorization_mode="vector_entry_point")
         obs, _ = env.reset(seed=seed)
         out = [obs]
-        for t in range(10):
+        for _ in range(10):
             obs, reward, _, _, info = env.step(np.arange(16) % env.single_action_space.n)
             out += [obs, reward, info["opponent_action"], info["context"]]
         return out

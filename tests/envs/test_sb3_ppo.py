@@ -3,7 +3,6 @@ comparisons alone; the win rate is then measured exactly from the game's P."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
