@@ -13,14 +13,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from prefzoo.envs.answer import UTILITIES, estimator_tables, group_counts, group_rewards
 from prefzoo.envs.estimators import table
 from prefzoo.envs.game import closest_hint
 
 from .base import Algorithm
-from .grpo import clipped_objective, group_advantages, k3_kl
+from .grpo import clipped_policy_update, group_advantages
 
 ADVANTAGES = ("grpo", "mean", "none")
 _CLOSED_FORM = ("plugin", "loo_plugin", "digamma")  # tables at any K without a solve (pooling)
@@ -151,20 +150,8 @@ class AQPALFT(Algorithm):
             advantages = group_advantages(r)
         else:
             advantages = r - r.mean(-1, keepdim=True) if self.advantage == "mean" else r
-        advantages = advantages.reshape(-1)
-        xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
-        log_ref = self.policy.ref_log_prob(xs, ys)
-        with torch.no_grad():
-            log_old = self.policy.log_prob(xs, ys)
-
-        def loss_fn():
-            log_new = self.policy.log_prob(xs, ys)
-            objective = clipped_objective(log_new, log_old, advantages, self.clip)
-            if self.kl_coef:
-                objective = objective - self.kl_coef * k3_kl(log_ref, log_new)
-            return -objective.mean()
-
-        return {"train/loss": self.fit(loss_fn), "train/reward_mean": float(rewards.mean())}
+        loss = clipped_policy_update(self, x, y, advantages.reshape(-1), self.clip, self.kl_coef)
+        return {"train/loss": loss, "train/reward_mean": float(rewards.mean())}
 
     # ------------------------------------------------------------------ exact metrics
     def evaluate(self) -> dict[str, float]:

@@ -42,6 +42,23 @@ def clipped_objective(log_new, log_old, advantages, clip: float):
     return torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
 
 
+def clipped_policy_update(algo: Algorithm, x: np.ndarray, y: np.ndarray, advantages: torch.Tensor,
+                          clip: float, kl_coef: float) -> float:
+    """``algo.fit`` on −E[clipped ratio objective − kl_coef·k3] over the samples (x, y) drawn from
+    the current policy (π_old = a frozen copy of its log-probs); returns the last loss."""
+    xs, ys = algo.tensor(x, torch.long), algo.tensor(y, torch.long)
+    log_ref = algo.policy.ref_log_prob(xs, ys)
+    with torch.no_grad():
+        log_old = algo.policy.log_prob(xs, ys)
+
+    def loss_fn():
+        log_new = algo.policy.log_prob(xs, ys)
+        objective = clipped_objective(log_new, log_old, advantages, clip)
+        return -(objective - kl_coef * k3_kl(log_ref, log_new)).mean()
+
+    return algo.fit(loss_fn)
+
+
 class GRPO(Algorithm):
     """Group relative policy optimization with a preference (win-rate) reward; sample mode only.
 
@@ -99,14 +116,5 @@ class GRPO(Algorithm):
         wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
         rewards = group_win_rewards(wins)
         advantages = group_advantages(self.tensor(rewards)).reshape(-1)
-        xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
-        log_ref = self.policy.ref_log_prob(xs, ys)
-        with torch.no_grad():
-            log_old = self.policy.log_prob(xs, ys)
-
-        def loss_fn():
-            log_new = self.policy.log_prob(xs, ys)
-            objective = clipped_objective(log_new, log_old, advantages, self.clip)
-            return -(objective - self.kl_coef * k3_kl(log_ref, log_new)).mean()
-
-        return {"train/loss": self.fit(loss_fn), "train/reward_std": float(rewards.std(-1).mean())}
+        loss = clipped_policy_update(self, x, y, advantages, self.clip, self.kl_coef)
+        return {"train/loss": loss, "train/reward_std": float(rewards.std(-1).mean())}
