@@ -49,7 +49,7 @@ from scipy.special import rel_entr
 
 from .estimators import LOG_ESTIMATORS, table
 from .game import closest_hint
-from .token import _UNDECIDED, EOS, TokenGame, TokenGameEnv, make_token_game
+from .token import _UNDECIDED, TokenGame, TokenGameEnv, make_token_game
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
 EXTRACTORS = ("sum_mod", "last")
@@ -373,20 +373,10 @@ class AnswerGameEnv(TokenGameEnv):
         self.opponent_marginal = self.game.answer_marginal(self.opponent)
         self._opponent_cdf = np.cumsum(self.opponent, axis=1)
 
-    def step(self, action):
-        if self._context is None:
-            raise RuntimeError("call reset() before step() (the episode has ended or never started)")
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be a token id in {self.action_space} (0 = EOS, 1..{self.game.vocab_size - 1}), "
-                             f"got {action!r}")
-        self._tokens[self._length] = int(action)
-        self._length += 1
-        info = {"context": self._context, "sequence": -1, "answer": -1, "count": 0, "exact_reward": _UNDECIDED}
-        if int(action) != EOS and self._length < self.game.max_length:
-            self._last = f"prompt {self._context}: {self._tokens[:self._length].tolist()}"
-            return self._obs(), 0.0, False, False, info
-        x, game = self._context, self.game
-        seq = int(game.index(self._tokens[None])[0])
+    _pending_info = {"sequence": -1, "answer": -1, "count": 0, "exact_reward": _UNDECIDED}
+
+    def _score(self, x: int, seq: int) -> tuple[float, dict, str]:
+        game = self.game
         z = int(game.answers[seq])
         exact = float(game.answer_rewards(self.opponent_marginal[[x]], self.utility, [x])[0, z])
         if self.reward_mode == "exact":
@@ -399,9 +389,5 @@ class AnswerGameEnv(TokenGameEnv):
             count = int(group_counts(group)[0, 0])
             reward = float(group_rewards(group, np.log(game.target[[x]]), self.utility, self.g_log,
                                          self.g_poly)[0, 0])
-        info.update(sequence=seq, answer=z, count=count, exact_reward=exact)
-        self._last = (f"prompt {x}: '{game.decode(seq)}' -> answer {z} (k={count}), reward={reward:.3f}, "
-                      f"exact r(z)={exact:.3f}")
-        obs = self._obs()
-        self._context = None
-        return obs, reward, True, False, info
+        text = f"-> answer {z} (k={count}), exact r(z)={exact:.3f}"
+        return reward, {"answer": z, "count": count, "exact_reward": exact}, text

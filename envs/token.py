@@ -586,6 +586,9 @@ class TokenGameEnv(gym.Env):
         self._last = f"prompt {self._context}: <start>"
         return self._obs(), {"context": self._context}
 
+    # info keys before the episode's last step (NaN is one object, so equal to itself)
+    _pending_info = {"sequence": -1, "opponent_action": -1, "win_prob": _UNDECIDED}
+
     def step(self, action):
         if self._context is None:
             raise RuntimeError("call reset() before step() (the episode has ended or never started)")
@@ -594,19 +597,24 @@ class TokenGameEnv(gym.Env):
                              f"got {action!r}")
         self._tokens[self._length] = int(action)
         self._length += 1
-        info = {"context": self._context, "sequence": -1, "opponent_action": -1, "win_prob": _UNDECIDED}
+        info = {"context": self._context, **self._pending_info}
         if int(action) != EOS and self._length < self.game.max_length:
             self._last = f"prompt {self._context}: {self._tokens[:self._length].tolist()}"
             return self._obs(), 0.0, False, False, info
-        x = np.array([self._context])
-        seq = self.game.index(self._tokens[None])
-        reward, opp, win_prob = duel(self.game, x, seq, self.opponent, self.reward_mode, self.np_random)
-        info.update(sequence=int(seq[0]), opponent_action=int(opp[0]), win_prob=float(win_prob[0]))
-        self._last = (f"prompt {self._context}: '{self.game.decode(int(seq[0]))}' vs "
-                      f"'{self.game.decode(int(opp[0]))}', P(win)={win_prob[0]:.3f}, reward={reward[0]:.3f}")
+        seq = int(self.game.index(self._tokens[None])[0])
+        reward, outcome, text = self._score(self._context, seq)
+        info.update(sequence=seq, **outcome)
+        self._last = f"prompt {self._context}: '{self.game.decode(seq)}' {text}, reward={reward:.3f}"
         obs = self._obs()
         self._context = None
-        return obs, float(reward[0]), True, False, info
+        return obs, reward, True, False, info
+
+    def _score(self, x: int, seq: int) -> tuple[float, dict, str]:
+        """Reward of the finished sequence, its ``info`` entries and a render fragment."""
+        reward, opp, win_prob = duel(self.game, np.array([x]), np.array([seq]), self.opponent, self.reward_mode,
+                                     self.np_random)
+        text = f"vs '{self.game.decode(int(opp[0]))}', P(win)={win_prob[0]:.3f}"
+        return float(reward[0]), {"opponent_action": int(opp[0]), "win_prob": float(win_prob[0])}, text
 
     def render(self):
         if self.render_mode == "ansi":
