@@ -85,6 +85,10 @@ class GRPO(Algorithm):
             standardized, β acts relative to a unit-scale reward, roughly like a regularization
             β·σ of the raw win rate (σ ≈ 0.2–0.4).
         n_epochs: Adam steps per iteration on the batch (> 1 needs the clip).
+        lr_decay_start: T ≥ 0; from iteration T on the learning rate is lr·T/(t+1) (Robbins–Monro).
+            A constant step makes the self-play iterate orbit the equilibrium on cyclic games
+            (exploitability stalls ≈ 4× below π_ref's at 300k comparisons); the decay lets it
+            settle (≈ 6×). 0 keeps lr constant.
         (others): see :class:`~prefzoo.algorithms.base.Algorithm` (its ``grad_steps`` is
             ``n_epochs`` here).
     """
@@ -92,16 +96,19 @@ class GRPO(Algorithm):
     supported_modes = ("sample",)
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", group_size: int = 4, clip: float = 0.2,
-                 beta: float = 0.1, n_epochs: int = 4, policy: str = "tabular", lr: float = 0.003,
-                 batch_size: int = 32, device: str = "cpu"):
+                 beta: float = 0.1, n_epochs: int = 4, lr_decay_start: int = 400, policy: str = "tabular",
+                 lr: float = 0.006, batch_size: int = 32, device: str = "cpu"):
         if int(group_size) != group_size or group_size < 2:
             raise ValueError(f"group_size must be an integer >= 2 (rewards compare within a group), got {group_size}")
         if not 0 < clip < 1:
             raise ValueError(f"clip must be in (0, 1), got {clip}")
         if beta < 0:
             raise ValueError(f"beta must be >= 0 (0 disables the k3 penalty), got {beta}")
+        if int(lr_decay_start) != lr_decay_start or lr_decay_start < 0:
+            raise ValueError(f"lr_decay_start must be an integer >= 0 (0: constant lr), got {lr_decay_start!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)
         self.group_size, self.clip, self.kl_coef, self.n_epochs = int(group_size), clip, beta, int(n_epochs)
+        self.lr_decay_start = int(lr_decay_start)
 
     def step(self):
         n, G = self.batch_size, self.group_size
@@ -116,5 +123,8 @@ class GRPO(Algorithm):
         wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
         rewards = group_win_rewards(wins)
         advantages = group_advantages(self.tensor(rewards)).reshape(-1)
+        if self.lr_decay_start:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * min(1.0, self.lr_decay_start / (self.iteration + 1))
         loss = clipped_policy_update(self, x, y, advantages, self.clip, self.kl_coef)
         return {"train/loss": loss, "train/reward_std": float(rewards.std(-1).mean())}
