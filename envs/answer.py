@@ -49,7 +49,7 @@ from scipy.special import rel_entr
 
 from .estimators import LOG_ESTIMATORS, table
 from .game import closest_hint
-from .token import _UNDECIDED, TokenGame, TokenGameEnv, make_token_game
+from .token import _UNDECIDED, MAX_EXACT_SEQUENCES, TokenGame, TokenGameEnv, count_sequences, make_token_game
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
 EXTRACTORS = ("sum_mod", "last")
@@ -256,8 +256,8 @@ def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int =
     a skewed target with min ρ ≈ 0.057.
 
     Raises:
-        ValueError: an unknown extract rule or target, n_answers < 2, or a bad size (from
-            :func:`make_token_game`).
+        ValueError: an unknown extract rule or target, n_answers < 2, more traces than can be
+            enumerated, or a bad size (from :func:`make_token_game`).
     """
     if extract not in EXTRACTORS:
         raise ValueError(f"unknown extract rule {extract!r}{closest_hint(extract, EXTRACTORS)}; "
@@ -266,6 +266,11 @@ def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int =
         n_answers = vocab_size
     if int(n_answers) != n_answers or n_answers < 2:
         raise ValueError(f"n_answers must be an integer >= 2, got {n_answers!r}")
+    n_traces = count_sequences(vocab_size, max_length)
+    if n_traces > MAX_EXACT_SEQUENCES:
+        raise ValueError(f"vocab_size={vocab_size}, max_length={max_length} gives {n_traces:,} traces per prompt; the "
+                         f"answer game enumerates its traces (at most {MAX_EXACT_SEQUENCES:,}): lower vocab_size or "
+                         "max_length")
     game = make_token_game("bt", n_contexts=n_contexts, vocab_size=vocab_size, max_length=max_length,
                            feature_dim=feature_dim, seed=seed, hidden=hidden, ref_fit_steps=ref_fit_steps)
     rng = np.random.default_rng([0 if seed is None else seed, 6])  # the target's own stream

@@ -201,6 +201,8 @@ def test_bad_arguments_raise_clear_errors():
         gym.make("prefzoo/AnswerGame-v0", n_answer=3)
     with pytest.raises(ValueError, match="positive"):
         ans.make_answer_game(**{**SMALL, "target": [1.0, 0.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match="19,608 traces per prompt.*enumerates"):
+        ans.make_answer_game(vocab_size=8, max_length=5)
     env = gym.make("prefzoo/AnswerGame-v0", **SMALL)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="token id"):
