@@ -40,7 +40,6 @@ terms (ν(z), for ``gini``/``coherence``) from the unbiased U-statistic (k−1)/
 
 from __future__ import annotations
 
-import inspect
 from math import comb
 from typing import Any
 
@@ -48,7 +47,7 @@ import numpy as np
 from scipy.special import rel_entr
 
 from .estimators import LOG_ESTIMATORS, table
-from .game import closest_hint
+from .game import check_choice, closest_hint, env_game
 from .token import _UNDECIDED, MAX_EXACT_SEQUENCES, TokenGame, TokenGameEnv, count_sequences, make_token_game
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
@@ -278,15 +277,6 @@ def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int =
                       target=make_target(target, int(n_contexts), int(n_answers), float(target_decay), rng), seed=seed)
 
 
-def answer_game_from_kwargs(**kwargs: Any) -> AnswerGame:
-    """:func:`make_answer_game` with a ``ValueError`` naming the valid keywords on a typo."""
-    valid = list(inspect.signature(make_answer_game).parameters)
-    for name in kwargs:
-        if name not in valid:
-            raise ValueError(f"unknown game argument {name!r}{closest_hint(name, valid)}; expected one of {valid}")
-    return make_answer_game(**kwargs)
-
-
 # ---------------------------------------------------------------- the environment
 class AnswerGameEnv(TokenGameEnv):
     """Answer-level fine-tuning game: write a trace token by token; its answer is scored.
@@ -357,14 +347,10 @@ class AnswerGameEnv(TokenGameEnv):
     def __init__(self, game: AnswerGame | None = None, utility: str = "kl", reward_mode: str = "group",
                  estimator: str = "aqp", group_size: int = 8, opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"unknown reward_mode {reward_mode!r}{closest_hint(reward_mode, REWARD_MODES)}; "
-                             f"expected one of {REWARD_MODES}")
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
         if int(group_size) != group_size or group_size < 2:
             raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}")
-        if game is not None and game_kwargs:
-            raise ValueError(f"pass either game= or game arguments, not both (got {sorted(game_kwargs)})")
-        game = game if game is not None else answer_game_from_kwargs(**game_kwargs)
+        game = env_game(make_answer_game, game, **game_kwargs)
         self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
         self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)
         # TokenGameEnv builds the spaces and the opponent; its reward_mode is replaced below

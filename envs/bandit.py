@@ -14,7 +14,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .game import PreferenceGame, closest_hint, game_from_kwargs
+from .game import PreferenceGame, check_choice, env_game, make_game
 
 REWARD_MODES = ("comparison", "win_prob", "log_win_rate")
 
@@ -44,12 +44,8 @@ class _BanditBase:
     """Construction shared by the single and the vector env."""
 
     def _setup(self, family, game, reward_mode, opponent, game_kwargs):
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"unknown reward_mode {reward_mode!r}{closest_hint(reward_mode, REWARD_MODES)}; "
-                             f"expected one of {REWARD_MODES}")
-        if game is not None and game_kwargs:
-            raise ValueError(f"pass either game= or game arguments, not both (got {sorted(game_kwargs)})")
-        self.game = game if game is not None else game_from_kwargs(family, **game_kwargs)
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
+        self.game = env_game(make_game, game, family, **game_kwargs)
         self.reward_mode = reward_mode
         self.set_opponent(self.game.ref if opponent is None else opponent)
         self._obs_table = self.game.features.astype(np.float32)

@@ -359,11 +359,24 @@ def make_game(
     return PreferenceGame(P, ref, rho, features, rewards, family=family, seed=seed)
 
 
-def game_from_kwargs(family: str = "bt", **kwargs: Any) -> PreferenceGame:
-    """:func:`make_game` for env constructors: an unknown keyword is a ``ValueError`` naming
-    the valid ones (Gymnasium passes ``gym.make`` kwargs straight through)."""
-    valid = [name for name in inspect.signature(make_game).parameters if name != "family"]
+def check_choice(kind: str, value: Any, choices) -> None:
+    """``ValueError`` ``unknown <kind> 'value' (did you mean …?); expected one of …`` unless
+    ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}{closest_hint(value, choices)}; expected one of {tuple(choices)}")
+
+
+def env_game(factory, game: PreferenceGame | None, *args: Any, **kwargs: Any) -> PreferenceGame:
+    """The game an env constructor holds: ``game`` as given, else ``factory(*args, **kwargs)``.
+
+    Gymnasium passes ``gym.make`` kwargs straight through, so an unknown keyword is a
+    ``ValueError`` naming the valid ones, and ``game=`` together with game keywords is an error.
+    """
+    if game is not None:
+        if kwargs:
+            raise ValueError(f"pass either game= or game arguments, not both (got {sorted(kwargs)})")
+        return game
+    valid = list(inspect.signature(factory).parameters)[len(args):]
     for name in kwargs:
-        if name not in valid:
-            raise ValueError(f"unknown game argument {name!r}{closest_hint(name, valid)}; expected one of {valid}")
-    return make_game(family, **kwargs)
+        check_choice("game argument", name, valid)
+    return factory(*args, **kwargs)

@@ -28,7 +28,6 @@ language, never downloaded; a trainable sequence policy starts as a copy of it
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 from typing import Any
 
@@ -40,7 +39,7 @@ from scipy.special import expit
 from torch import nn
 
 from .bandit import REWARD_MODES, duel
-from .game import PreferenceGame, closest_hint
+from .game import PreferenceGame, check_choice, closest_hint, env_game
 
 EOS = 0
 FAMILIES = ("bt", "cyclic")
@@ -463,15 +462,6 @@ def make_token_game(family: str = "bt", n_contexts: int = 8, vocab_size: int = 6
                      **sizes)
 
 
-def token_game_from_kwargs(family: str = "bt", **kwargs: Any) -> TokenGame:
-    """:func:`make_token_game` with a ``ValueError`` naming the valid keywords on a typo."""
-    valid = [name for name in inspect.signature(make_token_game).parameters if name != "family"]
-    for name in kwargs:
-        if name not in valid:
-            raise ValueError(f"unknown game argument {name!r}{closest_hint(name, valid)}; expected one of {valid}")
-    return make_token_game(family, **kwargs)
-
-
 # ---------------------------------------------------------------- the environment
 class TokenGameEnv(gym.Env):
     """Token-level LM alignment game: write a sequence token by token, then duel an opponent's.
@@ -548,12 +538,8 @@ class TokenGameEnv(gym.Env):
 
     def __init__(self, family: str = "bt", game: TokenGame | None = None, reward_mode: str = "comparison",
                  opponent: np.ndarray | None = None, render_mode: str | None = None, **game_kwargs: Any):
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"unknown reward_mode {reward_mode!r}{closest_hint(reward_mode, REWARD_MODES)}; "
-                             f"expected one of {REWARD_MODES}")
-        if game is not None and game_kwargs:
-            raise ValueError(f"pass either game= or game arguments, not both (got {sorted(game_kwargs)})")
-        self.game = game if game is not None else token_game_from_kwargs(family, **game_kwargs)
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
+        self.game = env_game(make_token_game, game, family, **game_kwargs)
         self.reward_mode, self.render_mode = reward_mode, render_mode
         self.set_opponent(self.game.ref if opponent is None else opponent)
         V, L = self.game.vocab_size, self.game.max_length
