@@ -225,7 +225,8 @@ def figure2(s: WindSettings, seeds: list[int], progress: bool = True) -> dict[st
     SPPO are unregularized. Wall time = ``time/wall_s`` (the training steps only, evaluation
     excluded), queries = ``cost/queries``, both at the first evaluation past each target; a run
     stops once every target is reached or at the query budget. ``summary[algo][k]``: mean and
-    standard error over the seeds that reached target k.
+    standard error over the seeds that reached target k; ``limit_wins``: win rates vs π_ref of the
+    unregularized limit and of iterative BoN's limit (the targets must lie below them).
     """
     import torch
 

@@ -98,7 +98,7 @@ def theorem1_findings(t1: dict) -> list[str]:
                 "cases have no limit")
         fixed = [r["e_fixed_point"] for r in no_limit if np.isfinite(r["e_fixed_point"])]
         if fixed:
-            text += (f"; where the fixed point exists (Newton continuation) its exploitability is at most "
+            text += (f"; where the fixed point exists (Newton continuation) the largest exploitability of one is "
                      f"{fmt(max(fixed))}, {_at_most(max(fixed), THM1_TOL)}")
         out.append(text + ".")
     orders = [r for r in limits if r["env"] == ORDER]
