@@ -11,6 +11,7 @@ import numpy as np
 
 from prefzoo.zoo.papers.wind.experiments import BT, FIG2_ALGOS, PAYOFFS, STEP_TOL, THM1_TOL, WindSettings, mixing_for
 from prefzoo.zoo.papers.wind.verdicts import (
+    FIG1B_REL_KL_TOL,
     Verdict,
     figure1a_cyclic,
     figure1b_between,
@@ -127,8 +128,8 @@ def _figure1b(f1b: dict, verdicts: dict[str, Verdict]) -> list[str]:
     e_bon = max(abs(r["e_bon"]) for r in rows)
     for name in PAYOFFS:
         lines += [f"### π*_β under the {name} payoff", "",
-                  "| game | β | α | KL(π̄*_β‖π*_β) | KL(π*_β‖π̄*_β) | KL(π*_β‖π_ref) | ratio of the two | best β′/β | "
-                  "win vs π_ref: π̄*_β | π*_β |",
+                  "| game | β | α | KL(π̄*_β‖π*_β) | KL(π*_β‖π̄*_β) | KL(π*_β‖π_ref) | "
+                  f"first / third KL (threshold {FIG1B_REL_KL_TOL:g}) | best β′/β | win vs π_ref: π̄*_β | π*_β |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             p = r["payoffs"][name]
