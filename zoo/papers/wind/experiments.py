@@ -60,11 +60,6 @@ def _game(env_id: str, env_kwargs: dict, **extra):
     return gym.make(env_id, **{**env_kwargs, **extra}).unwrapped.game
 
 
-def mixing_for(beta: float, n: int) -> float:
-    """α with α/((1−α)(N−1)) = β (Theorem 1's effective β inverted)."""
-    return beta * (n - 1) / (1 + beta * (n - 1))
-
-
 def run_exact_bon(game, n: int, alpha: float, max_iter: int, order=None,
                   trace: Callable[[np.ndarray], float] | None = None):
     """The exact iteration π_{t+1} ∝ π_ref^α·BoN_N(π_t)^{1−α} (``bon_step``, the step of
@@ -108,7 +103,7 @@ def theorem1(s: WindSettings) -> dict[str, Any]:
     rows, traces = [], {}
     for label, env_id, extra, n, beta, conditions in cases:
         game = _game(env_id, kw, **extra)
-        alpha = 0.0 if beta is None else mixing_for(beta, n)
+        alpha = 0.0 if beta is None else lwr.bon_mixing(beta, n)
         b = 0.0 if beta is None else beta
 
         def expl(pi, ties="uniform", game=game, b=b, n=n):
@@ -132,7 +127,7 @@ def theorem1(s: WindSettings) -> dict[str, Any]:
     atoms = []
     for y in s.atom_sizes:  # the literal tie-inclusive game: its gap is the atoms' doing
         game = _game(BT, {**kw, "n_actions": y})
-        pi, *_ = run_exact_bon(game, 2, mixing_for(1.0, 2), s.thm1_max_iter)
+        pi, *_ = run_exact_bon(game, 2, lwr.bon_mixing(1.0, 2), s.thm1_max_iter)
         atoms.append({"n_actions": y, "max_pi": float(pi.max(axis=1) @ game.rho),
                       "e_uniform": lwr.exploitability(game.P, game.ref, game.rho, pi, 1.0, 2),
                       "e_inclusive": lwr.exploitability(game.P, game.ref, game.rho, pi, 1.0, 2, "inclusive")})
@@ -198,7 +193,7 @@ def figure1b(s: WindSettings) -> dict[str, Any]:
             return game.expectation(game.kl(p, q))
 
         for beta in s.fig1b_betas:
-            bon = bon_fixed_point(game.P, game.ref, mixing_for(beta, 2), 2)
+            bon = bon_fixed_point(game.P, game.ref, lwr.bon_mixing(beta, 2), 2)
             if bon is None:
                 continue
             lo, hi = FIG1B_FIT_RANGE
@@ -211,7 +206,7 @@ def figure1b(s: WindSettings) -> dict[str, Any]:
                 eq = game.nash(beta / scale)
                 payoffs[name] = {"kl": kl(bon, eq), "kl_reverse": kl(eq, bon), "kl_ref": kl(eq, game.ref),
                                  "win": win(eq), "best_ratio": scale * ratio}
-            rows.append({"env": env_id, "beta": float(beta), "alpha": mixing_for(beta, 2), "win_bon": win(bon),
+            rows.append({"env": env_id, "beta": float(beta), "alpha": lwr.bon_mixing(beta, 2), "win_bon": win(bon),
                          "kl_best": float(fit.fun), "payoffs": payoffs,
                          "e_bon": lwr.exploitability(game.P, game.ref, game.rho, bon, beta, 2)})
     return {"rows": rows}
@@ -235,11 +230,11 @@ def figure2(s: WindSettings, seeds: list[int], progress: bool = True) -> dict[st
     game = _game(BT, s.env_kwargs)
     w_star = game.expectation(game.win_rate(game.nash(beta), game.ref))
     targets = [0.5 + f * (w_star - 0.5) for f in s.fig2_target_fractions]
-    bon_limit = bon_fixed_point(game.P, game.ref, mixing_for(beta, 2), 2)
+    bon_limit = bon_fixed_point(game.P, game.ref, lwr.bon_mixing(beta, 2), 2)
     limit_wins = {"π*_0 (the unregularized limit)": game.expectation(game.win_rate(game.nash(0.0), game.ref)),
                   "π̄*_β (iterative BoN's limit)": np.nan if bon_limit is None
                   else game.expectation(game.win_rate(bon_limit, game.ref))}
-    matched = {"wind": {"beta": beta}, "iterative_bon": {"n": 2, "mixing": mixing_for(beta, 2)}}
+    matched = {"wind": {"beta": beta}, "iterative_bon": {"n": 2, "mixing": lwr.bon_mixing(beta, 2)}}
     results: dict[str, list[dict]] = {a: [] for a in FIG2_ALGOS}
     hyperparams: dict[str, dict] = {}
     bar = tqdm(total=len(FIG2_ALGOS) * len(seeds), desc="figure 2 runs", disable=not progress, leave=False)

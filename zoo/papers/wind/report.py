@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prefzoo.zoo.papers.wind.experiments import BT, FIG2_ALGOS, PAYOFFS, STEP_TOL, THM1_TOL, WindSettings, mixing_for
+from prefzoo.envs import log_win_rate as lwr
+from prefzoo.zoo.papers.wind.experiments import BT, FIG2_ALGOS, PAYOFFS, STEP_TOL, THM1_TOL, WindSettings
 from prefzoo.zoo.papers.wind.verdicts import (
     FIG1B_REL_KL_TOL,
     Verdict,
@@ -153,7 +154,7 @@ def _figure2(f2: dict, verdict: Verdict, env_kwargs: dict) -> list[str]:
              "",
              f"Set-up: {BT} ({env_kwargs}), sample mode, hyperparameters from `zoo_configs/<algo>.yml` via `resolve` "
              f"(table below), regularization matched where there is one (WIND β = {beta}; iterative BoN N = 2, "
-             f"α = {mixing_for(beta, 2):.4f}, the same effective β); J-BOND and SPPO are unregularized. "
+             f"α = {lwr.bon_mixing(beta, 2):.4f}, the same effective β); J-BOND and SPPO are unregularized. "
              "Targets: ρ-weighted win rate of the last iterate against π_ref ≥ "
              + " and ".join(f"{t:.4f}" for t in targets) + f" = ½ + f·(W(π*_β) − ½), W(π*_β) = {f2['w_star']:.4f}. "
              "Win rates of the limits: " + ", ".join(f"{k} {fmt(w, 4)}" for k, w in f2["limit_wins"].items())
