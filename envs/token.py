@@ -192,7 +192,7 @@ def check_token_sizes(n_contexts: int, vocab_size: int, max_length: int) -> int:
     fit_bytes = 8 * X * S * L * V
     if S > MAX_SEQUENCES or fit_bytes > MAX_FIT_BYTES:
         raise ValueError(
-            f"vocab_size={V}, max_length={L}, n_contexts={X} gives {S:,} sequences per prompt; enumerating π_ref "
+            f"vocab_size={V}, max_length={L} gives {S:,} sequences per prompt; enumerating π_ref for n_contexts={X} "
             f"takes {fit_bytes / 2**30:.3g} GiB (8·X·S·L·V bytes), over the limits of {MAX_SEQUENCES:,} sequences "
             f"and {MAX_FIT_BYTES / 2**30:.0f} GiB; lower vocab_size, max_length or n_contexts (exact metrics need "
             f"S <= {MAX_EXACT_SEQUENCES:,}: V=6, L=4 gives 781)")

@@ -168,6 +168,11 @@ def test_too_large_for_a_dense_P_keeps_a_counted_oracle_and_switches_exact_metri
 def test_too_large_to_enumerate_is_a_clear_error():
     with pytest.raises(ValueError, match=r"vocab_size=12, max_length=6 gives 1,948,717 sequences .* lower vocab_size"):
         make_token_game("bt", vocab_size=12, max_length=6)
+    # sizes that would hang or take gigabytes fail at once, from the closed-form count
+    with pytest.raises(ValueError, match=r"max_length=1000000 gives more than \(V−1\)\^L = 10\^698970 sequences"):
+        make_token_game("bt", max_length=10**6)
+    with pytest.raises(ValueError, match=r"vocab_size=2, max_length=100000 gives 100,001 sequences .* takes 1.19e\+03 GiB"):
+        make_token_game("bt", vocab_size=2, max_length=100_000)
     with pytest.raises(ValueError, match=r"unknown game argument 'vocab' \(did you mean 'vocab_size'\?\)"):
         gym.make("prefzoo/TokenGame-v0", vocab=5)
 
@@ -221,7 +226,7 @@ def test_token_level_mixture_sampling():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     w = 0.4
     seqs = game.sequences
-    tokens = torch.as_tensor(seqs.tokens)
+    tokens = torch.tensor(seqs.tokens)
     inputs = torch.cat([torch.full((len(tokens), 1), seqs.vocab_size), tokens[:, :-1]], 1)
     prompt = torch.as_tensor(game.features[[1]], dtype=torch.float32).expand(len(tokens), -1)
     with torch.no_grad():
