@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
-from prefzoo.envs.game import PreferenceGame, closest_hint
+from prefzoo.envs.checks import check_choice, check_int, check_real
+from prefzoo.envs.game import PreferenceGame
 
 from .policies import make_policy
 
@@ -53,8 +54,7 @@ def as_env(env: str | gym.Env) -> gym.Env:
         import prefzoo  # noqa: F401  (registers the ids)
 
         if env not in gym.registry:
-            known = [k for k in gym.registry if k.startswith("prefzoo/")]
-            raise ValueError(f"unknown env id {env!r}{closest_hint(env, known)}; known: {known}")
+            check_choice("env id", env, [k for k in gym.registry if k.startswith("prefzoo/")])
         return gym.make(env)
     return env
 
@@ -85,9 +85,9 @@ class Algorithm:
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
         if mode not in self.supported_modes:
             raise ValueError(f"{type(self).__name__} supports mode in {self.supported_modes}, got {mode!r}")
-        for name, value in (("lr", lr), ("batch_size", batch_size), ("grad_steps", grad_steps)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        seed = check_int("seed", seed, low=0)
+        lr = check_real("lr", lr, 0, low_open=True)
+        batch_size, grad_steps = check_int("batch_size", batch_size, low=1), check_int("grad_steps", grad_steps, low=1)
         self.env = as_env(env)
         self.game: PreferenceGame = self.env.unwrapped.game
         if game_kind(self.game) not in self.supported_games:
@@ -196,9 +196,8 @@ class Algorithm:
 
         ``callback(algo, metrics)`` runs after each evaluation; returning ``False`` stops early.
         """
-        if int(iterations) != iterations or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-        for _ in range(int(iterations)):
+        iterations, eval_freq = check_int("iterations", iterations, low=0), check_int("eval_freq", eval_freq, low=1)
+        for _ in range(iterations):
             start = time.perf_counter()
             diagnostics = self.step()
             self.wall_s += time.perf_counter() - start

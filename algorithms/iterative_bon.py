@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
+from prefzoo.envs.checks import check_choice, check_int, check_probability
 from prefzoo.envs.game import softmax_fixed_point
 
 from .base import Algorithm
@@ -30,8 +31,7 @@ def best_of_n(pi: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:
     Σ_{k<n} F^k·F⁻^{n−1−k}, so responses with π(y) = 0 (and empty tie classes, F = F⁻) give 0
     without a division. Leading axes of ``pi`` and ``reward`` broadcast.
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    n = check_int("n", n, low=1)
     pi, reward = np.broadcast_arrays(np.asarray(pi, dtype=np.float64),
                                      np.asarray(reward, dtype=np.float64))
     below_eq = reward[..., None, :] <= reward[..., :, None]  # [..., y, y'] = 1{r(y') <= r(y)}
@@ -177,12 +177,9 @@ class IterativeBoN(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
                  selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
                  batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):
-        if int(n) != n or n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {n!r}")
-        if not 0 < mixing < 1:
-            raise ValueError(f"mixing must be in (0, 1), got {mixing} (0 has no fixed point)")
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        n = check_int("n", n, low=2)
+        mixing = check_probability("mixing", mixing, low_open=True, high_open=True)  # 0 has no fixed point
+        check_choice("selection", selection, SELECTIONS)
         if selection == "reward" and mode == "sample":
             raise ValueError("selection='reward' reads the hidden reward, which sample mode "
                              "(counted comparisons only) cannot; use selection='comparisons'")

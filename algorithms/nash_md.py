@@ -16,6 +16,7 @@ import torch
 from scipy.special import log_softmax
 from torch import nn
 
+from prefzoo.envs.checks import check_choice, check_real
 from prefzoo.envs.game import sample_categorical
 
 from .base import Algorithm
@@ -114,12 +115,9 @@ class NashMD(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
                  mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
                  grad_steps: int = 20, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
-        if eta <= 0:
-            raise ValueError(f"eta must be > 0, got {eta}")
-        if mixture not in MIXTURES:
-            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+        beta = check_real("beta", beta, 0, low_open=True)  # the regularized game
+        eta = check_real("eta", eta, 0, low_open=True)
+        check_choice("mixture", mixture, MIXTURES)
         self.needs_enumeration = self.variant == "md" and mixture == "sequence"
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         if mixture == "token" and not (self.variant == "md" and hasattr(self.policy, "sample_mixture")):

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefzoo.envs.game import PreferenceGame, closest_hint, sample_categorical
+from prefzoo.envs.checks import check_choice
+from prefzoo.envs.game import PreferenceGame, sample_categorical
 
 from .sequence_policy import SEQUENCE_POLICIES
 
@@ -81,6 +82,5 @@ POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # 
 
 
 def make_policy(kind: str, game: PreferenceGame, device: torch.device) -> BanditPolicy:
-    if kind not in POLICIES:
-        raise ValueError(f"unknown policy {kind!r}{closest_hint(kind, POLICIES)}; expected one of {list(POLICIES)}")
+    check_choice("policy", kind, POLICIES)
     return POLICIES[kind](game, device)

@@ -21,6 +21,8 @@ import torch
 from scipy.special import softmax
 from stable_baselines3 import PPO as SB3PPO
 
+from prefzoo.envs.checks import check_int, check_probability, check_real
+
 from .base import Algorithm
 
 
@@ -92,12 +94,11 @@ class PPO(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1,
                  n_steps_per_iteration: int = 256, n_epochs: int = 10, clip: float = 0.2, lr: float = 3e-3,
                  batch_size: int = 64, hidden: int = 64, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 (it is the KL strength and ent_coef), got {beta}")
-        if n_steps_per_iteration < batch_size:
-            raise ValueError(f"n_steps_per_iteration ({n_steps_per_iteration}) must be >= batch_size ({batch_size})")
-        if not 0 < clip < 1:
-            raise ValueError(f"clip must be in (0, 1), got {clip}")
+        beta = check_real("beta", beta, 0, low_open=True)  # the KL strength and ent_coef
+        batch_size = check_int("batch_size", batch_size, low=1)
+        n_steps_per_iteration = check_int("n_steps_per_iteration", n_steps_per_iteration, low=batch_size)
+        n_epochs, hidden = check_int("n_epochs", n_epochs, low=1), check_int("hidden", hidden, low=1)
+        clip = check_probability("clip", clip, low_open=True, high_open=True)
         super().__init__(env, seed, mode, "tabular", lr, batch_size, n_epochs, device)
         self.policy = self.optimizer = None  # the policy is SB3's
         if getattr(self.env.unwrapped, "reward_mode", None) not in ("comparison", "win_prob"):

@@ -296,9 +296,9 @@ def test_bad_oracle_indices_and_beta():
         game.prob(-1, 0, 0)
     with pytest.raises(ValueError, match="integer indices"):
         game.compare(0, 1.0, 0)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         game.exploitability(game.ref, -0.1)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         game.nash(-1)
     assert (game.queries, game.exact_calls) == (0, 0)
 
