@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import time
+import zipfile
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
@@ -21,11 +23,13 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs.checks import check_choice, check_int, check_real
-from prefzoo.envs.game import PreferenceGame
+from prefzoo.envs.game import PreferenceGame, kl_divergence
 
 from .policies import make_policy
 
 MODES = ("exact", "sample")
+CHECKPOINT_FORMAT = 2  # 2: data only (tensors and plain Python values), loaded with weights_only=True
+_NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint
 GAME_KINDS = ("bandit", "token", "answer")
 
 
@@ -57,6 +61,69 @@ def as_env(env: str | gym.Env) -> gym.Env:
             check_choice("env id", env, [k for k in gym.registry if k.startswith("prefzoo/")])
         return gym.make(env)
     return env
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable prefzoo checkpoint (empty, truncated, corrupted or foreign)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds objects other than tensors and plain data (it could run code when
+    unpickled); it is refused, never unpickled."""
+
+
+def to_checkpoint_data(value: Any) -> Any:
+    """``value`` with every numpy array turned into a marked tensor and numpy scalars into Python
+    ones, so that ``torch.load(weights_only=True)`` can read it back (:func:`from_checkpoint_data`)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("a checkpoint holds numeric arrays only, not object arrays")
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(value).copy())}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: to_checkpoint_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_checkpoint_data(item) for item in value)
+    return value
+
+
+def from_checkpoint_data(value: Any) -> Any:
+    """Inverse of :func:`to_checkpoint_data`."""
+    if isinstance(value, dict):
+        if set(value) == {_NDARRAY}:
+            return value[_NDARRAY].numpy().copy()
+        return {key: from_checkpoint_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(from_checkpoint_data(item) for item in value)
+    return value
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The state stored by :meth:`Algorithm.save`, read with ``torch.load(weights_only=True)``:
+    only tensors and plain Python data are unpickled, so a crafted file cannot run code.
+
+    Raises:
+        UnsafeCheckpointError: the file asks to unpickle anything else (refused, nothing ran).
+        CheckpointError: an empty, truncated or corrupted file, or not a prefzoo checkpoint.
+    """
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err) or "Weights only load failed" in str(err):
+            raise UnsafeCheckpointError(
+                f"{path} holds objects other than tensors and plain data (it could run code when loaded); "
+                "refusing to load it. prefzoo checkpoints are data only") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupted: {str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a prefzoo checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+    return from_checkpoint_data(state)
 
 
 class Algorithm:
@@ -131,6 +198,12 @@ class Algorithm:
         """Current policy [X, Y]."""
         return self.pi.copy() if self.mode == "exact" else self.policy.probs()
 
+    def policy_log_probs(self) -> np.ndarray:
+        """log π [X, Y], read by the metrics' KLs; an algorithm whose state is in log space
+        returns it, so a probability below float64's range stays finite there."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.policy_probs())
+
     def set_logger(self, logger: Logger) -> None:
         self.logger = logger
 
@@ -175,10 +248,12 @@ class Algorithm:
         costs = {"cost/queries": self.queries, "cost/samples": self.samples, "time/wall_s": self.wall_s}
         if not self.game.exact:
             return costs
-        game, pi = self.game, self.policy_probs()
+        game, pi, log_pi = self.game, self.policy_probs(), self.policy_log_probs()
+        with np.errstate(divide="ignore"):
+            log_ref = np.log(game.ref)
         metrics = {
             "game/exploitability": game.exploitability(pi),
-            "game/kl_to_ref": game.expectation(game.kl(pi, game.ref)),
+            "game/kl_to_ref": game.expectation(kl_divergence(log_pi, log_ref)),
             "game/win_rate_vs_ref": game.expectation(game.win_rate(pi, game.ref)),
             "game/win_rate_vs_nash": game.expectation(game.win_rate(pi, game.nash(0.0))),
             **costs,
@@ -187,7 +262,8 @@ class Algorithm:
             metrics["game/reg_exploitability"] = game.exploitability(pi, self.beta)
         target = self.target_policy()
         if target is not None:
-            metrics["game/kl_to_target"] = game.expectation(game.kl(target, pi))
+            with np.errstate(divide="ignore"):  # KL in log space: no underflow of π (kl_divergence)
+                metrics["game/kl_to_target"] = game.expectation(kl_divergence(np.log(target), log_pi))
         return metrics
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
@@ -243,14 +319,24 @@ class Algorithm:
             else:
                 setattr(self, name, state[name])
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint atomically (write to a temporary file, then rename)."""
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+        """Write a data-only checkpoint atomically (a temporary file, fsynced, then renamed):
+        tensors and plain Python values only (:func:`to_checkpoint_data`), so it loads with
+        ``torch.load(weights_only=True)``. ``meta`` (plain data) is stored beside the state."""
         path = os.fspath(path)
         tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
+        data = {"format": CHECKPOINT_FORMAT, "meta": dict(meta or {}), "state": self.state_dict()}
+        with open(tmp, "wb") as f:
+            torch.save(to_checkpoint_data(data), f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> "Algorithm":
-        """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm."""
-        self.load_state_dict(torch.load(os.fspath(path), map_location=self.device, weights_only=False))
+        """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm.
+
+        Raises:
+            UnsafeCheckpointError, CheckpointError: see :func:`read_checkpoint` (nothing is loaded).
+        """
+        self.load_state_dict(read_checkpoint(path)["state"])
         return self

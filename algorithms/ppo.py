@@ -12,7 +12,6 @@ code, and resumable bit for bit.
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import Any
 
 import gymnasium as gym
@@ -136,14 +135,13 @@ class PPO(Algorithm):
                 if f"train/{k}" in logged}
 
     def state_dict(self):
-        buffer = io.BytesIO()
-        self.model.save(buffer)
-        return {**super().state_dict(), "sb3": buffer.getvalue(), "num_timesteps": self.model.num_timesteps,
+        # SB3's parameters (policy and optimizer state dicts), not its pickled zip: data only
+        return {**super().state_dict(), "sb3": self.model.get_parameters(), "num_timesteps": self.model.num_timesteps,
                 "rng_states": self._rng_states, "env_rng": self.env.unwrapped.np_random.bit_generator.state}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.model.set_parameters(io.BytesIO(state["sb3"]), exact_match=True, device=self.model.device)
+        self.model.set_parameters(state["sb3"], exact_match=True, device=self.model.device)
         self.model.num_timesteps = state["num_timesteps"]
         self._rng_states = state["rng_states"]
         self.env.unwrapped.np_random.bit_generator.state = state["env_rng"]
