@@ -43,10 +43,16 @@ def game_kind(game: PreferenceGame) -> str:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
+    """``auto`` → CUDA when available, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    device = parsed
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
     return device
