@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import Logger
 from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.game import PreferenceGame, kl_divergence
 
-from .policies import make_policy
+from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
 CHECKPOINT_FORMAT = 2  # 2: data only (tensors and plain Python values), loaded with weights_only=True
@@ -161,6 +161,7 @@ class Algorithm:
         seed = check_int("seed", seed, low=0)
         lr = check_real("lr", lr, 0, low_open=True)
         batch_size, grad_steps = check_int("batch_size", batch_size, low=1), check_int("grad_steps", grad_steps, low=1)
+        check_choice("policy", policy, POLICIES)
         self.env = as_env(env)
         self.game: PreferenceGame = self.env.unwrapped.game
         if game_kind(self.game) not in self.supported_games:

@@ -385,10 +385,10 @@ def make_game(
                  bandit_game_bytes(n_contexts, n_actions, feature_dim),
                  "the dense preference tensor P has n_contexts·n_actions² entries")
     defaults = _FAMILY_DEFAULTS[family]
-    reward_scale = check_real("reward_scale", defaults["reward_scale"] if reward_scale is None else reward_scale)
+    reward_scale = check_real("reward_scale", defaults["reward_scale"] if reward_scale is None else reward_scale, 0)
     cyclic_strength = check_real("cyclic_strength",
-                                 defaults["cyclic_strength"] if cyclic_strength is None else cyclic_strength)
-    ref_scale = check_real("ref_scale", ref_scale)
+                                 defaults["cyclic_strength"] if cyclic_strength is None else cyclic_strength, 0)
+    ref_scale = check_real("ref_scale", ref_scale, 0)
     if seed is not None:
         seed = check_int("seed", seed, low=0)
 
