@@ -150,6 +150,10 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued runs and end the running ones now (SIGTERM, then SIGKILL after 5 s)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own worker table
@@ -169,7 +173,8 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
     Returns the results in ``configs`` order and whether Ctrl-C stopped the pool. Ctrl-C
     (SIGINT to this process; the workers and the queue's manager ignore it) cancels the queued
     runs and terminates the running ones at once; the runs finished by then keep their results,
-    the others are ``None``.
+    the others are ``None``. SIGINT then stays ignored until :func:`compare` has written the
+    table of the finished runs (:func:`_restore_sigint`).
     """
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
     keys = [f"{c.algo} s{c.seed}" for c in configs]
@@ -203,15 +208,17 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
                 if budget:
                     bar.update(sum(done_per_run.values()) - bar.n)
         except KeyboardInterrupt:  # (only the main thread receives it)
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
-            try:
-                interrupted = True
-                bar.close()
-                print(f"\ninterrupt: stopping the workers; keeping the {len(results)} finished run(s)",
-                      file=sys.stderr, flush=True)
-                _stop_workers(pool)
-            finally:
-                signal.signal(signal.SIGINT, previous)
+            # further Ctrl-C are ignored until compare() has written the table (a second one must
+            # neither skip stopping the workers nor lose the finished runs' table)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            interrupted = True
+            bar.close()
+            _stop_workers(pool)
+            for key, run_dir in zip(keys, run_dirs):  # finished, but the result was still in flight
+                if key not in results and (run_dir / "policy.npy").is_file():
+                    results[key] = {"run_dir": str(run_dir), "status": "done"}
+            print(f"\ninterrupt: stopped the workers; writing the table of the {len(results)} finished run(s)",
+                  file=sys.stderr, flush=True)
         if not budget and not interrupted:
             bar.update(total - bar.n)
         bar.close()
@@ -238,6 +245,7 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     wall = time.perf_counter() - t0
     finished = [(cfg, res) for cfg, res in zip(configs, results) if res is not None]
     if interrupted and not finished:
+        _restore_sigint()
         print("interrupted before any run finished; no table", file=sys.stderr)
         return {"interrupted": True, "rows": [], "run_dirs": [], "logs": out / "logs"}
 
@@ -252,6 +260,8 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
                   f"{budget} (iteration cap {cfg.iterations}; raise --iterations)")
         runs.setdefault(cfg.algo, []).append(arrays)
     if not runs:
+        if interrupted:
+            _restore_sigint()
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
     rows = summarize(runs, common)
@@ -261,6 +271,8 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
         header += (f"\n\n**Interrupted (Ctrl-C): {len(finished)} of {len(configs)} runs finished; the table holds "
                    "those only.**")
     md_path, csv_path = write_tables(rows, out, header)
+    if interrupted:
+        _restore_sigint()
     figures = plots.comparison_plots(runs, common, out, title=env_id)
     print((out / "table.md").read_text())
     print(f"{'interrupted after' if interrupted else 'finished'} {len(finished)} of {len(configs)} runs "
