@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 
 from prefzoo.envs.answer import UTILITIES, estimator_tables, group_counts, group_rewards
-from prefzoo.envs.estimators import table
 from prefzoo.envs.checks import check_choice, check_int, check_probability, check_real
+from prefzoo.envs.estimators import table
 
 from .base import Algorithm
 from .grpo import clipped_policy_update, group_advantages

@@ -103,7 +103,8 @@ def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: f
     limit is the target (it may lie on the boundary, e.g. on reward-order games dominated
     responses go to 0): entries below ``tol`` at convergence are that limit's zeros to the
     iteration's accuracy and are set to 0 (a 3e-26 left on a response still shrinking towards 0
-    would make KL(target‖π) infinite once π underflows there). Contexts where the iteration cycles (non-transitive P with small α) get
+    would make KL(target‖π) infinite once π underflows there). Contexts where the iteration
+    cycles (non-transitive P with small α) get
     the interior fixed point by Newton continuation in α (from α = ½ down to ``alpha``). Returns
     None (with a warning) when neither converges.
     """

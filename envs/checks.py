@@ -98,7 +98,7 @@ def check_array(name: str, value: Any, shape: tuple[int | None, ...] | None = No
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
     if shape is not None and (array.ndim != len(shape) or any(s is not None and s != n
-                                                               for s, n in zip(shape, array.shape))):
+                                                               for s, n in zip(shape, array.shape, strict=True))):
         wanted = "[" + ", ".join("any" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name} must have shape {wanted}, got {list(array.shape)}")
     if finite and not np.all(np.isfinite(array)):

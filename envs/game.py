@@ -20,6 +20,7 @@ from scipy.optimize import linprog
 from scipy.special import expit, log_softmax, logsumexp, softmax
 
 from .checks import check_choice, check_int, check_memory, check_real, closest_hint  # noqa: F401
+
 # (closest_hint: still imported from here by envs/token.py and envs/answer.py)
 
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
@@ -291,7 +292,8 @@ class PreferenceGame:
                                     lambda pi, b=rung: self.P / b,
                                     log_softmax(log_ref + self.win_rates(start) / rung, axis=1), rung_tol, max_iter)
             if u is None:
-                where = "" if rung == beta else f" (the continuation from beta={_CONTINUATION_BETA} stalled at {rung:.3g})"
+                where = "" if rung == beta else \
+                    f" (the continuation from beta={_CONTINUATION_BETA} stalled at {rung:.3g})"
                 raise RuntimeError(f"nash(beta={beta:g}): the regularized equilibrium did not converge{where}; "
                                    "beta this small is past float64 precision, use beta=0 for the unregularized "
                                    "equilibrium")

@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one algorithm on one environment")
     p.add_argument("--algo", help=f"algorithm: {algos}")
     p.add_argument("--env", help="environment id, e.g. prefzoo/PrefBandit-Cyclic-v0 (see `prefzoo list`)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="the algorithm's seed (the game is fixed by the env)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="the algorithm's seed (the game is fixed by the env)")
     p.add_argument("--iterations", type=int_at_least(1), default=None, help="iterations (default: from the config)")
     p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None,
                    help="evaluate and log every N iterations (default: from the config)")
@@ -233,12 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="environment id")
     p.add_argument("--seeds", nargs="+", type=int_at_least(0), default=[0, 1, 2], help="seeds (default 0 1 2)")
     p.add_argument("--out", default="results", help="output folder (runs under <out>/logs)")
-    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(), help="parallel processes (default: cores)")
+    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(),
+                   help="parallel processes (default: cores)")
     p.add_argument("--budget", type=int_at_least(1), default=None,
                    help="oracle queries per run; each run stops there (default: the smallest run's total)")
     p.add_argument("--iterations", type=int_at_least(1), default=None,
                    help="iteration cap per run (default: the config's; raise it if a run misses the budget)")
-    p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None, help="evaluate every N iterations")
+    p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None,
+                   help="evaluate every N iterations")
     _common(p)
 
     p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")
@@ -248,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help=f"compare {', '.join(DEMO_ALGOS)} on {DEMO_ENV} over 3 seeds")
     p.add_argument("--out", default="results/demo", help="output folder")
-    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(), help="parallel processes (default: cores)")
+    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(),
+                   help="parallel processes (default: cores)")
     p.add_argument("--budget", type=int_at_least(1), default=DEMO_BUDGET, help="oracle queries per run")
     _common(p, hp=False)
     add_estimators_parser(sub)

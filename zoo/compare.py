@@ -187,7 +187,7 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
                                       initializer=_init_worker) as pool:
         progress_queue = manager.Queue()
         futures = {pool.submit(_run_one, c.to_dict(), str(d), budget, progress_queue, k): k
-                   for c, d, k in zip(configs, run_dirs, keys)}
+                   for c, d, k in zip(configs, run_dirs, keys, strict=True)}
         bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
                    desc=f"{len(configs)} runs", dynamic_ncols=True)
         done_per_run: dict[str, float] = {}
@@ -214,7 +214,7 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
             interrupted = True
             bar.close()
             _stop_workers(pool)
-            for key, run_dir in zip(keys, run_dirs):  # finished, but the result was still in flight
+            for key, run_dir in zip(keys, run_dirs, strict=True):  # finished, but the result was still in flight
                 if key not in results and (run_dir / "policy.npy").is_file():
                     results[key] = {"run_dir": str(run_dir), "status": "done"}
             print(f"\ninterrupt: stopped the workers; writing the table of the {len(results)} finished run(s)",
@@ -243,7 +243,7 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     t0 = time.perf_counter()
     results, interrupted = run_all(configs, out, workers or os.cpu_count() or 1, budget, progress)
     wall = time.perf_counter() - t0
-    finished = [(cfg, res) for cfg, res in zip(configs, results) if res is not None]
+    finished = [(cfg, res) for cfg, res in zip(configs, results, strict=True) if res is not None]
     if interrupted and not finished:
         _restore_sigint()
         print("interrupted before any run finished; no table", file=sys.stderr)

@@ -236,4 +236,5 @@ def fingerprint(cfg: RunConfig) -> dict[str, Any]:
 
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two :func:`fingerprint` dicts (present in one only included)."""
-    return sorted(key for key in stored.keys() | current.keys() if stored.get(key, "<unset>") != current.get(key, "<unset>"))
+    unset = object()
+    return sorted(key for key in stored.keys() | current.keys() if stored.get(key, unset) != current.get(key, unset))

@@ -39,8 +39,14 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 import yaml
-from stable_baselines3.common.logger import (CSVOutputFormat, HParam, HumanOutputFormat, Logger,
-                                             TensorBoardOutputFormat, filter_excluded_keys)
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    HParam,
+    HumanOutputFormat,
+    Logger,
+    TensorBoardOutputFormat,
+    filter_excluded_keys,
+)
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 

@@ -113,14 +113,15 @@ def soft_value_mp(win, ref, beta):
     float64 row of π_ref renormalized exactly (its rounding off 1 would be amplified by β)."""
     mpmath.mp.dps = 60
     norm = mpmath.fsum(mpmath.mpf(r) for r in ref)
-    total = mpmath.fsum(mpmath.mpf(r) / norm * mpmath.exp(mpmath.mpf(w) / beta) for w, r in zip(win, ref))
+    total = mpmath.fsum(mpmath.mpf(r) / norm * mpmath.exp(mpmath.mpf(w) / beta) for w, r in zip(win, ref, strict=True))
     return beta * mpmath.log(total) - mpmath.mpf("0.5")
 
 
 @pytest.mark.parametrize("beta", [1e3, 1e9, 1e12, 1e15])
 def test_huge_beta_matches_high_precision_and_the_equilibrium_is_unexploitable(game, beta):
     win = game.win_rates(game.ref)
-    expected = sum(float(soft_value_mp(w, r, mpmath.mpf(beta))) * p for w, r, p in zip(win, game.ref, game.rho))
+    expected = sum(float(soft_value_mp(w, r, mpmath.mpf(beta))) * p
+                   for w, r, p in zip(win, game.ref, game.rho, strict=True))
     # ≈ Var_ref(win)/(2β); float64 rounds Σ π_ref·win − ½ at ~1e-17 per context
     assert game.exploitability(game.ref, beta) == pytest.approx(expected, rel=1e-3, abs=2e-16)
     assert game.exploitability(game.nash(beta), beta) < 1e-15  # was 0.53 at 1e12
@@ -139,7 +140,7 @@ def test_kl_divergence_in_log_space():
     eps = 1e-9  # near p = q the terms are second order: Σ p ℓ would lose them to rounding
     q2 = np.array([0.5 + eps, 0.3 - eps, 0.2])
     mpmath.mp.dps = 50
-    exact = float(sum(mpmath.mpf(a) * mpmath.log(mpmath.mpf(a) / mpmath.mpf(b)) for a, b in zip(p, q2)))
+    exact = float(sum(mpmath.mpf(a) * mpmath.log(mpmath.mpf(a) / mpmath.mpf(b)) for a, b in zip(p, q2, strict=True)))
     assert kl_divergence(np.log(p), np.log(q2)) == pytest.approx(exact, rel=1e-5)
     # q far below float64's range (log q = −1e4): finite, not inf
     expected = 1e-30 * (np.log(1e-30) + 1e4 - 1)  # p log(p/q) summed, q = (e^-1e4, 1)
