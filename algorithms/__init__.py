@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from prefzoo.envs.game import closest_hint
+from prefzoo.envs.checks import check_choice
 
 from .aqp_alft import AQPALFT
 from .base import Algorithm
@@ -42,9 +42,7 @@ def make_algo(name: str, env: str | gym.Env, seed: int = 0, **hyperparams) -> Al
         ValueError: an unknown algorithm name (the closest valid name is suggested).
         TypeError: an unknown hyperparameter (constructors take explicit keywords only).
     """
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}{closest_hint(name, ALGORITHMS)}; "
-                         f"expected one of {sorted(ALGORITHMS)}")
+    check_choice("algorithm", name, sorted(ALGORITHMS))
     return ALGORITHMS[name](env, seed=seed, **hyperparams)
 
 

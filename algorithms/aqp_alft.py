@@ -16,8 +16,8 @@ import numpy as np
 
 from prefzoo.envs import metrics
 from prefzoo.envs.answer import UTILITIES, estimator_tables, group_counts, group_rewards
+from prefzoo.envs.checks import check_choice, check_int, check_probability, check_real
 from prefzoo.envs.estimators import table
-from prefzoo.envs.game import closest_hint
 
 from .base import Algorithm
 from .grpo import clipped_policy_update, group_advantages
@@ -88,19 +88,13 @@ class AQPALFT(Algorithm):
                  group_size: int = 8, clip: float = 0.2, beta: float = 0.0, n_epochs: int = 4,
                  advantage: str = "grpo", pool_window: int = 1, policy: str = "gru", lr: float = 0.003,
                  batch_size: int = 16, device: str = "cpu"):
-        if utility not in UTILITIES:
-            raise ValueError(f"unknown utility {utility!r}{closest_hint(utility, UTILITIES)}; expected one of {UTILITIES}")
-        if advantage not in ADVANTAGES:
-            raise ValueError(f"unknown advantage {advantage!r}{closest_hint(advantage, ADVANTAGES)}; "
-                             f"expected one of {ADVANTAGES}")
-        if int(group_size) != group_size or group_size < 2:
-            raise ValueError(f"group_size must be an integer >= 2 (counts need K rollouts), got {group_size!r}")
-        if not 0 < clip < 1:
-            raise ValueError(f"clip must be in (0, 1), got {clip}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0 (0 disables the k3 penalty), got {beta}")
-        if int(pool_window) != pool_window or pool_window < 1:
-            raise ValueError(f"pool_window must be an integer >= 1 (1 = no pooling), got {pool_window!r}")
+        check_choice("utility", utility, UTILITIES)
+        check_choice("advantage", advantage, ADVANTAGES)
+        group_size = check_int("group_size", group_size, low=2)  # counts need K rollouts
+        clip = check_probability("clip", clip, low_open=True, high_open=True)
+        beta = check_real("beta", beta, 0)  # 0 disables the k3 penalty
+        n_epochs = check_int("n_epochs", n_epochs, low=1)
+        pool_window = check_int("pool_window", pool_window, low=1)  # 1 = no pooling
         if pool_window > 1 and estimator not in _CLOSED_FORM:
             raise ValueError(f"pool_window > 1 needs a table at every effective K: estimator in {_CLOSED_FORM}, "
                              f"got {estimator!r} (or set pool_window=1)")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import time
+import zipfile
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
@@ -25,19 +27,27 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import metrics
-from prefzoo.envs.game import closest_hint
-from prefzoo.envs.oracle import PreferenceOracle
+from prefzoo.envs.checks import check_choice, check_int, check_real
+from prefzoo.envs.oracle import PreferenceOracle, kl_divergence
 
-from .policies import make_policy
+from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
+CHECKPOINT_FORMAT = 2  # 2: data only (tensors and plain Python values), loaded with weights_only=True
+_NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
+    """``auto`` → CUDA when available, else CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    device = parsed
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
     return device
@@ -49,8 +59,7 @@ def as_env(env: str | gym.Env) -> gym.Env:
         import prefzoo  # noqa: F401  (registers the ids)
 
         if env not in gym.registry:
-            known = [k for k in gym.registry if k.startswith("prefzoo/")]
-            raise ValueError(f"unknown env id {env!r}{closest_hint(env, known)}; known: {known}")
+            check_choice("env id", env, [k for k in gym.registry if k.startswith("prefzoo/")])
         return gym.make(env)
     return env
 
@@ -73,6 +82,67 @@ def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, m
 def plays(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle) -> bool:
     """Whether ``algorithm`` plays ``game`` in at least one of its modes."""
     return any(unmet_need(algorithm, game, mode) is None for mode in algorithm.supported_modes)
+class CheckpointError(ValueError):
+    """A file that is not a readable prefzoo checkpoint (empty, truncated, corrupted or foreign)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds objects other than tensors and plain data (it could run code when
+    unpickled); it is refused, never unpickled."""
+
+
+def to_checkpoint_data(value: Any) -> Any:
+    """``value`` with every numpy array turned into a marked tensor and numpy scalars into Python
+    ones, so that ``torch.load(weights_only=True)`` can read it back (:func:`from_checkpoint_data`)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("a checkpoint holds numeric arrays only, not object arrays")
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(value).copy())}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: to_checkpoint_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_checkpoint_data(item) for item in value)
+    return value
+
+
+def from_checkpoint_data(value: Any) -> Any:
+    """Inverse of :func:`to_checkpoint_data`."""
+    if isinstance(value, dict):
+        if set(value) == {_NDARRAY}:
+            return value[_NDARRAY].numpy().copy()
+        return {key: from_checkpoint_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(from_checkpoint_data(item) for item in value)
+    return value
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The state stored by :meth:`Algorithm.save`, read with ``torch.load(weights_only=True)``:
+    only tensors and plain Python data are unpickled, so a crafted file cannot run code.
+
+    Raises:
+        UnsafeCheckpointError: the file asks to unpickle anything else (refused, nothing ran).
+        CheckpointError: an empty, truncated or corrupted file, or not a prefzoo checkpoint.
+    """
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err) or "Weights only load failed" in str(err):
+            raise UnsafeCheckpointError(
+                f"{path} holds objects other than tensors and plain data (it could run code when loaded); "
+                "refusing to load it. prefzoo checkpoints are data only") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupted: {str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a prefzoo checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+    return from_checkpoint_data(state)
 
 
 class Algorithm:
@@ -102,9 +172,10 @@ class Algorithm:
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
         if mode not in self.supported_modes:
             raise ValueError(f"{type(self).__name__} supports mode in {self.supported_modes}, got {mode!r}")
-        for name, value in (("lr", lr), ("batch_size", batch_size), ("grad_steps", grad_steps)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        seed = check_int("seed", seed, low=0)
+        lr = check_real("lr", lr, 0, low_open=True)
+        batch_size, grad_steps = check_int("batch_size", batch_size, low=1), check_int("grad_steps", grad_steps, low=1)
+        check_choice("policy", policy, POLICIES)
         self.env = as_env(env)
         self.game: PreferenceOracle = self.env.unwrapped.game
         self._check_game(mode)
@@ -157,6 +228,12 @@ class Algorithm:
         """Current policy [X, Y]."""
         return self.pi.copy() if self.mode == "exact" else self.policy.probs()
 
+    def policy_log_probs(self) -> np.ndarray:
+        """log π [X, Y], read by the metrics' KLs; an algorithm whose state is in log space
+        returns it, so a probability below float64's range stays finite there."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.policy_probs())
+
     def set_logger(self, logger: Logger) -> None:
         self.logger = logger
 
@@ -198,15 +275,19 @@ class Algorithm:
         """The exact metrics of design §6 for the current policy. On a game without exact services
         (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.TokenOracle`) the ``game/``
         metrics are off: the game's own estimates (:meth:`~prefzoo.envs.oracle.PreferenceOracle.estimate_metrics`,
-        drawn with a generator of their own so that evaluating never changes training) and the costs."""
+        drawn with a generator of their own so that evaluating never changes training) and the costs.
+        KLs are computed in log space (:func:`~prefzoo.envs.oracle.kl_divergence`), so a probability
+        below float64's range does not make them infinite."""
         costs = {metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
         game = self.game
         if not game.exact:
             return {**game.estimate_metrics(self.policy, np.random.default_rng([self.seed, self.iteration])), **costs}
-        pi = self.policy_probs()
+        pi, log_pi = self.policy_probs(), self.policy_log_probs()
+        with np.errstate(divide="ignore"):
+            log_ref = np.log(game.ref)
         out = {
             metrics.EXPLOITABILITY: game.exploitability(pi),
-            metrics.KL_TO_REF: game.expectation(game.kl(pi, game.ref)),
+            metrics.KL_TO_REF: game.expectation(kl_divergence(log_pi, log_ref)),
             metrics.WIN_RATE_VS_REF: game.expectation(game.win_rate(pi, game.ref)),
             metrics.WIN_RATE_VS_NASH: game.expectation(game.win_rate(pi, game.nash(0.0))),
             **costs,
@@ -215,7 +296,8 @@ class Algorithm:
             out[metrics.REG_EXPLOITABILITY] = game.exploitability(pi, self.regularization())
         target = self.target_policy()
         if target is not None:
-            out[metrics.KL_TO_TARGET] = game.expectation(game.kl(target, pi))
+            with np.errstate(divide="ignore"):
+                out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), log_pi))
         return out
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
@@ -224,9 +306,8 @@ class Algorithm:
 
         ``callback(algo, metrics)`` runs after each evaluation; returning ``False`` stops early.
         """
-        if int(iterations) != iterations or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-        for _ in range(int(iterations)):
+        iterations, eval_freq = check_int("iterations", iterations, low=0), check_int("eval_freq", eval_freq, low=1)
+        for _ in range(iterations):
             start = time.perf_counter()
             diagnostics = self.step()
             self.wall_s += time.perf_counter() - start
@@ -272,14 +353,24 @@ class Algorithm:
             else:
                 setattr(self, name, state[name])
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint atomically (write to a temporary file, then rename)."""
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+        """Write a data-only checkpoint atomically (a temporary file, fsynced, then renamed):
+        tensors and plain Python values only (:func:`to_checkpoint_data`), so it loads with
+        ``torch.load(weights_only=True)``. ``meta`` (plain data) is stored beside the state."""
         path = os.fspath(path)
         tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
+        data = {"format": CHECKPOINT_FORMAT, "meta": dict(meta or {}), "state": self.state_dict()}
+        with open(tmp, "wb") as f:
+            torch.save(to_checkpoint_data(data), f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> "Algorithm":
-        """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm."""
-        self.load_state_dict(torch.load(os.fspath(path), map_location=self.device, weights_only=False))
+        """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm.
+
+        Raises:
+            UnsafeCheckpointError, CheckpointError: see :func:`read_checkpoint` (nothing is loaded).
+        """
+        self.load_state_dict(read_checkpoint(path)["state"])
         return self

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_int, check_probability, check_real
 
 from .base import Algorithm
 
@@ -100,14 +101,11 @@ class GRPO(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "sample", group_size: int = 4, clip: float = 0.2,
                  beta: float = 0.1, n_epochs: int = 4, lr_decay_start: int = 400, policy: str = "tabular",
                  lr: float = 0.006, batch_size: int = 32, device: str = "cpu"):
-        if int(group_size) != group_size or group_size < 2:
-            raise ValueError(f"group_size must be an integer >= 2 (rewards compare within a group), got {group_size}")
-        if not 0 < clip < 1:
-            raise ValueError(f"clip must be in (0, 1), got {clip}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0 (0 disables the k3 penalty), got {beta}")
-        if int(lr_decay_start) != lr_decay_start or lr_decay_start < 0:
-            raise ValueError(f"lr_decay_start must be an integer >= 0 (0: constant lr), got {lr_decay_start!r}")
+        group_size = check_int("group_size", group_size, low=2)  # rewards compare within a group
+        clip = check_probability("clip", clip, low_open=True, high_open=True)
+        beta = check_real("beta", beta, 0)  # 0 disables the k3 penalty
+        n_epochs = check_int("n_epochs", n_epochs, low=1)
+        lr_decay_start = check_int("lr_decay_start", lr_decay_start, low=0)  # 0: constant lr
         super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)
         self.group_size, self.clip, self.beta = int(group_size), clip, beta
         self.lr_decay_start = int(lr_decay_start)

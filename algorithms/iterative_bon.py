@@ -15,6 +15,7 @@ import torch
 from scipy.special import log_softmax, logsumexp
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_choice, check_int, check_probability
 from prefzoo.envs.game import reward_order_preference, softmax_fixed_point
 from prefzoo.envs.log_win_rate import bon_beta
 
@@ -32,8 +33,7 @@ def best_of_n(pi: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:
     Σ_{k<n} F^k·F⁻^{n−1−k}, so responses with π(y) = 0 (and empty tie classes, F = F⁻) give 0
     without a division. Leading axes of ``pi`` and ``reward`` broadcast.
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    n = check_int("n", n, low=1)
     pi, reward = np.broadcast_arrays(np.asarray(pi, dtype=np.float64),
                                      np.asarray(reward, dtype=np.float64))
     below_eq = reward[..., None, :] <= reward[..., :, None]  # [..., y, y'] = 1{r(y') <= r(y)}
@@ -65,12 +65,20 @@ def bon_ratio(P: np.ndarray, pi: np.ndarray, n: int, jacobian: bool = False):
     return (ratio, grad) if jacobian else ratio
 
 
+def log_bon_step(log_pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """Exact step log π_{t+1} = log_softmax(α log μ + (1−α)(log π_t + log R(π_t))), in log space
+    throughout: a dominated response's log-probability keeps decreasing instead of underflowing
+    to 0 (−inf stays −inf)."""
+    with np.errstate(divide="ignore"):
+        log_bon = log_pi + np.log(bon_ratio(P, np.exp(log_pi), n))
+    return log_softmax(alpha * log_ref + (1 - alpha) * log_bon, axis=-1)
+
+
 def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int,
              alpha: float) -> np.ndarray:
-    """Exact step π_{t+1} ∝ μ^α·BoN_n(π_t)^{1−α}, computed in log space (zeros stay zeros)."""
+    """Exact step π_{t+1} ∝ μ^α·BoN_n(π_t)^{1−α} (:func:`log_bon_step`; zeros stay zeros)."""
     with np.errstate(divide="ignore"):
-        log_bon = np.log(pi) + np.log(bon_ratio(P, pi, n))
-    return np.exp(log_softmax(alpha * log_ref + (1 - alpha) * log_bon, axis=-1))
+        return np.exp(log_bon_step(np.log(pi), log_ref, P, n, alpha))
 
 
 def _newton_fixed_point(P, log_ref, kappa, n, u, tol):
@@ -89,7 +97,10 @@ def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: f
 
     First the exact iteration itself is run from π_ref until max|π_{t+1} − π_t| < ``tol``: its
     limit is the target (it may lie on the boundary, e.g. on reward-order games dominated
-    responses go to 0). Contexts where the iteration cycles (non-transitive P with small α) get
+    responses go to 0): entries below ``tol`` at convergence are that limit's zeros to the
+    iteration's accuracy and are set to 0 (a 3e-26 left on a response still shrinking towards 0
+    would make KL(target‖π) infinite once π underflows there). Contexts where the iteration
+    cycles (non-transitive P with small α) get
     the interior fixed point by Newton continuation in α (from α = ½ down to ``alpha``). Returns
     None (with a warning) when neither converges.
     """
@@ -100,7 +111,8 @@ def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: f
         gap = np.abs(new - pi).max(axis=1)
         pi = new
         if gap.max() < tol:
-            return pi
+            pi = np.where(pi < tol, 0.0, pi)
+            return pi / pi.sum(axis=1, keepdims=True)
     stuck = gap >= tol
     u, a = log_ref[stuck].copy(), 0.5
     while u is not None:
@@ -169,16 +181,14 @@ class IterativeBoN(Algorithm):
     """
 
     needs_enumeration = True  # the distillation loss normalizes q_θ over every response
+    _extra_state = ("log_pi",)  # exact mode iterates log π (no underflow in kl_to_target)
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
                  selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
                  batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):
-        if int(n) != n or n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {n!r}")
-        if not 0 < mixing < 1:
-            raise ValueError(f"mixing must be in (0, 1), got {mixing} (0 has no fixed point)")
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        n = check_int("n", n, low=2)
+        mixing = check_probability("mixing", mixing, low_open=True, high_open=True)  # 0 has no fixed point
+        check_choice("selection", selection, SELECTIONS)
         if selection == "reward" and mode == "sample":
             raise ValueError("selection='reward' reads the hidden reward, which sample mode "
                              "(counted comparisons only) cannot; use selection='comparisons'")
@@ -189,6 +199,7 @@ class IterativeBoN(Algorithm):
         self.n, self.mixing = int(n), float(mixing)
         self.beta = bon_beta(self.mixing, self.n)
         self.log_ref = np.log(self.game.ref)
+        self.log_pi = self.log_ref.copy()
         self.order = (self.game.P if selection == "comparisons"
                       else reward_order_preference(self.game.rewards))
         self._target: np.ndarray | None = None
@@ -196,6 +207,9 @@ class IterativeBoN(Algorithm):
 
     def regularization(self) -> float:
         return self.beta
+
+    def policy_log_probs(self):
+        return self.log_pi.copy() if self.mode == "exact" else super().policy_log_probs()
 
     def target_policy(self):
         if not self._target_done:
@@ -205,7 +219,8 @@ class IterativeBoN(Algorithm):
 
     def step(self):
         if self.mode == "exact":
-            self.pi = bon_step(self.pi, self.log_ref, self.order, self.n, self.mixing)
+            self.log_pi = log_bon_step(self.log_pi, self.log_ref, self.order, self.n, self.mixing)
+            self.pi = np.exp(self.log_pi)
             return {}
         x, winner = self.sample_batch(self.batch_size)
         for _ in range(self.n - 1):  # king-of-the-hill: one comparison per challenger

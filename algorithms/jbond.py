@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_probability
 
 from .base import Algorithm
 
@@ -75,10 +76,7 @@ class JBOND(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta_j: float = 0.5,
                  gamma: float = 0.1, policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 64, grad_steps: int = 5, device: str = "cpu"):
-        if not 0 <= beta_j <= 1:
-            raise ValueError(f"beta_j must be in [0, 1], got {beta_j}")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        beta_j, gamma = check_probability("beta_j", beta_j), check_probability("gamma", gamma, low_open=True)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta_j, self.gamma = float(beta_j), float(gamma)
         self.anchor = self.snapshot()

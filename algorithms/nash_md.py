@@ -14,6 +14,7 @@ import torch
 from scipy.special import log_softmax
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_choice, check_real
 from prefzoo.envs.oracle import sample_categorical
 
 from .base import Algorithm
@@ -62,10 +63,8 @@ class _RegularizedNash(Algorithm):
 
     def __init__(self, env, seed: int, mode: str, beta: float, eta: float, policy: str, lr: float,
                  batch_size: int, grad_steps: int, device: str):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
-        if eta <= 0:
-            raise ValueError(f"eta must be > 0, got {eta}")
+        beta = check_real("beta", beta, 0, low_open=True)  # the regularized game
+        eta = check_real("eta", eta, 0, low_open=True)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta, self.eta = beta, eta
         self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
@@ -131,8 +130,7 @@ class NashMD(_RegularizedNash):
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
                  mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
                  grad_steps: int = 20, device: str = "cpu"):
-        if mixture not in MIXTURES:
-            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+        check_choice("mixture", mixture, MIXTURES)
         self.needs_enumeration = mixture == "sequence"
         super().__init__(env, seed, mode, beta, eta, policy, lr, batch_size, grad_steps, device)
         if mixture == "token" and not hasattr(self.policy, "sample_mixture"):

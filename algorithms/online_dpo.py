@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_real
 
 from .base import Algorithm
 
@@ -72,8 +73,7 @@ class OnlineDPO(Algorithm):
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1, policy: str = "tabular",
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 1, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        beta = check_real("beta", beta, 0, low_open=True)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta = beta
 

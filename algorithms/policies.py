@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefzoo.envs.game import closest_hint
+from prefzoo.envs.checks import check_choice
 from prefzoo.envs.oracle import PreferenceOracle, sample_categorical
 
 from .sequence_policy import SEQUENCE_POLICIES
@@ -82,6 +82,5 @@ POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # 
 
 
 def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> BanditPolicy:
-    if kind not in POLICIES:
-        raise ValueError(f"unknown policy {kind!r}{closest_hint(kind, POLICIES)}; expected one of {list(POLICIES)}")
+    check_choice("policy", kind, POLICIES)
     return POLICIES[kind](game, device)

@@ -12,7 +12,6 @@ code, and resumable bit for bit.
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import Any
 
 import gymnasium as gym
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from stable_baselines3 import PPO as SB3PPO
+
+from prefzoo.envs.checks import check_int, check_probability, check_real
 
 from .base import Algorithm
 
@@ -92,12 +93,11 @@ class PPO(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1,
                  n_steps_per_iteration: int = 256, n_epochs: int = 10, clip: float = 0.2, lr: float = 3e-3,
                  batch_size: int = 64, hidden: int = 64, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 (it is the KL strength and ent_coef), got {beta}")
-        if n_steps_per_iteration < batch_size:
-            raise ValueError(f"n_steps_per_iteration ({n_steps_per_iteration}) must be >= batch_size ({batch_size})")
-        if not 0 < clip < 1:
-            raise ValueError(f"clip must be in (0, 1), got {clip}")
+        beta = check_real("beta", beta, 0, low_open=True)  # the KL strength and ent_coef
+        batch_size = check_int("batch_size", batch_size, low=1)
+        n_steps_per_iteration = check_int("n_steps_per_iteration", n_steps_per_iteration, low=batch_size)
+        n_epochs, hidden = check_int("n_epochs", n_epochs, low=1), check_int("hidden", hidden, low=1)
+        clip = check_probability("clip", clip, low_open=True, high_open=True)
         super().__init__(env, seed, mode, "tabular", lr, batch_size, n_epochs, device)
         self.policy = self.optimizer = None  # the policy is SB3's
         if getattr(self.env.unwrapped, "reward_mode", None) not in ("comparison", "win_prob"):
@@ -135,14 +135,13 @@ class PPO(Algorithm):
                 if f"train/{k}" in logged}
 
     def state_dict(self):
-        buffer = io.BytesIO()
-        self.model.save(buffer)
-        return {**super().state_dict(), "sb3": buffer.getvalue(), "num_timesteps": self.model.num_timesteps,
+        # SB3's parameters (policy and optimizer state dicts), not its pickled zip: data only
+        return {**super().state_dict(), "sb3": self.model.get_parameters(), "num_timesteps": self.model.num_timesteps,
                 "rng_states": self._rng_states, "env_rng": self.env.unwrapped.np_random.bit_generator.state}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.model.set_parameters(io.BytesIO(state["sb3"]), exact_match=True, device=self.model.device)
+        self.model.set_parameters(state["sb3"], exact_match=True, device=self.model.device)
         self.model.num_timesteps = state["num_timesteps"]
         self._rng_states = state["rng_states"]
         self.env.unwrapped.np_random.bit_generator.state = state["env_rng"]

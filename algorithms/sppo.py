@@ -12,6 +12,7 @@ import torch
 from scipy.special import log_softmax
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_choice, check_int, check_real
 
 from .base import Algorithm
 
@@ -81,12 +82,8 @@ class SPPO(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "exact", eta: float = 0.5, k: int = 5,
                  labels: str = "comparison", policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
-        if not eta > 0:
-            raise ValueError(f"eta must be > 0, got {eta}")
-        if int(k) != k or k < 2:
-            raise ValueError(f"k must be an integer >= 2, got {k!r}")
-        if labels not in LABELS:
-            raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+        eta, k = check_real("eta", eta, 0, low_open=True), check_int("k", k, low=2)
+        check_choice("labels", labels, LABELS)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.eta, self.k, self.labels = float(eta), int(k), labels
         self.avg_pi = self.policy_probs()  # π̄_0 = π_0 until the first step

@@ -13,10 +13,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from prefzoo.envs import metrics
+from prefzoo.envs.checks import check_choice, check_real
 
 from .base import Algorithm
 
 LOSSES = ("sq", "kl", "nce")
+OFFSETS = ("learned", "none")
 
 
 def wind_step(log_pi: np.ndarray, log_ref: np.ndarray, win: np.ndarray, eta: float, beta: float) -> np.ndarray:
@@ -111,14 +113,14 @@ class WIND(Algorithm):
                  loss: str = "sq", offset: str = "learned", eta_decay: bool | None = None,
                  policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 (WIND solves the regularized game), got {beta}")
-        if not 0 < eta * beta <= 1:
-            raise ValueError(f"need 0 < eta*beta <= 1, got eta={eta}, beta={beta}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if offset not in ("learned", "none"):
-            raise ValueError(f"offset must be 'learned' or 'none', got {offset!r}")
+        beta = check_real("beta", beta, 0, low_open=True)  # WIND solves the regularized game
+        eta = check_real("eta", eta, 0, low_open=True)
+        if eta * beta > 1:
+            raise ValueError(f"eta must be <= 1/beta = {1 / beta:g} (WIND's step needs eta*beta <= 1), got eta={eta:g}")
+        check_choice("loss", loss, LOSSES)
+        check_choice("offset", offset, OFFSETS)
+        if eta_decay is not None and not isinstance(eta_decay, (bool, np.bool_)):
+            raise TypeError(f"eta_decay must be True, False or None, got {eta_decay!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta, self.eta, self.loss = beta, eta, loss
         self.eta_decay = mode == "sample" if eta_decay is None else eta_decay

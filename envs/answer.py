@@ -46,11 +46,12 @@ from typing import Any
 import numpy as np
 from scipy.special import rel_entr
 
+from .checks import check_choice, check_int, check_real, closest_hint
 from .estimators import LOG_ESTIMATORS, table
-from .game import closest_hint, env_game
+from .game import env_game
 from .oracle import PreferenceOracle
 from .sequences import count_sequences
-from .token import MAX_EXACT_SEQUENCES, TokenGame, make_token_game
+from .token import MAX_EXACT_SEQUENCES, TokenGame, check_token_sizes, make_token_game
 from .token_env import _UNDECIDED, TokenGameEnv
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
@@ -64,8 +65,7 @@ _FLOOR = 1e-300  # log ν at an unreachable answer is −inf; clamp before logs 
 def extract_answers(tokens: np.ndarray, vocab_size: int, n_answers: int, rule: str = "sum_mod") -> np.ndarray:
     """Answer of each token row [n, L] (content ids 1..V−1, then EOS/padding): ``sum_mod`` =
     (sum of content tokens) mod A; ``last`` = last content token (0 for the empty trace), A = V."""
-    if rule not in EXTRACTORS:
-        raise ValueError(f"unknown extract rule {rule!r}{closest_hint(rule, EXTRACTORS)}; expected one of {EXTRACTORS}")
+    check_choice("extract rule", rule, EXTRACTORS)
     tokens = np.asarray(tokens, dtype=np.int64)
     alive = np.cumprod((tokens >= 1) & (tokens < vocab_size), axis=1).astype(bool)
     if rule == "sum_mod":
@@ -124,9 +124,7 @@ def estimator_tables(utility: str, estimator: str, K: int) -> tuple[np.ndarray, 
     """(g_log [K], g_poly [K]): the table for the log ν term (``estimator``) and the unbiased
     U-statistic (k−1)/(K−1) for the ν term."""
     _check_utility(utility)
-    if estimator not in LOG_ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}{closest_hint(estimator, LOG_ESTIMATORS)}; "
-                         f"expected one of {LOG_ESTIMATORS}")
+    check_choice("estimator", estimator, LOG_ESTIMATORS)
     needs_log = utility in ("kl", "entropy")
     return (table(estimator, K) if needs_log else np.zeros(K)), table("ustat", K, m=1)
 
@@ -181,8 +179,7 @@ def mean_field_dynamics(nu: np.ndarray, target: np.ndarray, utility: str, g_log:
 
 
 def _check_utility(utility: str) -> None:
-    if utility not in UTILITIES:
-        raise ValueError(f"unknown utility {utility!r}{closest_hint(utility, UTILITIES)}; expected one of {UTILITIES}")
+    check_choice("utility", utility, UTILITIES)
 
 
 def make_target(kind, n_contexts: int, n_answers: int, decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -195,8 +192,7 @@ def make_target(kind, n_contexts: int, n_answers: int, decay: float, rng: np.ran
                              "or an array [A] / [X, A]")
         if kind == "uniform":
             return np.full((n_contexts, n_answers), 1.0 / n_answers)
-        if not 0 < decay <= 1:
-            raise ValueError(f"target_decay must be in (0, 1], got {decay}")
+        decay = check_real("target_decay", decay, 0, 1, low_open=True)
         profile = decay ** np.arange(n_answers)
         out = np.stack([profile[rng.permutation(n_answers)] for _ in range(n_contexts)])
     else:
@@ -273,13 +269,10 @@ def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int =
         ValueError: an unknown extract rule or target, n_answers < 2, more traces than can be
             enumerated, or a bad size (from :func:`make_token_game`).
     """
-    if extract not in EXTRACTORS:
-        raise ValueError(f"unknown extract rule {extract!r}{closest_hint(extract, EXTRACTORS)}; "
-                         f"expected one of {EXTRACTORS}")
-    if extract == "last":
-        n_answers = vocab_size
-    if int(n_answers) != n_answers or n_answers < 2:
-        raise ValueError(f"n_answers must be an integer >= 2, got {n_answers!r}")
+    check_choice("extract rule", extract, EXTRACTORS)
+    n_answers = check_int("n_answers", vocab_size if extract == "last" else n_answers, low=2)
+    check_token_sizes(check_int("n_contexts", n_contexts, low=1), check_int("vocab_size", vocab_size, low=2),
+                      check_int("max_length", max_length, low=1))
     n_traces = count_sequences(vocab_size, max_length)
     if n_traces > MAX_EXACT_SEQUENCES:
         raise ValueError(f"vocab_size={vocab_size}, max_length={max_length} gives {n_traces:,} traces per prompt; the "
@@ -362,8 +355,7 @@ class AnswerGameEnv(TokenGameEnv):
     def __init__(self, game: AnswerGame | None = None, utility: str = "kl", reward_mode: str = "group",
                  estimator: str = "aqp", group_size: int = 8, opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        if int(group_size) != group_size or group_size < 2:
-            raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}")
+        group_size = check_int("group_size", group_size, low=2)
         game = env_game(make_answer_game, game, **game_kwargs)
         self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
         self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)

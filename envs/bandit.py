@@ -14,7 +14,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .game import PreferenceGame, check_choice, env_game, make_game
+from .checks import check_choice, check_int
+from .game import PreferenceGame, env_game, make_game
 from .oracle import PreferenceOracle
 
 REWARD_MODES = ("comparison", "win_prob", "log_win_rate")
@@ -181,8 +182,7 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
     def __init__(self, num_envs: int = 1, family: str = "bt", game: PreferenceGame | None = None,
                  reward_mode: str = "comparison", opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        num_envs = check_int("num_envs", num_envs, low=1)
         self._setup(family, game, reward_mode, opponent, game_kwargs)
         self.num_envs = int(num_envs)
         self.render_mode = render_mode

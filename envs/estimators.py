@@ -71,7 +71,7 @@ from scipy.optimize import linprog, minimize
 from scipy.special import digamma
 from scipy.stats import binom
 
-from .game import closest_hint
+from .checks import check_choice, check_int, check_real, closest_hint
 
 ESTIMATORS = ("plugin", "loo_plugin", "digamma", "ustat", "minimax", "aqp")
 LOG_ESTIMATORS = ("plugin", "loo_plugin", "digamma", "minimax", "aqp")
@@ -167,8 +167,7 @@ def _plugin(K: int) -> dict:
 
 
 def _loo_plugin(K: int, a: float) -> dict:
-    if not a > 0:
-        raise ValueError(f"loo_plugin needs smoothing a > 0, got {a}")
+    a = check_real("a", a, 0, low_open=True)  # loo_plugin's smoothing
     return {"table": np.log((np.arange(K) + a) / (K - 1 + 2 * a))}
 
 
@@ -177,9 +176,10 @@ def _digamma(K: int) -> dict:
 
 
 def _ustat(K: int, m) -> dict:
-    if m is None or int(m) != m or m < 0:
-        raise ValueError(f"ustat needs an integer option m with 0 ≤ m ≤ K−1 = {K - 1}, got m={m!r}")
-    return {"table": ustat_poly(np.eye(int(m) + 1)[-1], K)}
+    if m is None:
+        raise ValueError(f"ustat needs its option m, an integer in [0, K−1 = {K - 1}]")
+    m = check_int("m", m, low=0, high=K - 1)  # ustat's polynomial degree
+    return {"table": ustat_poly(np.eye(m + 1)[-1], K)}
 
 
 # ---- minimax: weighted Chebyshev approximation of p log p ------------------------------------
@@ -276,8 +276,7 @@ def _aqp(K: int, eps: float, monotone: bool) -> dict:
     p·MSE_p at the solution is a relaxation of the grid problem, so its value bounds the optimum
     from below; ``gap`` = 1 − lower/objective, with ``objective`` the sup on the fine grid.
     """
-    if not eps > 0:
-        raise ValueError(f"aqp needs eps > 0 (bias budget (1+eps)·E*_K), got {eps}")
+    eps = check_real("eps", eps, 0, low_open=True)  # aqp's bias budget (1+eps)·E*_K
     tau, scale, fine = (1 + eps) * minimax_value(K), float(K * K), eval_grid(K)
     fine_pmf, fine_log = _pmf(K, fine), np.log(fine)
     mono = np.zeros((K - 1, K + 1))
@@ -335,15 +334,11 @@ _BUILDERS = {"plugin": _plugin, "loo_plugin": _loo_plugin, "digamma": _digamma, 
 # ---- public API and caching ----------------------------------------------------------------
 
 def _check_K(K) -> int:
-    if isinstance(K, bool) or int(K) != K or K < 2:
-        raise ValueError(f"K (rollouts per prompt) must be an integer ≥ 2, got {K!r}")
-    return int(K)
+    return check_int("K", K, low=2)  # rollouts per prompt
 
 
 def _resolve(name: str, options: dict) -> dict:
-    if name not in _OPTIONS:
-        raise ValueError(f"unknown estimator {name!r}{closest_hint(name, ESTIMATORS)}; "
-                         f"expected one of {', '.join(ESTIMATORS)}")
+    check_choice("estimator", name, ESTIMATORS)
     allowed = _OPTIONS[name]
     for key in options:
         if key not in allowed:

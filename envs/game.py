@@ -11,18 +11,21 @@ Notation: ``P(y ≻ π | x) = Σ_y' π(y'|x) P(y ≻ y'|x)``, i.e. ``P[x] @ pi[x
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog
-from scipy.special import expit, log_softmax, logsumexp, rel_entr, softmax
+from scipy.special import expit, log_softmax, logsumexp, softmax
 
-from .oracle import PreferenceOracle, check_finite_array
+from .checks import check_array, check_choice, check_int, check_memory, check_real
+from .oracle import PreferenceOracle, kl_divergence
 
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
+_DENSE_COPIES = 5  # [X, Y, Y] float64 arrays alive at make_game's peak (measured, tests/envs/test_checks.py)
 _CONTINUATION_BETA = 0.05  # below it, nash(β) warm-starts from nash(2β)
+# above it, P(y ≻ π)/β moves no logit of π_ref by a float64 ulp: π*_β is π_ref to machine precision
+_REF_LIMIT_BETA = 1.0 / np.finfo(np.float64).eps
 
 # Per-family defaults of the bandit and token games: cyclic games need a weaker reward so the cycle
 # decides the winner.
@@ -34,10 +37,15 @@ FAMILY_DEFAULTS = {
 }
 
 
-def closest_hint(name: str, valid) -> str:
-    """`` (did you mean 'x'?)`` for the closest valid name, or an empty string."""
-    match = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def soft_best_response_value(win: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
+    """β log Σ_y π_ref(y) exp(win(y)/β) per row: the value of the KL-regularized best response.
+
+    For β ≥ 1 it is m + β·log1p(Σ π_ref·expm1((win − m)/β)) with m = Σ π_ref·win, which keeps
+    its O(1/β) excess over m when β is huge (β·logsumexp loses it to rounding times β)."""
+    if beta < 1.0:
+        return beta * logsumexp(win / beta, b=ref, axis=-1)
+    mean = np.einsum("...y,...y->...", ref, win)
+    return mean + beta * np.log1p(np.einsum("...y,...y->...", ref, np.expm1((win - mean[..., None]) / beta)))
 
 
 def reward_order_preference(reward: np.ndarray) -> np.ndarray:
@@ -85,7 +93,7 @@ class PreferenceGame(PreferenceOracle):
         super().__init__(P.shape[0], rho, features, ref, seed)
         self.P = P
         self.A = P - 0.5  # antisymmetric payoff of the zero-sum game
-        self.rewards = None if rewards is None else check_finite_array("rewards", rewards, P.shape[:2])
+        self.rewards = None if rewards is None else check_array("rewards", rewards, P.shape[:2])
         self.family = family
         self._nash_cache: dict[float, np.ndarray] = {}
 
@@ -113,18 +121,23 @@ class PreferenceGame(PreferenceOracle):
 
         β = 0: E_x[max_y P(y ≻ π|x) − ½] (0 exactly at a Nash equilibrium; the duality gap is
         twice this). β > 0, for max_π min_π' P(π ≻ π') − βKL(π‖π_ref) + βKL(π'‖π_ref):
-        E_x[β log Σ_y π_ref(y) exp(P(y ≻ π)/β) + β KL(π‖π_ref) − ½] (0 exactly at π*_β).
+        E_x[β log Σ_y π_ref(y) exp(P(y ≻ π)/β) + β KL(π‖π_ref) − ½] (0 exactly at π*_β), with
+        :func:`soft_best_response_value` and :func:`kl_divergence` (accurate for huge β too).
+        Each context's gap is ≥ 0 mathematically, so rounding below 0 is returned as 0.
+
+        Raises:
+            ValueError: β NaN, infinite or negative; ``pi`` not a policy of this game.
         """
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        beta = check_real("beta", beta, 0)
         pi = self.check_policy(pi)
         win = self.win_rates(pi)
         if beta == 0:
             gap = win.max(axis=1) - 0.5
         else:
-            best = beta * logsumexp(win / beta, b=self.ref, axis=1)
-            gap = best + beta * rel_entr(pi, self.ref).sum(axis=1) - 0.5
-        return self.expectation(gap)
+            with np.errstate(divide="ignore"):
+                kl = kl_divergence(np.log(pi), np.log(self.ref))
+            gap = soft_best_response_value(win, self.ref, beta) + beta * kl - 0.5
+        return self.expectation(np.maximum(gap, 0.0))
 
     def nash(self, beta: float = 0.0) -> np.ndarray:
         """Equilibrium policy [X, Y] (cached per β).
@@ -133,13 +146,22 @@ class PreferenceGame(PreferenceOracle):
         p ≥ 0 (scipy HiGHS). The winner need not be unique: compare values, not vectors.
         β > 0: the unique regularized equilibrium π*_β ∝ π_ref·exp(P(y ≻ π*_β)/β), solved by
         damped Newton on the fixed-point equations to a residual below 1e-12 (1e-14/β for
-        β < 0.01, the floating-point floor), warm-started from π*_2β when β < 0.05.
+        β < 0.01, the floating-point floor). Below β = 0.05 it continues from π*_2β: the ladder
+        β, 2β, 4β, … is solved top-down (a loop, any depth). Above 1/ε_machine ≈ 4.5e15 it is
+        π_ref itself (the β → ∞ limit, equal to π*_β to machine precision).
+
+        Raises:
+            ValueError: β NaN, infinite or negative.
+            RuntimeError: the continuation stalls (β too small for float64), naming this β.
         """
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        beta = float(beta)
+        beta = check_real("beta", beta, 0)
         if beta not in self._nash_cache:
-            self._nash_cache[beta] = self._solve_lp() if beta == 0 else self._solve_regularized(beta)
+            if beta == 0:
+                self._nash_cache[beta] = self._solve_lp()
+            elif beta >= _REF_LIMIT_BETA:
+                self._nash_cache[beta] = self.ref.copy()
+            else:
+                self._solve_regularized(beta)
         return self._nash_cache[beta].copy()
 
     def _solve_lp(self) -> np.ndarray:
@@ -160,21 +182,32 @@ class PreferenceGame(PreferenceOracle):
             out[x] = p / p.sum()
         return out
 
-    def _solve_regularized(self, beta: float, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
-        """π*_β as the fixed point π = softmax(log π_ref + P(·≻π)/β), by :func:`softmax_fixed_point`."""
+    def _solve_regularized(self, beta: float, tol: float = 1e-12, max_iter: int = 100) -> None:
+        """Cache π*_β, the fixed point π = softmax(log π_ref + P(·≻π)/β) (:func:`softmax_fixed_point`).
+
+        Continuation for small β: Newton from π_ref stalls (β ≲ 2e-3 on cyclic games), so each
+        rung of the ladder β·2^k < 0.05 starts one fixed-point step off the equilibrium of the
+        rung above (cached); the top rung starts from π_ref or from a cached equilibrium.
+        """
         if self.ref.min() <= 0:
-            raise ValueError("beta > 0 needs a reference policy with full support (ref > 0)")
+            raise ValueError(f"beta={beta:g} > 0 needs a reference policy with full support (ref > 0)")
         log_ref = np.log(self.ref)
-        tol = tol * max(1.0, 0.01 / beta)  # P/β carries rounding of order 1e-16/β
-        # Continuation for small β: Newton from π_ref stalls (β ≲ 2e-3 on cyclic games), so start
-        # from one fixed-point step off the (cached) equilibrium at 2β.
-        start = self.nash(2 * beta) if beta < _CONTINUATION_BETA else self.ref
-        u = softmax_fixed_point(lambda pi: log_ref + self.win_rates(pi) / beta,
-                                lambda pi: self.P / beta,
-                                log_softmax(log_ref + self.win_rates(start) / beta, axis=1), tol, max_iter)
-        if u is None:
-            raise RuntimeError(f"regularized equilibrium did not converge (beta={beta})")
-        return softmax(u, axis=1)
+        ladder = [beta]
+        while ladder[-1] < _CONTINUATION_BETA and 2 * ladder[-1] not in self._nash_cache:
+            ladder.append(2 * ladder[-1])
+        for rung in reversed(ladder):
+            start = self._nash_cache[2 * rung] if rung < _CONTINUATION_BETA else self.ref
+            rung_tol = tol * max(1.0, 0.01 / rung)  # P/β carries rounding of order 1e-16/β
+            u = softmax_fixed_point(lambda pi, b=rung: log_ref + self.win_rates(pi) / b,
+                                    lambda pi, b=rung: self.P / b,
+                                    log_softmax(log_ref + self.win_rates(start) / rung, axis=1), rung_tol, max_iter)
+            if u is None:
+                where = "" if rung == beta else \
+                    f" (the continuation from beta={_CONTINUATION_BETA} stalled at {rung:.3g})"
+                raise RuntimeError(f"nash(beta={beta:g}): the regularized equilibrium did not converge{where}; "
+                                   "beta this small is past float64 precision, use beta=0 for the unregularized "
+                                   "equilibrium")
+            self._nash_cache[rung] = softmax(u, axis=1)
 
 
 def softmax_fixed_point(target_logits, target_jacobian, u: np.ndarray, tol: float = 1e-12,
@@ -216,6 +249,14 @@ def softmax_fixed_point(target_logits, target_jacobian, u: np.ndarray, tol: floa
     return None
 
 
+def bandit_game_bytes(n_contexts: int, n_actions: int, feature_dim: int) -> float:
+    """Peak memory of :func:`make_game` in closed form: about :data:`_DENSE_COPIES` float64 arrays
+    of shape [X, Y, Y] alive at once (P, the payoff A = P − ½ and construction temporaries), plus
+    the features, rewards and π_ref."""
+    X, Y = float(n_contexts), float(n_actions)
+    return 8.0 * (_DENSE_COPIES * X * Y * Y + X * (feature_dim + 3 * Y))
+
+
 def make_game(
     family: str = "bt",
     n_contexts: int = 8,
@@ -242,18 +283,26 @@ def make_game(
     Dirichlet(10) (or uniform with ``uniform_rho``).
 
     Raises:
-        ValueError: an unknown family or an out-of-range size.
+        ValueError: an unknown family, an out-of-range size or scale, or a game whose dense P
+            would exceed :func:`~prefzoo.envs.checks.memory_limit` (checked before allocating,
+            :func:`bandit_game_bytes`).
+        TypeError: a size or scale of the wrong type.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}{closest_hint(family, FAMILIES)}; expected one of {FAMILIES}")
-    for name, value, low in (("n_contexts", n_contexts, 1), ("n_actions", n_actions, 2),
-                             ("feature_dim", feature_dim, 1), ("n_annotators", n_annotators, 1),
-                             ("reward_levels", reward_levels, 1)):
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_choice("family", family, FAMILIES)
+    n_contexts, n_actions = check_int("n_contexts", n_contexts, low=1), check_int("n_actions", n_actions, low=2)
+    feature_dim = check_int("feature_dim", feature_dim, low=1)
+    n_annotators = check_int("n_annotators", n_annotators, low=1)
+    reward_levels = check_int("reward_levels", reward_levels, low=1)
+    check_memory(f"a {family} game with n_contexts={n_contexts:,}, n_actions={n_actions:,}",
+                 bandit_game_bytes(n_contexts, n_actions, feature_dim),
+                 "the dense preference tensor P has n_contexts·n_actions² entries")
     defaults = FAMILY_DEFAULTS[family]
-    reward_scale = defaults["reward_scale"] if reward_scale is None else float(reward_scale)
-    cyclic_strength = defaults["cyclic_strength"] if cyclic_strength is None else float(cyclic_strength)
+    reward_scale = check_real("reward_scale", defaults["reward_scale"] if reward_scale is None else reward_scale, 0)
+    cyclic_strength = check_real("cyclic_strength",
+                                 defaults["cyclic_strength"] if cyclic_strength is None else cyclic_strength, 0)
+    ref_scale = check_real("ref_scale", ref_scale, 0)
+    if seed is not None:
+        seed = check_int("seed", seed, low=0)
 
     rng = np.random.default_rng(seed)
     X, Y, d = n_contexts, n_actions, feature_dim
@@ -286,13 +335,6 @@ def make_game(
     ref = softmax(ref_scale * rng.normal(size=(X, Y)), axis=1)
     rho = np.full(X, 1.0 / X) if uniform_rho else rng.dirichlet(np.full(X, 10.0))
     return PreferenceGame(P, ref, rho, features, rewards, family=family, seed=seed)
-
-
-def check_choice(kind: str, value: Any, choices) -> None:
-    """``ValueError`` ``unknown <kind> 'value' (did you mean …?); expected one of …`` unless
-    ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}{closest_hint(value, choices)}; expected one of {tuple(choices)}")
 
 
 def env_game(factory, game: PreferenceGame | None, *args: Any, **kwargs: Any) -> PreferenceGame:

@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp, rel_entr
 
+from .checks import check_choice, check_int, check_real
+
 TIES = ("uniform", "inclusive")
 _TIE_ATOL = 1e-12
 
@@ -98,11 +100,8 @@ def log_win_rates(P: np.ndarray, pi: np.ndarray, n: int = 2, ties: str = "unifor
     Raises:
         ValueError: an unknown ``ties``, N < 2, or N > 2 on a P that is not a reward order.
     """
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-    if int(n) != n or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    n = int(n)
+    check_choice("ties", ties, TIES)
+    n = check_int("n", n, low=2)
     if ties == "uniform" and n > 2 and not is_order(P):
         raise ValueError("the N > 2 log-win-rate game needs a reward order (P in {0, 1/2, 1}); on a "
                          "stochastic P the N-sample law depends on the selection tournament. Use n=2 "
@@ -136,8 +135,7 @@ def best_response(P, ref, pi, beta: float = 0.0, n: int = 2, ties: str = "unifor
     maximizers of w within supp π_ref), ``br_value`` [X] (max_σ u_β(σ; π)), ``on_policy_value``
     [X] (u_β(π; π)) and ``gap`` [X] = br_value − on_policy_value ≥ 0.
     """
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
+    beta = check_real("beta", beta, 0)
     pi, ref = np.asarray(pi, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     log_w = log_win_rates(P, pi, n, ties)
     if beta > 0:

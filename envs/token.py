@@ -28,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy.special import expit
 
-from .game import FAMILY_DEFAULTS, PreferenceGame, check_choice
+from .checks import check_choice, check_int, check_memory, check_real
+from .game import FAMILY_DEFAULTS, PreferenceGame
 from .oracle import PreferenceOracle
 from .sequences import SequenceSet, count_sequences, enumerate_sequences, sequence_features
 from .token_lm import ReferenceLM, fit_reference
@@ -36,7 +37,6 @@ from .token_lm import ReferenceLM, fit_reference
 FAMILIES = ("bt", "cyclic")
 MAX_EXACT_SEQUENCES = 8192  # per prompt: a dense P over S sequences takes 8·S² bytes per prompt
 MAX_SEQUENCES = 2**18  # per prompt, without a dense P: π_ref is still enumerated (an [X, S] table, O(X·S) fit)
-MAX_FIT_BYTES = 8 * 2**30  # the π_ref fit's float64 logits over every (prompt, sequence, position)
 
 
 # ---------------------------------------------------------------- the preference
@@ -178,7 +178,8 @@ def _token_game_parts(family, n_contexts, vocab_size, max_length, feature_dim, s
 def check_token_sizes(n_contexts: int, vocab_size: int, max_length: int) -> int:
     """The number S of sequences per prompt, after checking that the enumeration fits: S ≤
     ``MAX_SEQUENCES`` and the π_ref fit's float64 logits over every (prompt, sequence, position),
-    8·X·S·L·V bytes, within ``MAX_FIT_BYTES``. Closed form, so a huge size fails at once.
+    8·X·S·L·V bytes, within the memory limit of :func:`~prefzoo.envs.checks.check_memory`. Closed
+    form, so a huge size fails at once.
 
     Raises:
         ValueError: naming the sizes, the count or memory they would take, and the limit.
@@ -189,13 +190,12 @@ def check_token_sizes(n_contexts: int, vocab_size: int, max_length: int) -> int:
                          f"sequences per prompt, more than the {MAX_SEQUENCES:,} a token game holds; lower vocab_size "
                          "or max_length")
     S = count_sequences(V, L)
-    fit_bytes = 8 * X * S * L * V
-    if S > MAX_SEQUENCES or fit_bytes > MAX_FIT_BYTES:
-        raise ValueError(
-            f"vocab_size={V}, max_length={L} gives {S:,} sequences per prompt; enumerating π_ref for n_contexts={X} "
-            f"takes {fit_bytes / 2**30:.3g} GiB (8·X·S·L·V bytes), over the limits of {MAX_SEQUENCES:,} sequences "
-            f"and {MAX_FIT_BYTES / 2**30:.0f} GiB; lower vocab_size, max_length or n_contexts (exact metrics need "
-            f"S <= {MAX_EXACT_SEQUENCES:,}: V=6, L=4 gives 781)")
+    hint = f"lower vocab_size or max_length (exact metrics need S <= {MAX_EXACT_SEQUENCES:,}: V=6, L=4 gives 781)"
+    if S > MAX_SEQUENCES:
+        raise ValueError(f"vocab_size={V}, max_length={L} gives {S:,} sequences per prompt, more than the "
+                         f"{MAX_SEQUENCES:,} a token game holds (π_ref is enumerated into an [X, S] table); {hint}")
+    check_memory(f"vocab_size={V}, max_length={L} gives {S:,} sequences per prompt; enumerating π_ref for "
+                 f"n_contexts={X} (8·X·S·L·V bytes)", 8 * X * S * L * V, hint)
     return S
 
 
@@ -218,20 +218,21 @@ def make_token_game(family: str = "bt", n_contexts: int = 8, vocab_size: int = 6
             enumerate (:func:`check_token_sizes`; the message says what to change).
     """
     check_choice("family", family, FAMILIES)
-    for name, value, low in (("n_contexts", n_contexts, 1), ("vocab_size", vocab_size, 2),
-                             ("max_length", max_length, 1), ("feature_dim", feature_dim, 1),
-                             ("hidden", hidden, 2), ("ref_fit_steps", ref_fit_steps, 0)):
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    S = check_token_sizes(int(n_contexts), int(vocab_size), int(max_length))
+    n_contexts, vocab_size = check_int("n_contexts", n_contexts, low=1), check_int("vocab_size", vocab_size, low=2)
+    max_length, feature_dim = check_int("max_length", max_length, low=1), check_int("feature_dim", feature_dim, low=1)
+    hidden, ref_fit_steps = check_int("hidden", hidden, low=2), check_int("ref_fit_steps", ref_fit_steps, low=0)
+    if seed is not None:
+        seed = check_int("seed", seed, low=0)
+    S = check_token_sizes(n_contexts, vocab_size, max_length)
     defaults = FAMILY_DEFAULTS[family]
-    reward_scale = defaults["reward_scale"] if reward_scale is None else float(reward_scale)
-    cyclic_strength = defaults["cyclic_strength"] if cyclic_strength is None else float(cyclic_strength)
+    reward_scale = check_real("reward_scale", defaults["reward_scale"] if reward_scale is None else reward_scale, 0)
+    cyclic_strength = check_real("cyclic_strength",
+                                 defaults["cyclic_strength"] if cyclic_strength is None else cyclic_strength, 0)
     built_in, P, ref, rho, features, rewards, ref_lm = _token_game_parts(
-        family, int(n_contexts), int(vocab_size), int(max_length), int(feature_dim), seed, reward_scale,
-        cyclic_strength, int(hidden), int(ref_fit_steps))
+        family, n_contexts, vocab_size, max_length, feature_dim, seed, reward_scale, cyclic_strength, hidden,
+        ref_fit_steps)
     ref, rho, features = (np.array(a) for a in (ref, rho, features))  # own copies
-    structure = {"sequences": _sequence_set(int(vocab_size), int(max_length)), "ref_lm": ref_lm}
+    structure = {"sequences": _sequence_set(vocab_size, max_length), "ref_lm": ref_lm}
     if preference is not None or S > MAX_EXACT_SEQUENCES:
         return TokenOracle(built_in if preference is None else preference, ref, rho, features, family, seed,
                            **structure)

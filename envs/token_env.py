@@ -10,7 +10,8 @@ import numpy as np
 from gymnasium import spaces
 
 from .bandit import REWARD_MODES, duel
-from .game import check_choice, env_game
+from .checks import check_choice
+from .game import env_game
 from .sequences import EOS
 from .token import TokenGame, TokenOracle, make_token_game
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 import prefzoo
+from prefzoo.algorithms.base import CheckpointError
 from prefzoo.zoo import config, papers, runner
 from prefzoo.zoo.config import ConfigError
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
@@ -21,6 +23,7 @@ from prefzoo.zoo.estimators_cli import cmd_estimators
 DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
 DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
 DEMO_BUDGET = 200_000  # oracle queries per run; sized for about two minutes on 2 cores
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # exit codes: bad input, an I/O or data error, Ctrl-C
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -45,9 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         else:
             raise ConfigError("--resume needs a run directory, or --algo and --env to pick the latest run")
         cfg = runner.load_run_config(run_dir)
-        if args.iterations is not None and args.iterations != cfg.iterations:
+        if args.iterations is not None:  # extends the run (the runner refuses fewer than it has)
             cfg.iterations = args.iterations
-            runner.write_run_files(cfg, run_dir, (run_dir / "command.txt").read_text().strip())
     else:
         if not args.algo or not args.env:
             raise ConfigError("train needs --algo and --env")
@@ -55,31 +57,37 @@ def cmd_train(args: argparse.Namespace) -> None:
         for key in ("iterations", "eval_freq", "save_freq"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, args.device)
+        cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, _device(args, overrides))
         run_dir = runner.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
     print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
     try:
         result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
                               command=shlex.join(["prefzoo", *sys.argv[1:]]))
     except ConfigError:
-        if args.resume is None and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # the algorithm could not be built: leave no empty run behind
+        if args.resume is None and {p.name for p in run_dir.iterdir()} <= {runner.LOCK_FILE}:
+            shutil.rmtree(run_dir)  # the algorithm could not be built: leave no empty run behind
         raise
+    if result["status"] == "already done":
+        return
     final = result["metrics"]
     summary = ", ".join(f"{k} {final[k]:.4g}" for k in ("game/exploitability", "game/kl_to_target",
                                                          "cost/queries") if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
+    if result["status"] == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Seeds × algorithms in parallel, then a table at fixed query budgets and plots."""
     from prefzoo.zoo import compare
 
-    compare.compare(args.algos, args.env, args.seeds, args.out, workers=args.workers, budget=args.budget,
-                    iterations=args.iterations, overrides=config.parse_overrides(args.hp),
-                    directory=args.config_dir, device=args.device, progress=args.progress,
-                    eval_freq=args.eval_freq)
+    overrides = config.parse_overrides(args.hp)
+    result = compare.compare(args.algos, args.env, args.seeds, args.out, workers=args.workers, budget=args.budget,
+                             iterations=args.iterations, overrides=overrides, directory=args.config_dir,
+                             device=_device(args, overrides), progress=args.progress, eval_freq=args.eval_freq)
+    if result["interrupted"]:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def cmd_tournament(args: argparse.Namespace) -> None:
@@ -98,7 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if missing:
         print(f"note: {', '.join(missing)} not registered yet; comparing {', '.join(algos)}")
     result = compare.compare(algos, DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
-                             device=args.device, progress=args.progress)
+                             device=_device(args, {}), progress=args.progress)
+    if result["interrupted"]:
+        sys.exit(EXIT_INTERRUPTED)
     from prefzoo.zoo import tournament
 
     tour = tournament.tournament(result["run_dirs"], Path(args.out) / "tournament", verbose=False)
@@ -119,6 +129,40 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     """Regenerate a paper's claims (figures + report with verdicts) on prefzoo games."""
     summary = papers.reproduce(args.paper, args.out, seeds=args.seeds, quick=args.quick, progress=args.progress)
     print("\n" + papers.format_summary(summary))
+
+
+def _device(args: argparse.Namespace, overrides: dict) -> str | None:
+    """``--device`` if given; else ``auto`` unless ``--hp device=…`` chose one (both: an error
+    in :func:`~prefzoo.zoo.config.resolve` when they differ)."""
+    if args.device is not None:
+        return args.device
+    return None if "device" in overrides else "auto"
+
+
+def int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (else argparse's usage error, exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def writable_dir(path: str | os.PathLike, flag: str) -> None:
+    """``ConfigError`` naming ``flag`` unless ``path`` is a folder this process can write, or can
+    be created (its nearest existing ancestor is a writable folder); creates nothing."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path if existing == path else existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} is not writable" if existing == path else
+                          f"{flag} {path} cannot be created: {existing} is not writable")
 
 
 def _tensorboard() -> str:
@@ -142,9 +186,10 @@ def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
                             "'env_kwargs={n_contexts: 4}'")
         p.add_argument("--config-dir", default=None,
                        help=f"folder of <algo>.yml files (default: ${config.CONFIG_DIR_ENV} or the packaged zoo_configs)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="torch device of every algorithm (auto: CUDA when present)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="torch device of every algorithm (default auto: CUDA when present); overrides a "
+                        "config file's device, and differing from --hp device=… is an error")
+    p.add_argument("--threads", type=int_at_least(0), default=1,
                    help="torch CPU threads (default 1: fastest for the small policies here, and "
                         "several threads spin badly on a busy machine; 0 = torch's default)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
@@ -163,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one algorithm on one environment")
     p.add_argument("--algo", help=f"algorithm: {algos}")
     p.add_argument("--env", help="environment id, e.g. prefzoo/PrefBandit-Cyclic-v0 (see `prefzoo list`)")
-    p.add_argument("--seed", type=int, default=0, help="the algorithm's seed (the game is fixed by the env)")
-    p.add_argument("--iterations", type=int, default=None, help="iterations (default: from the config)")
-    p.add_argument("--eval-freq", dest="eval_freq", type=int, default=None,
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="the algorithm's seed (the game is fixed by the env)")
+    p.add_argument("--iterations", type=int_at_least(1), default=None, help="iterations (default: from the config)")
+    p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None,
                    help="evaluate and log every N iterations (default: from the config)")
-    p.add_argument("--save-freq", dest="save_freq", type=int, default=None,
+    p.add_argument("--save-freq", dest="save_freq", type=int_at_least(0), default=None,
                    help="checkpoint every N iterations, 0 = only at the end (default: from the config)")
     p.add_argument("--log-folder", dest="log_folder", default="logs", help="root of the run directories")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
@@ -177,14 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="algorithms × seeds at fixed oracle-query budgets: table + plots")
     p.add_argument("--algos", nargs="+", required=True, help=f"algorithms among: {algos}")
     p.add_argument("--env", required=True, help="environment id")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=int_at_least(0), default=[0, 1, 2], help="seeds (default 0 1 2)")
     p.add_argument("--out", default="results", help="output folder (runs under <out>/logs)")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
-    p.add_argument("--budget", type=int, default=None,
+    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(),
+                   help="parallel processes (default: cores)")
+    p.add_argument("--budget", type=int_at_least(1), default=None,
                    help="oracle queries per run; each run stops there (default: the smallest run's total)")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=int_at_least(1), default=None,
                    help="iteration cap per run (default: the config's; raise it if a run misses the budget)")
-    p.add_argument("--eval-freq", dest="eval_freq", type=int, default=None, help="evaluate every N iterations")
+    p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None,
+                   help="evaluate every N iterations")
     _common(p)
 
     p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")
@@ -194,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help=f"compare {', '.join(DEMO_ALGOS)} on {DEMO_ENV} over 3 seeds")
     p.add_argument("--out", default="results/demo", help="output folder")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
-    p.add_argument("--budget", type=int, default=DEMO_BUDGET, help="oracle queries per run")
+    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count(),
+                   help="parallel processes (default: cores)")
+    p.add_argument("--budget", type=int_at_least(1), default=DEMO_BUDGET, help="oracle queries per run")
     _common(p, hp=False)
     add_estimators_parser(sub)
 
@@ -203,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paper", choices=sorted(papers.PAPERS),
                    help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
     p.add_argument("--out", default=None, help="output folder (default: results/reproduce_<paper>)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+    p.add_argument("--seeds", nargs="+", type=int_at_least(0), default=[0, 1, 2],
                    help="seeds of the sample-mode timing runs (default 0 1 2)")
     p.add_argument("--quick", action="store_true", help="tiny budgets (seconds; a smoke test, not a result)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
@@ -217,12 +266,18 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     try:
+        for flag in ("out", "log_folder"):
+            if getattr(args, flag, None) is not None:
+                writable_dir(getattr(args, flag), "--" + flag.replace("_", "-"))
         COMMANDS[args.command](args)
     except ConfigError as err:
         print(f"prefzoo {args.command}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+    except (CheckpointError, OSError) as err:
+        print(f"prefzoo {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ import csv
 import multiprocessing as mp
 import os
 import queue as queue_lib
+import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -143,17 +146,48 @@ def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_fr
     return configs
 
 
-def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | None, progress: bool) -> list[dict]:
-    """Run every config in a process pool (spawned workers, one torch thread each)."""
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now (SIGTERM, then SIGKILL after 5 s)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own worker table
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+
+
+def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | None,
+            progress: bool) -> tuple[list[dict | None], bool]:
+    """Run every config in a process pool (spawned workers, one torch thread each).
+
+    Returns the results in ``configs`` order and whether Ctrl-C stopped the pool. Ctrl-C
+    (SIGINT to this process; the workers and the queue's manager ignore it) cancels the queued
+    runs and terminates the running ones at once; the runs finished by then keep their results,
+    the others are ``None``. SIGINT then stays ignored until :func:`compare` has written the
+    table of the finished runs (:func:`_restore_sigint`).
+    """
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
     keys = [f"{c.algo} s{c.seed}" for c in configs]
     total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(max(1, min(workers, len(configs))), mp_context=ctx,
-                                                       initializer=_init_worker) as pool:
+    manager = SyncManager(ctx=ctx)
+    manager.start(_ignore_sigint)  # a terminal's Ctrl-C reaches the whole process group
+    interrupted = False
+    with manager, ProcessPoolExecutor(max(1, min(workers, len(configs))), mp_context=ctx,
+                                      initializer=_init_worker) as pool:
         progress_queue = manager.Queue()
         futures = {pool.submit(_run_one, c.to_dict(), str(d), budget, progress_queue, k): k
-                   for c, d, k in zip(configs, run_dirs, keys)}
+                   for c, d, k in zip(configs, run_dirs, keys, strict=True)}
         bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
                    desc=f"{len(configs)} runs", dynamic_ncols=True)
         done_per_run: dict[str, float] = {}
@@ -173,15 +207,22 @@ def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | Non
                                         f"expl={expl:.4f}", refresh=False)
                 if budget:
                     bar.update(sum(done_per_run.values()) - bar.n)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            raise
-        if not budget:
+        except KeyboardInterrupt:  # (only the main thread receives it)
+            # further Ctrl-C are ignored until compare() has written the table (a second one must
+            # neither skip stopping the workers nor lose the finished runs' table)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            interrupted = True
+            bar.close()
+            _stop_workers(pool)
+            for key, run_dir in zip(keys, run_dirs, strict=True):  # finished, but the result was still in flight
+                if key not in results and (run_dir / "policy.npy").is_file():
+                    results[key] = {"run_dir": str(run_dir), "status": "done"}
+            print(f"\ninterrupt: stopped the workers; writing the table of the {len(results)} finished run(s)",
+                  file=sys.stderr, flush=True)
+        if not budget and not interrupted:
             bar.update(total - bar.n)
         bar.close()
-    return [results[k] for k in keys]
+    return [results.get(k) for k in keys], interrupted
 
 
 def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathLike, *, workers: int | None = None,
@@ -200,11 +241,16 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
           f"budget {budget if budget else 'common'} queries, {workers or os.cpu_count()} workers → {out}", flush=True)
     t0 = time.perf_counter()
-    results = run_all(configs, out, workers or os.cpu_count() or 1, budget, progress)
+    results, interrupted = run_all(configs, out, workers or os.cpu_count() or 1, budget, progress)
     wall = time.perf_counter() - t0
+    finished = [(cfg, res) for cfg, res in zip(configs, results, strict=True) if res is not None]
+    if interrupted and not finished:
+        _restore_sigint()
+        print("interrupted before any run finished; no table", file=sys.stderr)
+        return {"interrupted": True, "rows": [], "run_dirs": [], "logs": out / "logs"}
 
     runs: dict[str, list[dict[str, np.ndarray]]] = {}
-    for cfg, res in zip(configs, results):
+    for cfg, res in finished:
         arrays = runner.progress_arrays(res["run_dir"])
         if np.nanmax(arrays[QUERIES]) <= 0:
             print(f"note: {cfg.algo} seed {cfg.seed} made no oracle queries; left out of the query-budget table")
@@ -214,14 +260,22 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
                   f"{budget} (iteration cap {cfg.iterations}; raise --iterations)")
         runs.setdefault(cfg.algo, []).append(arrays)
     if not runs:
+        if interrupted:
+            _restore_sigint()
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
     rows = summarize(runs, common)
     header = (f"## {env_id}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
               f"Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e.")
+    if interrupted:
+        header += (f"\n\n**Interrupted (Ctrl-C): {len(finished)} of {len(configs)} runs finished; the table holds "
+                   "those only.**")
     md_path, csv_path = write_tables(rows, out, header)
+    if interrupted:
+        _restore_sigint()
     figures = plots.comparison_plots(runs, common, out, title=env_id)
     print((out / "table.md").read_text())
-    print(f"finished {len(results)} runs in {wall:.0f} s")
-    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows,
-            "run_dirs": [r["run_dir"] for r in results], "logs": out / "logs"}
+    print(f"{'interrupted after' if interrupted else 'finished'} {len(finished)} of {len(configs)} runs "
+          f"in {wall:.0f} s")
+    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows, "interrupted": interrupted,
+            "run_dirs": [res["run_dir"] for _, res in finished], "logs": out / "logs"}

@@ -10,9 +10,12 @@ with ``yaml.safe_load`` only (no ``eval``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.resources
 import inspect
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import yaml
 
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
-from prefzoo.envs.game import closest_hint
+from prefzoo.envs.checks import closest_hint
 
 RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}}
 CONFIG_DIR_ENV = "PREFZOO_CONFIG_DIR"  # overrides the packaged zoo_configs/ (tests, experiments)
@@ -71,14 +74,36 @@ def config_dir(override: str | os.PathLike | None = None) -> Path:
     """``override``, else ``$PREFZOO_CONFIG_DIR``, else the packaged ``prefzoo.zoo_configs``."""
     chosen = override or os.environ.get(CONFIG_DIR_ENV)
     if chosen:
+        if not Path(chosen).is_dir():
+            where = "--config-dir" if override else f"${CONFIG_DIR_ENV}"
+            raise ConfigError(f"{where} {chosen!r} is not a directory (it should hold <algo>.yml files)")
         return Path(chosen)
     return Path(str(importlib.resources.files("prefzoo.zoo_configs")))
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string: it wants a dot (1.0e-3); a user means a number
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+def as_numbers(value: Any) -> Any:
+    """``value`` with every string that spells a number (``1e-3``, ``-2E5``, ``inf``, ``nan``)
+    turned into that number, recursively; other values unchanged."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    if isinstance(value, dict):
+        return {key: as_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_numbers(item) for item in value]
+    return value
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """Parse a config file; a syntax error names the file and the line."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = as_numbers(yaml.safe_load(path.read_text()))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text YAML file (it is not valid UTF-8)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -113,7 +138,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"bad --hp override {pair!r}: expected key=value, e.g. beta=0.2")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = as_numbers(yaml.safe_load(raw))
         except yaml.YAMLError as err:
             raise ConfigError(f"bad --hp override {pair!r}: value is not valid YAML ({err})") from None
     return out
@@ -137,29 +162,79 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(**data)
+        """A config from ``config.yml``'s mapping; unknown or missing keys are a :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run config is a mapping, got {type(data).__name__}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in fields:
+                raise unknown("run config key", key, fields)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"run config lacks {', '.join(missing)}")
+        return cls(**as_numbers(data))
 
 
 def resolve(algo: str, env_id: str, seed: int = 0, overrides: dict[str, Any] | None = None,
             directory: str | os.PathLike | None = None, device: str | None = None) -> RunConfig:
     """YAML entry + overrides → a validated :class:`RunConfig` (runner keys split off).
 
-    ``device`` is set as the ``device`` hyperparameter when the constructor accepts one.
+    ``device`` (``--device``) is set as the ``device`` hyperparameter when the constructor
+    accepts one; it overrides a ``device`` of the config file, and one in ``overrides`` (``--hp
+    device=…``) that differs from it is an error (never silently dropped).
     """
     check_algo(algo)
-    check_env(env_id)
-    from_file = read_hyperparameters(algo, env_id, directory)
-    hyperparams = {**from_file, **(overrides or {})}
+    overrides = dict(overrides or {})
+    if device is not None and "device" in overrides and overrides["device"] != device:
+        raise ConfigError(f"device given twice: --device {device} and --hp device={overrides['device']}; pass one")
+    hyperparams = {**read_hyperparameters(algo, env_id, directory), **overrides}
     runner = {key: hyperparams.pop(key, default) for key, default in RUNNER_KEYS.items()}
-    check_hyperparameters(algo, hyperparams, source=f"{config_dir(directory) / (algo + '.yml')} or --hp")
     names = hyperparameter_names(algo)
     if device is not None and (names is None or "device" in names):
         hyperparams["device"] = device
-    for key in ("iterations", "eval_freq", "save_freq"):
-        value = runner[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "save_freq" else 1):
-            raise ConfigError(f"{key} must be a positive integer (save_freq: 0 disables), got {value!r}")
-    if not isinstance(runner["env_kwargs"], dict):
-        raise ConfigError(f"env_kwargs must be a mapping, got {runner['env_kwargs']!r}")
-    return RunConfig(algo=algo, env_id=env_id, seed=int(seed), **runner,
-                     hyperparams=dict(sorted(hyperparams.items())))
+    return validate(RunConfig(algo=algo, env_id=env_id, seed=seed, **runner, hyperparams=hyperparams),
+                    source=f"{config_dir(directory) / (algo + '.yml')} or --hp")
+
+
+def validate(cfg: RunConfig, source: str = "") -> RunConfig:
+    """The checks every run's config passes, fresh or resumed (a resumed run's ``config.yml``
+    may have been edited): a registered algorithm and env id, hyperparameter names the
+    constructor accepts, runner keys of the right type. Returns ``cfg`` with sorted
+    hyperparameters. The values themselves are checked when the algorithm is built."""
+    check_algo(cfg.algo)
+    check_env(cfg.env_id)
+    check_hyperparameters(cfg.algo, cfg.hyperparams, source=source)
+    for key, low in (("seed", 0), ("iterations", 1), ("eval_freq", 1), ("save_freq", 0)):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}{' (0 disables)' if key == 'save_freq' else ''}, "
+                              f"got {value!r}")
+    if not isinstance(cfg.env_kwargs, dict):
+        raise ConfigError(f"env_kwargs must be a mapping, got {cfg.env_kwargs!r}")
+    cfg.hyperparams = dict(sorted(cfg.hyperparams.items()))
+    return cfg
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """SHA-256 of the resolved config except ``iterations`` (extending a run is the one change a
+    resume accepts), stored in every checkpoint."""
+    return hashlib.sha256(json.dumps(fingerprint(cfg), sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """The config a checkpoint belongs to, flattened (``hyperparams.lr``, ``env_kwargs.n_actions``),
+    without ``iterations``."""
+    flat = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict) and key in ("hyperparams", "env_kwargs"):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        elif key != "iterations":
+            flat[key] = value
+    return flat
+
+
+def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two :func:`fingerprint` dicts (present in one only included)."""
+    unset = object()
+    return sorted(key for key in stored.keys() | current.keys() if stored.get(key, unset) != current.get(key, unset))

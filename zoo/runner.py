@@ -4,7 +4,15 @@ A run lives in ``<log_folder>/<algo>/<env>_<N>/`` (``env`` = the env id with ``/
 next free integer, as rl-baselines3-zoo's ``get_latest_run_id``) and holds ``config.yml`` (the
 resolved :class:`~prefzoo.zoo.config.RunConfig`, sorted), ``command.txt``, ``progress.csv``,
 TensorBoard events, ``evaluations.npz``, ``checkpoints/iter_<k>.pt`` and, at the end,
-``policy.npy`` (the final ``policy_probs()``).
+``policy.npy`` (the final ``policy_probs()``). One process writes a run directory at a time: it
+holds an exclusive ``fcntl.flock`` on ``.lock`` (its PID inside) for the run's whole life; a
+run that fails after writing its files gets a ``FAILED`` file with the error.
+
+Checkpoints are data only (:meth:`~prefzoo.algorithms.base.Algorithm.save`) and carry the hash
+of the resolved config (all of it but ``iterations``). Resuming validates ``config.yml`` as a
+fresh run would, refuses a config that differs from the checkpoint's (naming the changed keys),
+accepts ``iterations`` only to extend the run, and skips an unreadable latest checkpoint (empty,
+truncated, corrupted) for the previous intact one with a warning.
 
 Resuming loads the latest checkpoint (iteration k), keeps the ``progress.csv`` rows with
 ``time/iterations <= k`` and continues appending; TensorBoard reopens with ``purge_step = k+1``
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import os
 import re
 import shlex
@@ -23,25 +32,39 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 import yaml
-from stable_baselines3.common.logger import (CSVOutputFormat, HParam, HumanOutputFormat, Logger,
-                                             TensorBoardOutputFormat, filter_excluded_keys)
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    HParam,
+    HumanOutputFormat,
+    Logger,
+    TensorBoardOutputFormat,
+    filter_excluded_keys,
+)
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import prefzoo
-from prefzoo.zoo.config import ConfigError, RunConfig
+from prefzoo.algorithms.base import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, validate
 
 ITERATION_KEY = "time/iterations"
 WALL_TIME_KEYS = ("time/wall_s",)  # the only columns allowed to differ between identical runs
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 TB_ONLY = ("stdout", "log", "json", "csv")  # exclude-list for TensorBoard-only records
 NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
+LOCK_FILE = ".lock"  # flock'ed by the process that writes the run; holds its PID
+FAILED_FILE = "FAILED"  # written (with the error) when a run fails after writing its files
+
+
+class RunLockedError(ConfigError):
+    """Another process holds the run directory's lock."""
 
 
 # ---------------------------------------------------------------------- run directories
@@ -81,10 +104,74 @@ def latest_run_dir(log_folder: str | os.PathLike, algo: str, env_id: str) -> Pat
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """A run's ``config.yml``, validated as a fresh config is (:func:`~prefzoo.zoo.config.validate`)."""
     path = Path(run_dir) / "config.yml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yml)")
-    return RunConfig.from_dict(yaml.safe_load(path.read_text()))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path} is not a readable YAML config ({type(err).__name__})") from None
+    return validate(RunConfig.from_dict(data), source=str(path))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike):
+    """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` (PID written inside) for the block.
+
+    Raises:
+        RunLockedError: another process holds it (its PID named). The lock dies with its
+            process, so a killed run never leaves a stale lock.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(f"{run_dir} is in use by another process (PID {holder}, lock file {path}); "
+                             "one process writes a run directory at a time") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def intact_checkpoint(run_dir: str | os.PathLike) -> tuple[int | None, dict[str, Any] | None]:
+    """``(iteration, checkpoint)`` of the latest readable checkpoint, or ``(None, None)``.
+
+    An unreadable one (empty, truncated, corrupted) is skipped with a warning for the one
+    before it. One that asks to unpickle code is refused outright (``ConfigError``)."""
+    for iteration, path in sorted(checkpoints(run_dir).items(), reverse=True):
+        try:
+            return iteration, read_checkpoint(path)
+        except UnsafeCheckpointError as err:
+            raise ConfigError(str(err)) from None
+        except CheckpointError as err:
+            warnings.warn(f"{err}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
+    return None, None
+
+
+def check_resumable(cfg: RunConfig, checkpoint: dict[str, Any], iteration: int, run_dir: Path) -> None:
+    """``ConfigError`` unless ``cfg`` is the config the checkpoint was trained with, up to more
+    ``iterations`` (never fewer than the checkpoint's)."""
+    stored = checkpoint["meta"].get("config_sha256")
+    if stored != config_hash(cfg):
+        changed = changed_keys(checkpoint["meta"].get("config", {}), fingerprint(cfg))
+        raise ConfigError(f"{run_dir / 'config.yml'} differs from the config its checkpoint (iteration {iteration}) "
+                          f"was trained with: changed {', '.join(changed) or 'the config hash'}. A resume continues "
+                          "the same run; start a new run for a new config (only iterations may grow: "
+                          "--resume RUN --iterations N)")
+    if cfg.iterations < iteration:
+        raise ConfigError(f"iterations={cfg.iterations} is below the {iteration} iterations {run_dir} already has; "
+                          "a resume can only extend a run (nothing was changed)")
+
+
+def checkpoint_meta(cfg: RunConfig) -> dict[str, Any]:
+    return {"config_sha256": config_hash(cfg), "config": fingerprint(cfg)}
 
 
 def checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
@@ -233,6 +320,25 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
           verbose: bool | None = None, budget: int | None = None,
           report: Callable[[dict[str, float]], None] | None = None, command: str | None = None,
           handle_sigint: bool = True) -> dict[str, Any]:
+    """Run (or resume) ``cfg`` in ``run_dir`` under the directory's lock (:func:`run_lock`);
+    see :func:`_train` for the arguments. A run that fails once its files exist is marked with
+    a ``FAILED`` file holding the error (removed when a resume later finishes it)."""
+    run_dir = Path(run_dir)
+    cfg = validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        try:
+            return _train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose, budget=budget,
+                          report=report, command=command, handle_sigint=handle_sigint)
+        except Exception as err:
+            if (run_dir / "config.yml").is_file() and not isinstance(err, ConfigError):
+                (run_dir / FAILED_FILE).write_text(f"{type(err).__name__}: {err}\n")
+            raise
+
+
+def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbose: bool | None,
+           budget: int | None, report: Callable[[dict[str, float]], None] | None, command: str | None,
+           handle_sigint: bool) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in ``run_dir``; returns the last logged metrics and the status.
 
     Args:
@@ -244,19 +350,24 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
         handle_sigint: first Ctrl-C = stop at the next evaluation and checkpoint (off in
             ``compare``'s workers, whose parent handles Ctrl-C).
     """
-    run_dir = Path(run_dir)
     try:
         algo = build(cfg)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"cannot build {cfg.algo} on {cfg.env_id}: {err}") from None
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    saved = checkpoints(run_dir) if resume else {}
-    start = max(saved) if saved else None  # None: a fresh start (also a resume before any checkpoint)
+    start, checkpoint = intact_checkpoint(run_dir) if resume else (None, None)  # None: a fresh start
     if start is not None:
-        algo.load(saved[start])
+        check_resumable(cfg, checkpoint, start, run_dir)
+        if start == cfg.iterations and (run_dir / "policy.npy").is_file():
+            print(f"{run_dir} already finished its {start} iterations; nothing to do "
+                  f"(extend it with --iterations N > {start})", file=sys.stderr)
+            return {"run_dir": str(run_dir), "status": "already done", "iteration": start, "metrics": {},
+                    "seconds": 0.0}
+        algo.load_state_dict(checkpoint["state"])
         print(f"resuming {run_dir} from iteration {start}", file=sys.stderr)
-    elif not (resume and (run_dir / "config.yml").is_file()):
-        write_run_files(cfg, run_dir, command)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if not (resume and (run_dir / "config.yml").is_file()) or load_run_config(run_dir).iterations != cfg.iterations:
+        old_command = run_dir / "command.txt"
+        write_run_files(cfg, run_dir, old_command.read_text().strip() if resume and old_command.is_file() else command)
     logger = make_logger(run_dir, stdout=not progress if verbose is None else verbose, resume_iteration=start)
     algo.set_logger(logger)
     state: dict[str, Any] = {"stop": None, "metrics": {}, "logged": start}
@@ -291,7 +402,7 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
                 chunk = min(save_freq - algo.iteration % save_freq, cfg.iterations - algo.iteration)
                 algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
                 if algo.iteration % save_freq == 0 or state["stop"]:
-                    algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt")
+                    algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt", checkpoint_meta(cfg))
     except KeyboardInterrupt:
         bar.close()
         logger.close()
@@ -301,11 +412,12 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
         state["metrics"] = algo.evaluate()
         log_metrics(logger, state["metrics"], algo.iteration)
     if state["stop"] != "interrupted":
-        algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt")
+        algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt", checkpoint_meta(cfg))
         np.save(run_dir / "policy.npy", algo.policy_probs())
     bar.close()
     logger.close()
     write_evaluations(run_dir)
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
     if state["stop"] == "interrupted":
         print(f"interrupted at iteration {algo.iteration}; checkpoint saved. Resume with "
               f"`prefzoo train --resume {run_dir}`", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from prefzoo.algorithms.base import CheckpointError
 from prefzoo.zoo import runner
 from prefzoo.zoo.config import ConfigError, RunConfig
 
@@ -35,10 +36,16 @@ def load_policy(path: str | os.PathLike) -> tuple[RunConfig, np.ndarray, str]:
         raise ConfigError(f"{path}: expected a run directory, a checkpoint .pt or a policy .npy")
     cfg = runner.load_run_config(run_dir)
     if source.suffix == ".npy":
-        pi = np.load(source)
+        try:
+            pi = np.load(source, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"{source} is not a policy array ({str(err).splitlines()[0]})") from None
         label = f"{cfg.algo}/s{cfg.seed}"
     else:
-        algo = runner.build(cfg).load(source)
+        try:
+            algo = runner.build(cfg).load(source)
+        except CheckpointError as err:
+            raise ConfigError(str(err)) from None
         pi, label = algo.policy_probs(), f"{cfg.algo}/s{cfg.seed}@{algo.iteration}"
     return cfg, pi, label
 
@@ -61,7 +68,10 @@ def tournament(paths: list[str], out: str | os.PathLike = "results/tournament", 
         while label in names:  # two runs with the same algo and seed
             label += "'"
         names.append(label)
-        policies.append(game.check_policy(pi, label))
+        try:
+            policies.append(game.check_policy(pi, label))
+        except ValueError as err:  # a NaN, a wrong shape, rows off the simplex
+            raise ConfigError(f"{label}: {err}") from None
     names += ["π_ref", "Nash (β=0)"]
     policies += [game.ref, game.nash(0.0)]
     matrix = win_rate_matrix(game, policies)

@@ -137,7 +137,7 @@ def test_nash_md_token_level_mixture_cuts_the_regularized_exploitability():
 def test_nash_md_token_level_mixture_needs_a_sequence_policy():
     with pytest.raises(ValueError, match=r"mixture='token' .* sequence policy .* policy='tabular'"):
         prefzoo.make_algo("nash_md", "prefzoo/PrefBandit-Cyclic-v0", mode="sample", mixture="token")
-    with pytest.raises(ValueError, match=r"mixture must be one of \('sequence', 'token'\)"):
+    with pytest.raises(ValueError, match=r"unknown mixture 'tokens' \(did you mean 'token'\?\); expected one of \('sequence', 'token'\)"):
         prefzoo.make_algo("nash_md", tiny_env(), mode="sample", policy="gru", mixture="tokens")
 
 

@@ -218,7 +218,7 @@ def test_vector_env_rejects_malformed_action_batches(actions):
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="num_envs must be a positive integer"):
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
         PrefBanditVectorEnv(num_envs=0)
     with pytest.raises(ValueError, match="pass either game= or game arguments"):
         PrefBanditEnv(game=make_game("bt"), n_actions=4)

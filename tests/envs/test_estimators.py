@@ -156,11 +156,11 @@ def test_table_returns_copies():
 def test_bad_input():
     with pytest.raises(ValueError, match="did you mean 'digamma'"):
         est.table("digama", 8)
-    with pytest.raises(ValueError, match="K .* ≥ 2"):
+    with pytest.raises(ValueError, match="K must be an integer >= 2"):
         est.table("plugin", 1)
-    with pytest.raises(ValueError, match="m ≤ K−1 = 7"):
+    with pytest.raises(ValueError, match=r"m must be an integer in \[0, 7\]"):
         est.table("ustat", 8, m=8)
-    with pytest.raises(ValueError, match="integer option m"):
+    with pytest.raises(ValueError, match="ustat needs its option m"):
         est.table("ustat", 8)
     with pytest.raises(TypeError, match="did you mean 'eps'"):
         est.table("aqp", 8, esp=1.0)

@@ -296,9 +296,9 @@ def test_bad_oracle_indices_and_beta():
         game.prob(-1, 0, 0)
     with pytest.raises(ValueError, match="integer indices"):
         game.compare(0, 1.0, 0)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         game.exploitability(game.ref, -0.1)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         game.nash(-1)
     assert (game.queries, game.exact_calls) == (0, 0)
 
@@ -313,3 +313,24 @@ def test_small_games_enumerate():
         expected = (game.rho[0] * (game.P[0, :, a].max() - 0.5)
                     + game.rho[1] * (game.P[1, :, b].max() - 0.5))
         assert game.exploitability(pi) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("rho", np.full(2, np.nan), "rho must be finite"),
+    ("rho", np.array([0.7, 0.7]), "rho must sum to 1; it sums to 1.4"),
+    ("rho", np.array([1.5, -0.5]), "rho must be non-negative"),
+    ("rho", np.ones(3) / 3, r"rho must have shape \[2\]"),
+    ("features", np.array([[0.0, np.inf], [1.0, 2.0]]), "features must be finite"),
+    ("features", np.ones(2), r"features must have shape \[2, any\]"),
+    ("rewards", np.array([[0.0, np.nan], [1.0, 2.0]]), "rewards must be finite"),
+])
+def test_context_weights_features_and_rewards_are_validated(field, value, match):
+    """NaN or malformed arrays are refused when the game is built, so no metric is silently NaN and
+    ``sample_contexts`` never sees a NaN ρ."""
+    P = np.full((2, 2, 2), 0.5)
+    ref = np.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match=match):
+        PreferenceGame(P, ref, **{field: value})
+    game = PreferenceGame(P, ref, rho=np.array([0.25, 0.75]))
+    contexts = game.sample_contexts(40_000, np.random.default_rng(0))
+    assert abs(contexts.mean() - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 40_000)
