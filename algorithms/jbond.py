@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from prefzoo.envs import metrics
 from prefzoo.envs.checks import check_probability
 
 from .base import Algorithm
@@ -102,4 +103,4 @@ class JBOND(Algorithm):
         with torch.no_grad():
             for anchor_p, p in zip(self.anchor.parameters(), self.policy.parameters(), strict=True):
                 anchor_p.lerp_(p, self.gamma)
-        return {"train/loss": loss}
+        return {metrics.LOSS: loss}

@@ -12,6 +12,7 @@ from scipy.special import log_softmax
 from torch import nn
 from torch.nn import functional as F
 
+from prefzoo.envs import metrics
 from prefzoo.envs.checks import check_choice, check_real
 
 from .base import Algorithm
@@ -64,6 +65,17 @@ def nce_loss(score_winner, score_noise, weight_winner=None, weight_noise=None):
     return -((weight_winner * pos).sum() + (weight_noise * neg).sum())
 
 
+def context_offset(algo: Algorithm, learned: bool = True) -> nn.Embedding:
+    """The per-context offset c(x) of the regression losses (it absorbs the log-partition), zero at
+    the start and trained with the policy when ``learned``."""
+    offset = nn.Embedding(algo.game.n_contexts, 1).to(algo.device)
+    nn.init.zeros_(offset.weight)
+    offset.requires_grad_(learned)
+    if algo.optimizer is not None and learned:
+        algo.optimizer.add_param_group({"params": offset.parameters()})
+    return offset
+
+
 class WIND(Algorithm):
     """WIND (win-rate dominance) for max_π min_π' P(π≻π') − βKL(π‖μ) + βKL(π'‖μ), μ = π_ref.
 
@@ -102,23 +114,24 @@ class WIND(Algorithm):
                  policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
         beta = check_real("beta", beta, 0, low_open=True)  # WIND solves the regularized game
-        eta = check_real("eta", eta, 0, 1 / beta, low_open=True)  # the step needs 0 < eta*beta <= 1
+        eta = check_real("eta", eta, 0, low_open=True)
+        if eta * beta > 1:
+            raise ValueError(f"eta must be <= 1/beta = {1 / beta:g} (WIND's step needs eta*beta <= 1), got eta={eta:g}")
         check_choice("loss", loss, LOSSES)
         check_choice("offset", offset, OFFSETS)
         if eta_decay is not None and not isinstance(eta_decay, (bool, np.bool_)):
             raise TypeError(f"eta_decay must be True, False or None, got {eta_decay!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        self.beta, self.eta, self.loss, self.offset_kind = beta, eta, loss, offset
+        self.beta, self.eta, self.loss = beta, eta, loss
         self.eta_decay = mode == "sample" if eta_decay is None else eta_decay
-        self.log_ref = np.log(self.game.ref)
-        self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
-        nn.init.zeros_(self.offset.weight)
-        self.offset.requires_grad_(offset == "learned")
-        if self.optimizer is not None and offset == "learned":
-            self.optimizer.add_param_group({"params": self.offset.parameters()})
+        self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
+        self.offset = context_offset(self, learned=offset == "learned")
 
     def target_policy(self):
         return self.game.nash(self.beta)
+
+    def regularization(self) -> float:
+        return self.beta
 
     def step_size(self) -> float:
         """η_t for the coming iteration."""
@@ -128,7 +141,7 @@ class WIND(Algorithm):
         eta = self.step_size()
         if self.mode == "exact":
             self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
-            return {"train/eta": eta}
+            return {metrics.ETA: eta}
         x, y = self.sample_batch(self.batch_size)
         y2 = self.sample_responses(x)
         b = self.compare(x, y, y2)
@@ -147,4 +160,4 @@ class WIND(Algorithm):
             winner = torch.where(label[:n] > 0.5, pair, pair + n)
             return nce_loss(score[winner], score)
 
-        return {"train/loss": self.fit(loss_fn), "train/eta": eta}
+        return {metrics.LOSS: self.fit(loss_fn), metrics.ETA: eta}

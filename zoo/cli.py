@@ -15,7 +15,7 @@ from pathlib import Path
 
 import prefzoo
 from prefzoo.algorithms.base import CheckpointError
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import config, papers, runner
 from prefzoo.zoo.config import ConfigError
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
 from prefzoo.zoo.estimators_cli import cmd_estimators
@@ -127,14 +127,8 @@ Results
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     """Regenerate a paper's claims (figures + report with verdicts) on prefzoo games."""
-    from prefzoo.zoo import reproduce
-
-    out = args.out or f"results/reproduce_{args.paper}"
-    result = reproduce.reproduce(args.paper, out, seeds=args.seeds, quick=args.quick, progress=args.progress)
-    report = result["report"]
-    summary = report.read_text().split("## Summary", 1)[1].split("\n## ", 1)[0].strip()
-    pngs = "\n".join(f"    {p}" for p in result["pngs"])
-    print(f"\n{summary}\n\nreport: {report}\nplots:\n{pngs}\n{reproduce.result_line(result['headline'])}")
+    summary = papers.reproduce(args.paper, args.out, seeds=args.seeds, quick=args.quick, progress=args.progress)
+    print("\n" + papers.format_summary(summary))
 
 
 def _device(args: argparse.Namespace, overrides: dict) -> str | None:
@@ -159,19 +153,16 @@ def int_at_least(low: int):
     return parse
 
 
-def writable_dir(path: str | os.PathLike, flag: str) -> Path:
-    """``path`` as a folder this process can write (created if missing), else a ``ConfigError``
-    naming ``flag``: an existing file, a read-only or uncreatable folder."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{flag} {path}: cannot create it ({err.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path} is not writable")
-    return path
+def writable_dir(path: str | os.PathLike, flag: str) -> None:
+    """``ConfigError`` naming ``flag`` unless ``path`` is a folder this process can write, or can
+    be created (its nearest existing ancestor is a writable folder); creates nothing."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path if existing == path else existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} is not writable" if existing == path else
+                          f"{flag} {path} cannot be created: {existing} is not writable")
 
 
 def _tensorboard() -> str:
@@ -258,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimators_parser(sub)
 
     p = sub.add_parser("reproduce", help="regenerate a paper's checkable claims: figures + markdown report")
-    p.add_argument("paper", choices=["wind"], help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
+    p.add_argument("paper", choices=sorted(papers.PAPERS),
+                   help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
     p.add_argument("--out", default=None, help="output folder (default: results/reproduce_<paper>)")
     p.add_argument("--seeds", nargs="+", type=int_at_least(0), default=[0, 1, 2],
                    help="seeds of the sample-mode timing runs (default 0 1 2)")

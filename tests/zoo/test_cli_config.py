@@ -53,7 +53,7 @@ def test_bad_overrides():
         config.parse_overrides(["beta"])
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.parse_overrides(["beta=[0.1, 0.2"])
-    with pytest.raises(ConfigError, match="iterations must be a positive integer"):
+    with pytest.raises(ConfigError, match="iterations must be an integer >= 1"):
         config.resolve("wind", ENV, overrides={"iterations": "many"})
     assert config.parse_overrides(["policy=mlp", "lr=!!float 1e-3", "env_kwargs={n_actions: 4}"]) == {
         "policy": "mlp", "lr": 1e-3, "env_kwargs": {"n_actions": 4}}
