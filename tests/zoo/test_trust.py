@@ -318,3 +318,18 @@ def test_a_run_that_fails_midway_is_marked_failed(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError):
         runner.train(cfg, run_dir, progress=False)
     assert (run_dir / runner.FAILED_FILE).read_text() == "FloatingPointError: boom\n"
+
+
+INT_FLAGS = {"train": {"--seed": 0, "--iterations": 1, "--eval-freq": 1, "--save-freq": 0, "--threads": 0},
+             "compare": {"--seeds": 0, "--workers": 1, "--budget": 1, "--iterations": 1, "--eval-freq": 1,
+                         "--threads": 0},
+             "demo": {"--workers": 1, "--budget": 1, "--threads": 0}}
+REQUIRED = {"train": ("--algo", "wind", "--env", ENV), "compare": ("--algos", "wind", "--env", ENV), "demo": ()}
+FLAG_CASES = [(cmd, flag, value) for cmd, flags in INT_FLAGS.items() for flag, low in flags.items()
+              for value in ("nan", "inf", "-1", "2.5", "abc", "") + (("0",) if low == 1 else ())]
+
+
+@pytest.mark.parametrize("cmd,flag,value", FLAG_CASES, ids=[f"{c}{f}={v!r}" for c, f, v in FLAG_CASES])
+def test_every_integer_flag_refuses_bad_values_with_exit_2(tmp_path, capsys, cmd, flag, value):
+    assert cli(cmd, *REQUIRED[cmd], flag, value, "--no-progress") == 2
+    assert f"argument {flag}: expected an integer >= {INT_FLAGS[cmd][flag]}" in capsys.readouterr().err
