@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
+from prefzoo.envs import duel
 from prefzoo.envs.game import PreferenceGame, closest_hint
+from prefzoo.envs.metrics import DUEL_STRONG_REGRET, DUEL_WEAK_REGRET
 
 from .policies import make_policy
 
@@ -108,6 +110,7 @@ class Algorithm:
         self.queries = 0  # this run's oracle comparisons
         self.samples = 0  # this run's responses drawn from the policy
         self.wall_s = 0.0
+        self.duel_regret = duel.QueriedRegret()  # regret of the compared pairs (exact games)
         self.logger = Logger(folder=None, output_formats=[])
         self.pi = self.game.ref.copy()  # exact-mode state
         self.policy = self.optimizer = None
@@ -139,6 +142,8 @@ class Algorithm:
         before = self.game.queries
         wins = self.game.compare(contexts, y, y2, self.rng)
         self.queries += self.game.queries - before
+        if self.game.exact:
+            self.duel_regret.add(self.game.P, contexts, y, y2)
         return wins.astype(np.float64)
 
     def sample_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +193,8 @@ class Algorithm:
         target = self.target_policy()
         if target is not None:
             metrics["game/kl_to_target"] = game.expectation(game.kl(target, pi))
+        if self.duel_regret.pairs:
+            metrics[DUEL_WEAK_REGRET], metrics[DUEL_STRONG_REGRET] = self.duel_regret.averages()
         return metrics
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
@@ -219,7 +226,7 @@ class Algorithm:
     def state_dict(self) -> dict[str, Any]:
         state = {"class": type(self).__name__, "iteration": self.iteration, "queries": self.queries,
                  "samples": self.samples, "wall_s": self.wall_s, "pi": self.pi,
-                 "rng": self.rng.bit_generator.state}
+                 "rng": self.rng.bit_generator.state, "duel_regret": self.duel_regret.state()}
         if self.policy is not None:
             state["policy"] = self.policy.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -234,6 +241,7 @@ class Algorithm:
         self.iteration, self.queries, self.samples = state["iteration"], state["queries"], state["samples"]
         self.wall_s, self.pi = state["wall_s"], state["pi"]
         self.rng.bit_generator.state = state["rng"]
+        self.duel_regret.load(state["duel_regret"])
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
