@@ -32,6 +32,8 @@ the better floor in every seed's mean (``none`` if no size).
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -56,11 +58,19 @@ ONLINE_EVAL_FREQ = 4  # iterations between evaluations of the online algorithms
 FIGURE_COPY = Path(__file__).parent / "figures" / "query_floor.png"
 
 
+@functools.cache
+def shared_game(game: str):
+    """One game object per worker process and game, so that its cached equilibria (the LP Nash of
+    ``game/win_rate_vs_nash`` takes minutes on the token game) are solved once; algorithms count
+    their own queries, so runs may share it."""
+    if game == "token":
+        return gym.make(TOKEN).unwrapped.game
+    return gym.make(BANDIT, n_contexts=N_CONTEXTS, n_actions=int(game[1:]), seed=0).unwrapped.game
+
+
 def make_env(game: str):
     """``game`` = "Y<n>" (a PrefBandit-Cyclic game with n responses) or "token"."""
-    if game == "token":
-        return gym.make(TOKEN)
-    return gym.make(BANDIT, n_contexts=N_CONTEXTS, n_actions=int(game[1:]), seed=0)
+    return gym.make(TOKEN if game == "token" else BANDIT, game=shared_game(game))
 
 
 def floor_batch(env) -> int:
@@ -103,7 +113,7 @@ def summary(values, cap=None) -> tuple[float, int, bool]:
     return float(np.where(np.isfinite(v), v, cap if cap else np.nan).mean()), reached, reached < len(v)
 
 
-def plot(games, sizes, table, caps, path: Path) -> None:
+def plot(games, sizes, table, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,23 +122,24 @@ def plot(games, sizes, table, caps, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = [f"estimate_then_solve ({a})" if a in FLOORS else a for a in FLOORS + ONLINE]
-    for color, algo, name in zip(colors, FLOORS + ONLINE, names, strict=False):
-        xs, ys, open_ = [], [], []
-        for game, size in zip(games, sizes, strict=True):
-            mean, reached, bound = table[game, algo]
-            if np.isfinite(mean):
-                xs.append(size), ys.append(mean), open_.append(bound)
-        bandit = [i for i, g in enumerate(games) if g != "token" and i < len(xs)]
-        ax.plot([xs[i] for i in bandit], [ys[i] for i in bandit], "-", color=color, lw=1.5, label=name)
-        for x, y, is_bound in zip(xs, ys, open_, strict=True):
-            marker = "^" if is_bound else ("*" if x == 781 else "o")
-            ax.plot(x, y, marker, color=color, ms=10 if marker == "*" else 6,
-                    mfc="none" if is_bound else color)
-    ax.set_xscale("log", base=2)
+    for k, (color, algo, name) in enumerate(zip(colors, FLOORS + ONLINE, names, strict=False)):
+        points = [(size, *table[game, algo]) for game, size in zip(games, sizes, strict=True)]
+        reached = [(x, mean) for x, mean, _, bound in points if x != 781 and not bound]
+        xs, ys = [x for x, _ in reached], [y for _, y in reached]
+        ax.plot(xs, ys, "-o", color=color, lw=1.5, label=name)
+        for x, mean, _, bound in points:
+            if bound:  # hollow triangle at the cap, nudged sideways per algorithm so that equal caps stay visible
+                ax.plot(x * 1.06 ** (k - 2), mean, "^", color=color, ms=8, mfc="none")
+            elif x == 781:
+                ax.plot(x, mean, "*", color=color, ms=11)
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("|Y| responses per context (★: TokenGame-v0, 781 sequences)")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("|Y| responses per context" + (" (★: TokenGame-v0, 781 sequences)" if "token" in games else ""))
     ax.set_ylabel("oracle queries to KL 0.01 (SPPO: exploitability 0.02)")
-    ax.set_title(f"The query floor (β = {BETA}, {N_CONTEXTS} contexts; △ = not reached, a lower bound)")
+    ax.set_title(f"The query floor (β = {BETA}, {N_CONTEXTS} contexts)\n△: not reached within the cap (a lower bound)",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -155,11 +166,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (processes)")
     parser.add_argument("--out", default="results/query_floor", help="folder of the PNG and table")
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES), help="|Y| of the bandit games")
     parser.add_argument("--quick", action="store_true", help="|Y| ∈ {6, 16}, one seed (smoke test)")
     parser.add_argument("--token", action="store_true", help="also TokenGame-v0 (781 sequences; slow, see above)")
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.quick else args.seeds
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = QUICK_SIZES if args.quick else tuple(args.sizes)
     games = [f"Y{n}" for n in sizes] + (["token"] if args.token else [])
     game_sizes = list(sizes) + ([781] if args.token else [])
     start = time.perf_counter()
@@ -196,14 +208,19 @@ def main() -> None:
                       and not table[g, "wind"][2] and table[g, "wind"][0] < floor_of[g][0]), "none")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(games, game_sizes, table, caps, out / "query_floor.png")
+    plot(games, game_sizes, table, out / "query_floor.png")
     if not args.quick:
         FIGURE_COPY.parent.mkdir(parents=True, exist_ok=True)
         FIGURE_COPY.write_bytes((out / "query_floor.png").read_bytes())
     (out / "table.md").write_text("\n".join(lines) + "\n")
+    per_seed = {f"{g}/{a}": [results[g, a, s][0] for s in seeds] for g in games for a in FLOORS + ONLINE}
+    (out / "queries_to_target.json").write_text(json.dumps({"caps": caps, "per_seed": per_seed}, indent=1))
     print("\n".join(lines))
     print(f"\nplot: {out / 'query_floor.png'}; total wall {time.perf_counter() - start:.0f} s "
           f"on {args.workers} workers ({os.cpu_count()} cores)")
+    if not sizes:  # token game only
+        print(f"RESULT floor_over_wind_token={ratios['token']}")
+        return
     last = games[len(sizes) - 1]
     print(f"RESULT floor_over_wind_Y{sizes[0]}={ratios[games[0]]} floor_over_wind_Y{sizes[-1]}={ratios[last]} "
           f"crossover_Y={crossover}")
