@@ -78,7 +78,6 @@ def test_policy_error_shrinks_at_the_statistical_rate():
                 for s in range(60)]
         kls.append(np.mean(runs))
     slope = np.polyfit(np.log([16, 64, 256]), np.log(kls), 1)[0]
-    print(kls, slope)
     assert -1.2 < slope < -0.8, (kls, slope)
 
 
