@@ -116,6 +116,10 @@ class EstimateThenSolve(Algorithm):
         if not 0 < explore <= 1:
             raise ValueError(f"explore must be in (0, 1], got {explore!r}")
         super().__init__(env, seed, mode, batch_size=batch_size)
+        if not self.game.exact:
+            raise ValueError(f"estimate_then_solve solves the estimated game with the game's own exact solvers, so "
+                             f"it needs an enumerable game with exact services (game.exact); "
+                             f"{type(self.game).__name__} has none")
         self.policy = self.optimizer = None  # no trained policy: the solution of P̂ is self.pi
         self.beta, self.allocation = float(beta), allocation
         self.prior_count, self.explore = float(prior_count), float(explore)
@@ -129,6 +133,9 @@ class EstimateThenSolve(Algorithm):
 
     def target_policy(self):
         return self.game.nash(self.beta) if self.beta > 0 else None
+
+    def regularization(self) -> float:
+        return self.beta
 
     def policy_probs(self) -> np.ndarray:
         return self.pi.copy()

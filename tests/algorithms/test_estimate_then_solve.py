@@ -123,5 +123,5 @@ def test_errors():
             prefzoo.make_algo("estimate_then_solve", "prefzoo/PrefBandit-v0", **kwargs)
     game = make_game("bt", n_contexts=2, n_actions=3)
     game.exact = False  # what a game too large to enumerate declares (e.g. a LargeTokenGame)
-    with pytest.raises(ValueError, match="enumerate"):
+    with pytest.raises(ValueError, match="exact services"):
         prefzoo.make_algo("estimate_then_solve", PrefBanditEnv(game=game))
