@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from prefzoo.envs import metrics
 from prefzoo.envs.answer import UTILITIES, estimator_tables, group_counts, group_rewards
 from prefzoo.envs.estimators import table
 from prefzoo.envs.game import closest_hint
@@ -105,7 +106,7 @@ class AQPALFT(Algorithm):
                              f"got {estimator!r} (or set pool_window=1)")
         super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)
         self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
-        self.clip, self.kl_coef, self.n_epochs, self.advantage = clip, beta, int(n_epochs), advantage
+        self.clip, self.beta, self.advantage = clip, beta, advantage
         self.pool_window = int(pool_window)
         self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)
         self.log_target = np.log(self.game.target)
@@ -150,8 +151,8 @@ class AQPALFT(Algorithm):
             advantages = group_advantages(r)
         else:
             advantages = r - r.mean(-1, keepdim=True) if self.advantage == "mean" else r
-        loss = clipped_policy_update(self, x, y, advantages.reshape(-1), self.clip, self.kl_coef)
-        return {"train/loss": loss, "train/reward_mean": float(rewards.mean())}
+        loss = clipped_policy_update(self, x, y, advantages.reshape(-1), self.clip, self.beta)
+        return {metrics.LOSS: loss, metrics.REWARD_MEAN: float(rewards.mean())}
 
     # ------------------------------------------------------------------ exact metrics
     def evaluate(self) -> dict[str, float]:
@@ -161,10 +162,10 @@ class AQPALFT(Algorithm):
         the answer game's payoff is F, not the inherited P."""
         game, pi = self.game, self.policy_probs()
         return {
-            "alft/objective": game.objective(pi, self.utility),
-            "alft/kl_answer_to_target": game.kl_answer_to_target(pi, self.utility),
-            "game/kl_to_ref": game.expectation(game.kl(pi, game.ref)),
-            "cost/queries": self.queries,
-            "cost/samples": self.samples,
-            "time/wall_s": self.wall_s,
+            metrics.ALFT_OBJECTIVE: game.objective(pi, self.utility),
+            metrics.ALFT_KL_TO_TARGET: game.kl_answer_to_target(pi, self.utility),
+            metrics.KL_TO_REF: game.expectation(game.kl(pi, game.ref)),
+            metrics.QUERIES: self.queries,
+            metrics.SAMPLES: self.samples,
+            metrics.WALL_S: self.wall_s,
         }

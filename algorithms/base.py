@@ -1,11 +1,15 @@
-"""The thin base every prefzoo algorithm shares: the learn loop, exact metrics, save/load.
+"""The thin base every prefzoo algorithm shares: the game check, the learn loop, metrics, save/load.
 
-A subclass implements ``step()`` (one iteration, returning its training diagnostics) and sets up
-its state in ``__init__``; in ``exact`` mode the state is a numpy policy ``self.pi`` [X, Y], in
-``sample`` mode a torch policy ``self.policy`` trained with ``self.optimizer``. Metrics always come
-from the exact game (design §6), never from the algorithm's own samples (on a game too large to
-enumerate, ``game.exact`` False, they are off and only costs are reported), and query costs are
-read from the game's counters.
+A subclass declares what it needs of a game — the game kinds it plays (``supported_games``; by
+default every game whose payoff is its pairwise preference), its modes (``exact`` mode needs a game
+with exact services) and whether its sample mode reads every response (``needs_enumeration``) — and
+the base checks those declarations against the game's own (``game.kind``, ``game.pairwise``,
+``game.exact``, ``game.enumerable``) once (:func:`unmet_need`). It implements ``step()`` (one
+iteration, returning its training diagnostics) and sets up its state in ``__init__``; in
+``exact`` mode the state is a numpy policy ``self.pi`` [X, Y], in ``sample`` mode a torch policy
+``self.policy`` trained with ``self.optimizer``. Metrics come from the exact game (design §6),
+never from the algorithm's own samples; a game without exact services reports its own estimates
+(``game.estimate_metrics``) besides the costs, which are read from the game's counters.
 """
 
 from __future__ import annotations
@@ -20,23 +24,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
-from prefzoo.envs import duel
-from prefzoo.envs.game import PreferenceGame, closest_hint
-from prefzoo.envs.metrics import DUEL_STRONG_REGRET, DUEL_WEAK_REGRET
+from prefzoo.envs import duel, metrics
+from prefzoo.envs.game import closest_hint
+from prefzoo.envs.oracle import PreferenceOracle
 
 from .policies import make_policy
 
 MODES = ("exact", "sample")
-GAME_KINDS = ("bandit", "token", "answer")
-
-
-def game_kind(game: PreferenceGame) -> str:
-    """``answer`` (an ALFT :class:`~prefzoo.envs.answer.AnswerGame`), ``token`` (a
-    :class:`~prefzoo.envs.token.TokenGame`) or ``bandit`` (any other preference game)."""
-    from prefzoo.envs.answer import AnswerGame
-    from prefzoo.envs.token import TokenGame
-
-    return "answer" if isinstance(game, AnswerGame) else "token" if isinstance(game, TokenGame) else "bandit"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -61,11 +55,32 @@ def as_env(env: str | gym.Env) -> gym.Env:
     return env
 
 
+def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, mode: str) -> str | None:
+    """What ``algorithm`` (a class, or an instance with its settings) needs in ``mode`` that ``game``'s
+    declarations (``kind``, ``pairwise``, ``exact``, ``enumerable``) do not offer, or None."""
+    kinds = algorithm.supported_games
+    if not (game.kind in kinds if kinds else game.pairwise):
+        return (f"plays games of kind {' / '.join(kinds)}" if kinds
+                else "plays games whose payoff is the pairwise preference")
+    if mode == "exact" and not game.exact:
+        return "in exact mode reads the game's exact services (a dense P, expectations over every response)"
+    if algorithm.needs_enumeration and not game.enumerable:
+        return (f"in {mode} mode with these settings reads every response's probability or the whole policy "
+                "each iteration")
+    return None
+
+
+def plays(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle) -> bool:
+    """Whether ``algorithm`` plays ``game`` in at least one of its modes."""
+    return any(unmet_need(algorithm, game, mode) is None for mode in algorithm.supported_modes)
+
+
 class Algorithm:
     """Base class: ``learn`` → ``step`` per iteration, ``evaluate`` from the exact game.
 
     Args:
-        env: an env id or a made env whose ``unwrapped.game`` is a :class:`PreferenceGame`.
+        env: an env id or a made env whose ``unwrapped.game`` is a
+            :class:`~prefzoo.envs.oracle.PreferenceOracle` (every prefzoo game is one).
         seed: seeds the algorithm's numpy generator and the torch initialization.
         mode: ``"exact"`` (closed-form tabular update from exact expectations) or ``"sample"``
             (counted comparisons only; a torch policy trained by gradient steps).
@@ -77,10 +92,10 @@ class Algorithm:
     """
 
     supported_modes: ClassVar[tuple[str, ...]] = MODES
-    # game kinds (:func:`game_kind`) the algorithm's loss is meant for; preference algorithms do
-    # not play the answer-level (ALFT) game, whose utility is not the inherited sequence P
-    supported_games: ClassVar[tuple[str, ...]] = ("bandit", "token")
-    beta: float = 0.0  # regularization of the game the algorithm solves (0: unregularized)
+    # game kinds (``game.kind``) the algorithm's loss is meant for; None: every game whose payoff is
+    # its pairwise preference (``game.pairwise``), whatever its kind, so a new kind of preference game
+    # is played without editing the algorithms
+    supported_games: ClassVar[tuple[str, ...] | None] = None
     needs_enumeration: bool = False  # sample mode too reads every response (a dense P, all log-probs, π each step)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
@@ -91,18 +106,9 @@ class Algorithm:
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.env = as_env(env)
-        self.game: PreferenceGame = self.env.unwrapped.game
-        if game_kind(self.game) not in self.supported_games:
-            raise ValueError(f"{type(self).__name__} plays {' / '.join(self.supported_games)} games, got a game of "
-                             f"kind {game_kind(self.game)!r} ({type(self.game).__name__}); see each algorithm's "
-                             "supported_games")
-        if not self.game.exact and (mode == "exact" or self.needs_enumeration):
-            raise ValueError(
-                f"{type(self).__name__} in {mode} mode with these settings reads the enumerated game (exact "
-                f"expectations, every response's probability or the exact policy each iteration), but this game has "
-                f"{self.game.n_actions:,} responses per context, too many to enumerate; use mode='sample' with an "
-                f"algorithm that only samples and compares (e.g. wind, or nash_md with mixture='token')")
-        self.seed, self.mode, self.policy_kind = seed, mode, policy
+        self.game: PreferenceOracle = self.env.unwrapped.game
+        self._check_game(mode)
+        self.seed, self.mode = seed, mode
         self.lr, self.batch_size, self.grad_steps = lr, int(batch_size), int(grad_steps)
         self.device = resolve_device(device)
         self.rng = np.random.default_rng(seed)
@@ -112,13 +118,26 @@ class Algorithm:
         self.wall_s = 0.0
         self.duel_regret = duel.QueriedRegret()  # regret of the compared pairs (exact games)
         self.logger = Logger(folder=None, output_formats=[])
-        self.pi = self.game.ref.copy()  # exact-mode state
+        self.pi = None if self.game.ref is None else self.game.ref.copy()  # exact-mode state
         self.policy = self.optimizer = None
         if mode == "sample":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.policy = make_policy(policy, self.game, self.device)
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+
+    def _check_game(self, mode: str) -> None:
+        """Refuse a game whose declarations do not meet this algorithm's (:func:`unmet_need`)."""
+        need = unmet_need(self, self.game, mode)
+        if need is None:
+            return
+        from . import ALGORITHMS  # the registry imports this module
+
+        game = self.game
+        players = [key for key, cls in ALGORITHMS.items() if plays(cls, game)]
+        raise ValueError(f"{type(self).__name__} {need}, but this game ({type(game).__name__}) is of kind "
+                         f"{game.kind!r} with pairwise={game.pairwise}, exact={game.exact}, "
+                         f"enumerable={game.enumerable}; algorithms that play it (default settings): {players}")
 
     # ------------------------------------------------------------------ to implement
     def step(self) -> dict[str, float]:
@@ -128,6 +147,11 @@ class Algorithm:
     def target_policy(self) -> np.ndarray | None:
         """The algorithm's own exact limit point (for ``game/kl_to_target``), or None."""
         return None
+
+    def regularization(self) -> float:
+        """β of the regularized game max_π min_π' P(π≻π') − βKL(π‖π_ref) + βKL(π'‖π_ref) the algorithm
+        solves, where ``game/reg_exploitability`` is measured; 0 (default): the unregularized game."""
+        return 0.0
 
     # ------------------------------------------------------------------ shared plumbing
     def policy_probs(self) -> np.ndarray:
@@ -174,28 +198,30 @@ class Algorithm:
         return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
 
     def evaluate(self) -> dict[str, float]:
-        """The exact metrics of design §6 for the current policy. On a game too large to enumerate
-        (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.LargeTokenGame`) the ``game/``
-        metrics are off: only ``cost/queries``, ``cost/samples`` and ``time/wall_s``."""
-        costs = {"cost/queries": self.queries, "cost/samples": self.samples, "time/wall_s": self.wall_s}
-        if not self.game.exact:
-            return costs
-        game, pi = self.game, self.policy_probs()
-        metrics = {
-            "game/exploitability": game.exploitability(pi),
-            "game/kl_to_ref": game.expectation(game.kl(pi, game.ref)),
-            "game/win_rate_vs_ref": game.expectation(game.win_rate(pi, game.ref)),
-            "game/win_rate_vs_nash": game.expectation(game.win_rate(pi, game.nash(0.0))),
+        """The exact metrics of design §6 for the current policy. On a game without exact services
+        (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.TokenOracle`) the ``game/``
+        metrics are off: the game's own estimates (:meth:`~prefzoo.envs.oracle.PreferenceOracle.estimate_metrics`,
+        drawn with a generator of their own so that evaluating never changes training) and the costs."""
+        costs = {metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
+        game = self.game
+        if not game.exact:
+            return {**game.estimate_metrics(self.policy, np.random.default_rng([self.seed, self.iteration])), **costs}
+        pi = self.policy_probs()
+        out = {
+            metrics.EXPLOITABILITY: game.exploitability(pi),
+            metrics.KL_TO_REF: game.expectation(game.kl(pi, game.ref)),
+            metrics.WIN_RATE_VS_REF: game.expectation(game.win_rate(pi, game.ref)),
+            metrics.WIN_RATE_VS_NASH: game.expectation(game.win_rate(pi, game.nash(0.0))),
             **costs,
         }
-        if self.beta > 0:
-            metrics["game/reg_exploitability"] = game.exploitability(pi, self.beta)
+        if self.regularization() > 0:
+            out[metrics.REG_EXPLOITABILITY] = game.exploitability(pi, self.regularization())
         target = self.target_policy()
         if target is not None:
-            metrics["game/kl_to_target"] = game.expectation(game.kl(target, pi))
+            out[metrics.KL_TO_TARGET] = game.expectation(game.kl(target, pi))
         if self.duel_regret.pairs:
-            metrics[DUEL_WEAK_REGRET], metrics[DUEL_STRONG_REGRET] = self.duel_regret.averages()
-        return metrics
+            out[metrics.DUEL_WEAK_REGRET], out[metrics.DUEL_STRONG_REGRET] = self.duel_regret.averages()
+        return out
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
               eval_freq: int = 1) -> "Algorithm":
@@ -211,12 +237,12 @@ class Algorithm:
             self.wall_s += time.perf_counter() - start
             self.iteration += 1
             if self.iteration % eval_freq == 0:
-                metrics = {**self.evaluate(), **(diagnostics or {})}
-                for key, value in metrics.items():
+                values = {**self.evaluate(), **(diagnostics or {})}
+                for key, value in values.items():
                     self.logger.record(key, value)
-                self.logger.record("time/iterations", self.iteration)
+                self.logger.record(metrics.ITERATIONS, self.iteration)
                 self.logger.dump(step=self.iteration)
-                if callback is not None and callback(self, metrics) is False:
+                if callback is not None and callback(self, values) is False:
                     break
         return self
 

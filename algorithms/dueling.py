@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from prefzoo.envs import duel
-from prefzoo.envs.game import sample_categorical
+from prefzoo.envs.oracle import sample_categorical
 
 from .base import Algorithm
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from prefzoo.envs import metrics
+
 from .base import Algorithm
 
 
@@ -107,7 +109,7 @@ class GRPO(Algorithm):
         if int(lr_decay_start) != lr_decay_start or lr_decay_start < 0:
             raise ValueError(f"lr_decay_start must be an integer >= 0 (0: constant lr), got {lr_decay_start!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)
-        self.group_size, self.clip, self.kl_coef, self.n_epochs = int(group_size), clip, beta, int(n_epochs)
+        self.group_size, self.clip, self.beta = int(group_size), clip, beta
         self.lr_decay_start = int(lr_decay_start)
 
     def step(self):
@@ -126,5 +128,5 @@ class GRPO(Algorithm):
         if self.lr_decay_start:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * min(1.0, self.lr_decay_start / (self.iteration + 1))
-        loss = clipped_policy_update(self, x, y, advantages, self.clip, self.kl_coef)
-        return {"train/loss": loss, "train/reward_std": float(rewards.std(-1).mean())}
+        loss = clipped_policy_update(self, x, y, advantages, self.clip, self.beta)
+        return {metrics.LOSS: loss, metrics.REWARD_STD: float(rewards.std(-1).mean())}

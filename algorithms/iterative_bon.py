@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
-from prefzoo.envs.game import softmax_fixed_point
+from prefzoo.envs import metrics
+from prefzoo.envs.game import reward_order_preference, softmax_fixed_point
+from prefzoo.envs.log_win_rate import bon_beta
 
 from .base import Algorithm
 
@@ -61,12 +63,6 @@ def bon_ratio(P: np.ndarray, pi: np.ndarray, n: int, jacobian: bool = False):
                     + np.einsum("...ij,...j,...jk->...ik", P, pi, grad))
         ratio = ratio * win + np.einsum("...ij,...j->...i", P, pi * ratio)
     return (ratio, grad) if jacobian else ratio
-
-
-def reward_order_matrix(reward: np.ndarray) -> np.ndarray:
-    """P = 1{r(y) > r(y')} + ½·1{r(y) = r(y')}, [..., Y, Y]."""
-    diff = reward[..., :, None] - reward[..., None, :]
-    return (diff > 0) + 0.5 * (diff == 0)
 
 
 def bon_step(pi: np.ndarray, log_ref: np.ndarray, P: np.ndarray, n: int,
@@ -142,7 +138,7 @@ class IterativeBoN(Algorithm):
     Exact mode: π_{t+1} ∝ μ^α · BoN_N(π_t)^{1−α}, BoN_N from :func:`bon_ratio` (the law of the
     tournament winner; = 2π·P(y≻π) for N = 2, = :func:`best_of_n` on reward-order games). The
     fixed point solves π ∝ μ·R(π)^{(1−α)/α}; for N = 2 that is π ∝ μ·exp(log P(y≻π)/β) with
-    β = α/(1−α). ``self.beta`` = α/((1−α)(N−1)) (log BoN_N/π ≈ (N−1)·log-quantile), so the
+    β = α/(1−α). ``self.beta`` = α/((1−α)(N−1)) (:func:`~prefzoo.envs.log_win_rate.bon_beta`) (log BoN_N/π ≈ (N−1)·log-quantile), so the
     β-regularized exploitability is logged. ``target_policy()`` = :func:`bon_fixed_point`.
 
     Sample mode (BOND-style distillation): per prompt draw N responses from π_t (N counted
@@ -190,13 +186,16 @@ class IterativeBoN(Algorithm):
         if selection == "reward" and self.game.rewards is None:
             raise ValueError(f"selection='reward' needs a game with a hidden reward; family "
                              f"{self.game.family!r} has none")
-        self.n, self.mixing, self.selection = int(n), float(mixing), selection
-        self.beta = mixing / ((1 - mixing) * (self.n - 1))
+        self.n, self.mixing = int(n), float(mixing)
+        self.beta = bon_beta(self.mixing, self.n)
         self.log_ref = np.log(self.game.ref)
         self.order = (self.game.P if selection == "comparisons"
-                      else reward_order_matrix(self.game.rewards))
+                      else reward_order_preference(self.game.rewards))
         self._target: np.ndarray | None = None
         self._target_done = False
+
+    def regularization(self) -> float:
+        return self.beta
 
     def target_policy(self):
         if not self._target_done:
@@ -215,4 +214,4 @@ class IterativeBoN(Algorithm):
         xs, ys = self.tensor(x, torch.long), self.tensor(winner, torch.long)
         log_ref = self.policy.log_ref[xs]
         loss = self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, ys, self.mixing))
-        return {"train/loss": loss}
+        return {metrics.LOSS: loss}

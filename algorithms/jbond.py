@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from prefzoo.envs import metrics
+
 from .base import Algorithm
 
 LOG16 = float(np.log(16.0))
@@ -103,4 +105,4 @@ class JBOND(Algorithm):
         with torch.no_grad():
             for anchor_p, p in zip(self.anchor.parameters(), self.policy.parameters(), strict=True):
                 anchor_p.lerp_(p, self.gamma)
-        return {"train/loss": loss}
+        return {metrics.LOSS: loss}

@@ -2,24 +2,22 @@
 game max_π min_π' P(π≻π') − βKL(π‖μ) + βKL(π'‖μ), μ = π_ref, whose unique equilibrium is
 π*_β ∝ μ·exp(P(y≻π*_β)/β) (``game.nash(beta)``). Nash-MD plays a mirror step against the
 geometric mixture of the current policy and μ; Nash-MP takes two proximal steps anchored at the
-current policy (extragradient). Both are one class, :class:`NashMD`, whose ``variant`` class
-attribute selects the rule; :class:`NashMP` only fixes it. The closed-form steps are pure
-helpers here; the sample-mode losses reuse WIND's score/regression helpers.
+current policy (extragradient). Two classes, :class:`NashMD` and :class:`NashMP`, share their
+setup (:class:`_RegularizedNash`); the closed-form steps are pure helpers here, and the sample-mode
+losses reuse WIND's score/regression helpers.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 from scipy.special import log_softmax
-from torch import nn
 
-from prefzoo.envs.game import sample_categorical
+from prefzoo.envs import metrics
+from prefzoo.envs.oracle import sample_categorical
 
 from .base import Algorithm
-from .wind import regression_loss, wind_score
+from .wind import context_offset, regression_loss, wind_score
 
 MIXTURES = ("sequence", "token")
 
@@ -56,8 +54,38 @@ def prox_score(log_new, log_anchor, log_ref, offset, eta: float, beta: float):
     return ((1 + eta * beta) * log_new - log_anchor - eta * beta * log_ref) / eta - offset
 
 
-class NashMD(Algorithm):
-    """Nash-MD (``variant="md"``) / Nash-MP (``variant="mp"``) for the β-regularized game.
+class _RegularizedNash(Algorithm):
+    """What Nash-MD and Nash-MP share: β, η, the target π*_β and the learned per-context offset c(x)
+    of their sample-mode regressions (:func:`~prefzoo.algorithms.wind.context_offset`)."""
+
+    _extra_state = ("offset",)
+
+    def __init__(self, env, seed: int, mode: str, beta: float, eta: float, policy: str, lr: float,
+                 batch_size: int, grad_steps: int, device: str):
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
+        if eta <= 0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
+        self.beta, self.eta = beta, eta
+        self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
+        self.offset = context_offset(self)
+
+    def target_policy(self):
+        return self.game.nash(self.beta)
+
+    def regularization(self) -> float:
+        return self.beta
+
+    def _regress(self, xs, ys, label, score_fn) -> float:
+        """Fit π_θ (and c) by the square loss of ``score_fn(log π_θ(y), c(x))`` onto b − ½."""
+        xs, ys, label = self.tensor(xs, torch.long), self.tensor(ys, torch.long), self.tensor(label)
+        return self.fit(lambda: regression_loss(score_fn(self.policy.log_prob(xs, ys), self.offset(xs)[:, 0]),
+                                                label, "sq"))
+
+
+class NashMD(_RegularizedNash):
+    """Nash-MD for the β-regularized game.
 
     Paper: Munos, Valko, Calandriello, Azar, Rowland, Guo, Tang, Geist, Mesnard, Michi,
     Selvi, Girgin, Momchev, Bachem, Mankowitz, Precup, Piot (2023), "Nash Learning from Human
@@ -76,6 +104,73 @@ class NashMD(Algorithm):
     s = [log π_θ(y) − log π^μ_t(y)]/η − c(x) (WIND's :func:`wind_score` with β → τ, learned
     per-context offset c); the population minimizer (weights π_t(y)) is the exact step.
 
+    Args:
+        beta: KL regularization β > 0 of the game; the target is π*_β = ``game.nash(beta)``.
+        eta: step size η > 0 (ητ = ηβ/(1+ηβ) < 1 for every η). Exact mode on the 8×6 cyclic
+            game: converges at β = 0.1 for η = 1 but not η = 5, at β = 0.02 not even for η = 1
+            (its mixture is WIND with step η/(1+ηβ), which needs η = O(β)). In sample mode the
+            regression noise scales with η (zoo_configs: η = 0.2).
+        mixture: how sample mode draws the opponent y' ~ π^μ_t.
+            ``"sequence"`` (default): from the exact sequence-level mixture ∝ π_t^{1−ητ}·μ^{ητ},
+            enumerated over every response (``policy_probs``), so the population minimizer is
+            the exact step. ``"token"``: token by token from softmax((1−ητ)·logit_π + ητ·logit_μ)
+            (the sequence policy's ``sample_mixture``; needs ``policy="gru"`` or ``"gru_bf16"``),
+            Nash-MD's practical form for LMs, which enumerates nothing (the option on a
+            :class:`~prefzoo.envs.token.TokenOracle`). It is not the sequence-level mixture:
+            each token is normalized on its own, so it is π(y)^{1−ητ}·μ(y)^{ητ}/Π_t Z_t(y_<t)
+            with Z_t = Σ_v π(v|y_<t)^{1−ητ}·μ(v|y_<t)^{ητ} ≤ 1 (= 1 where the two next-token laws
+            agree): it up-weights sequences through prefixes where π_t and μ disagree. The
+            opponent is then not π^μ_t, so the iteration's fixed point is in general not exactly
+            π*_β; the logged metrics remain those of the sequence-level mixture of π_θ.
+        (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
+            per regression.
+    """
+
+    needs_enumeration = True  # with the default mixture="sequence"; each instance sets its own
+
+    def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
+                 mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
+                 grad_steps: int = 20, device: str = "cpu"):
+        if mixture not in MIXTURES:
+            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+        self.needs_enumeration = mixture == "sequence"
+        super().__init__(env, seed, mode, beta, eta, policy, lr, batch_size, grad_steps, device)
+        if mixture == "token" and not hasattr(self.policy, "sample_mixture"):
+            raise ValueError(f"mixture='token' samples Nash-MD's opponent token by token from the policy's and "
+                             f"π_ref's next-token logits: it needs sample mode with a sequence policy that has a "
+                             f"π_ref model (policy='gru' or 'gru_bf16' on a TokenGame), got mode={mode!r}, "
+                             f"policy={policy!r}")
+        self.mixture, self.tau = mixture, md_tau(eta, beta)
+
+    def policy_probs(self):
+        with np.errstate(divide="ignore"):
+            return np.exp(mixture_log_probs(np.log(super().policy_probs()), self.log_ref, self.eta, self.tau))
+
+    def step(self):
+        eta = self.eta
+        if self.mode == "exact":
+            self.pi = np.exp(nash_md_step(np.log(self.pi), self.log_ref, self.game.P, eta, self.tau))
+            return {}
+        x, y = self.sample_batch(self.batch_size)
+        xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
+        log_ref = self.policy.ref_log_prob(xs, ys)
+        with torch.no_grad():
+            log_old = self.policy.log_prob(xs, ys)
+        y_mix = (self.policy.sample_mixture(x, self.rng, eta * self.tau) if self.mixture == "token"
+                 else sample_categorical(self.policy_probs()[x], self.rng))
+        self.samples += len(x)
+        b = self.compare(x, y, y_mix)
+        loss = self._regress(x, y, b, lambda lp, c: wind_score(lp, log_old, log_ref, c, eta, self.tau))
+        return {metrics.LOSS: loss}
+
+
+class NashMP(_RegularizedNash):
+    """Nash-MP (Nash mirror prox) for the β-regularized game.
+
+    Paper: Munos, Valko, Calandriello, Azar, Rowland, Guo, Tang, Geist, Mesnard, Michi,
+    Selvi, Girgin, Momchev, Bachem, Mankowitz, Precup, Piot (2023), "Nash Learning from Human
+    Feedback", arXiv:2312.00886 (Nash-MD); "Nash Mirror Prox" (2025), arXiv:2505.19731 (Nash-MP).
+
     Nash-MP, exact: two prox steps anchored at π_k (:func:`prox_step`),
     π_{k+½} ∝ exp((log π_k + ηβ log μ + η P(y≻π_k))/(1+ηβ)),
     π_{k+1} ∝ exp((log π_k + ηβ log μ + η P(y≻π_{k+½}))/(1+ηβ)); its fixed point is π*_β with
@@ -85,108 +180,39 @@ class NashMD(Algorithm):
     iteration). Each step minimizes (s − (b−½))² with s = :func:`prox_score` (anchor π_k), whose
     population minimizer is the corresponding exact prox step.
 
+
     Args:
         beta: KL regularization β > 0 of the game; the target is π*_β = ``game.nash(beta)``.
-        eta: step size η > 0 (ητ = ηβ/(1+ηβ) < 1 for every η). Exact mode on the 8×6 cyclic
-            game: Nash-MD converges at β = 0.1 for η = 1 but not η = 5, at β = 0.02 not even for
-            η = 1 (its mixture is WIND with step η/(1+ηβ), which needs η = O(β)); Nash-MP, the
-            extragradient, converges at β = 0.1 for η ≤ 5 and at β = 0.02 for η = 1, not η = 10.
-            In sample mode the regression noise scales with η (zoo_configs: η = 0.2).
-        mixture: how sample-mode Nash-MD draws the opponent y' ~ π^μ_t (ignored by Nash-MP).
-            ``"sequence"`` (default): from the exact sequence-level mixture ∝ π_t^{1−ητ}·μ^{ητ},
-            enumerated over every response (``policy_probs``), so the population minimizer is
-            the exact step. ``"token"``: token by token from softmax((1−ητ)·logit_π + ητ·logit_μ)
-            (the sequence policy's ``sample_mixture``; needs ``policy="gru"`` or ``"gru_bf16"``),
-            Nash-MD's practical form for LMs, which enumerates nothing (the option on a
-            :class:`~prefzoo.envs.token.LargeTokenGame`). It is not the sequence-level mixture:
-            each token is normalized on its own, so it is π(y)^{1−ητ}·μ(y)^{ητ}/Π_t Z_t(y_<t)
-            with Z_t = Σ_v π(v|y_<t)^{1−ητ}·μ(v|y_<t)^{ητ} ≤ 1 (= 1 where the two next-token laws
-            agree): it up-weights sequences through prefixes where π_t and μ disagree. The
-            opponent is then not π^μ_t, so the iteration's fixed point is in general not exactly
-            π*_β; the logged metrics remain those of the sequence-level mixture of π_θ.
+        eta: step size η > 0. Exact mode on the 8×6 cyclic game: the extragradient converges at
+            β = 0.1 for η ≤ 5 and at β = 0.02 for η = 1, not η = 10. In sample mode the
+            regression noise scales with η (zoo_configs: η = 0.2).
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
-            per regression (Nash-MP runs two regressions per iteration).
+            per regression (two regressions per iteration).
     """
 
-    variant: ClassVar[str] = "md"
-    _extra_state = ("offset",)
-
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
-                 mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
-                 grad_steps: int = 20, device: str = "cpu"):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0 ({type(self).__name__} solves the regularized game), got {beta}")
-        if eta <= 0:
-            raise ValueError(f"eta must be > 0, got {eta}")
-        if mixture not in MIXTURES:
-            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
-        self.needs_enumeration = self.variant == "md" and mixture == "sequence"
-        super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        if mixture == "token" and not (self.variant == "md" and hasattr(self.policy, "sample_mixture")):
-            raise ValueError(f"mixture='token' samples Nash-MD's opponent token by token from the policy's and "
-                             f"π_ref's next-token logits: it needs Nash-MD in sample mode with a sequence policy "
-                             f"that has a π_ref model (policy='gru' or 'gru_bf16' on a TokenGame), got "
-                             f"{type(self).__name__}, mode={mode!r}, policy={policy!r}")
-        self.beta, self.eta, self.mixture = beta, eta, mixture
-        self.tau = md_tau(eta, beta) if self.variant == "md" else beta
-        self.log_ref = np.log(self.game.ref)
-        self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
-        nn.init.zeros_(self.offset.weight)
-        if self.optimizer is not None:
-            self.optimizer.add_param_group({"params": self.offset.parameters()})
-
-    def target_policy(self):
-        return self.game.nash(self.beta)
-
-    def policy_probs(self):
-        pi = super().policy_probs()
-        if self.variant == "mp":
-            return pi
-        with np.errstate(divide="ignore"):
-            return np.exp(mixture_log_probs(np.log(pi), self.log_ref, self.eta, self.tau))
-
-    def _regress(self, xs, ys, label, score_fn) -> float:
-        """Fit π_θ (and c) by the square loss of ``score_fn(log π_θ(y), c(x))`` onto b − ½."""
-        xs, ys, label = self.tensor(xs, torch.long), self.tensor(ys, torch.long), self.tensor(label)
-        return self.fit(lambda: regression_loss(score_fn(self.policy.log_prob(xs, ys), self.offset(xs)[:, 0]),
-                                                label, "sq"))
+                 policy: str = "tabular", lr: float = 0.05, batch_size: int = 256, grad_steps: int = 20,
+                 device: str = "cpu"):
+        super().__init__(env, seed, mode, beta, eta, policy, lr, batch_size, grad_steps, device)
 
     def step(self):
-        game, eta, beta = self.game, self.eta, self.beta
+        eta, beta = self.eta, self.beta
         if self.mode == "exact":
             log_pi = np.log(self.pi)
-            if self.variant == "md":
-                self.pi = np.exp(nash_md_step(log_pi, self.log_ref, game.P, eta, self.tau))
-            else:
-                half = np.exp(prox_step(log_pi, self.log_ref, game.win_rates(self.pi), eta, beta))
-                self.pi = np.exp(prox_step(log_pi, self.log_ref, game.win_rates(half), eta, beta))
+            half = np.exp(prox_step(log_pi, self.log_ref, self.game.win_rates(self.pi), eta, beta))
+            self.pi = np.exp(prox_step(log_pi, self.log_ref, self.game.win_rates(half), eta, beta))
             return {}
         x, y = self.sample_batch(self.batch_size)
-        log_ref = self.policy.ref_log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
-        with torch.no_grad():
-            log_old = self.policy.log_prob(self.tensor(x, torch.long), self.tensor(y, torch.long))
-        if self.variant == "md":
-            y_mix = (self.policy.sample_mixture(x, self.rng, self.eta * self.tau) if self.mixture == "token"
-                     else sample_categorical(self.policy_probs()[x], self.rng))
-            self.samples += len(x)
-            b = self.compare(x, y, y_mix)
-            loss = self._regress(x, y, b, lambda lp, c: wind_score(lp, log_old, log_ref, c, eta, self.tau))
-            return {"train/loss": loss}
         y2 = self.sample_responses(x)  # step ½: both duel sides come from π_k
         b = self.compare(x, y, y2)
         xx, yy = np.concatenate([x, x]), np.concatenate([y, y2])
         with torch.no_grad():
             log_anchor = self.policy.log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
-        log_ref2 = self.policy.ref_log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
+        log_ref = self.policy.ref_log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
         self._regress(xx, yy, np.concatenate([b, 1 - b]),
-                      lambda lp, c: prox_score(lp, log_anchor, log_ref2, c, eta, beta))
+                      lambda lp, c: prox_score(lp, log_anchor, log_ref, c, eta, beta))
         y_half = self.sample_responses(x)  # step 1: y ~ π_k against y'' ~ π_{k+½}
         b = self.compare(x, y, y_half)
-        loss = self._regress(x, y, b, lambda lp, c: prox_score(lp, log_old, log_ref, c, eta, beta))
-        return {"train/loss": loss}
-
-
-class NashMP(NashMD):
-    """Nash-MP: :class:`NashMD` with ``variant="mp"`` (two prox steps anchored at π_k)."""
-
-    variant = "mp"
+        n = len(x)
+        loss = self._regress(x, y, b, lambda lp, c: prox_score(lp, log_anchor[:n], log_ref[:n], c, eta, beta))
+        return {metrics.LOSS: loss}

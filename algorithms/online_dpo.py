@@ -16,6 +16,8 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
+from prefzoo.envs import metrics
+
 from .base import Algorithm
 
 LOSSES = ("sigmoid", "ipo")
@@ -78,6 +80,9 @@ class OnlineDPO(Algorithm):
     def target_policy(self):
         return self.game.nash(self.beta) if self.loss == "ipo" else None
 
+    def regularization(self) -> float:
+        return self.beta
+
     def step(self):
         x, y = self.sample_batch(self.batch_size)
         y2 = self.sample_responses(x)
@@ -89,7 +94,7 @@ class OnlineDPO(Algorithm):
             margin = (self.policy.log_prob(xs, ys) - ref_y) - (self.policy.log_prob(xs, ys2) - ref_y2)
             return preference_loss(margin, b, self.beta, self.loss)
 
-        return {"train/loss": self.fit(loss_fn)}
+        return {metrics.LOSS: self.fit(loss_fn)}
 
 
 class OnlineIPO(OnlineDPO):

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefzoo.envs.game import PreferenceGame, closest_hint, sample_categorical
+from prefzoo.envs.game import closest_hint
+from prefzoo.envs.oracle import PreferenceOracle, sample_categorical
 
 from .sequence_policy import SEQUENCE_POLICIES
 
@@ -20,7 +21,7 @@ from .sequence_policy import SEQUENCE_POLICIES
 class BanditPolicy(nn.Module):
     """π_θ(y|x) = softmax(log π_ref(·|x) + f_θ(x)) over a finite response set."""
 
-    def __init__(self, game: PreferenceGame, device: torch.device):
+    def __init__(self, game: PreferenceOracle, device: torch.device):
         super().__init__()
         self.register_buffer("log_ref", torch.as_tensor(np.log(game.ref), dtype=torch.float32, device=device))
         self.register_buffer("features", torch.as_tensor(game.features, dtype=torch.float32, device=device))
@@ -54,7 +55,7 @@ class BanditPolicy(nn.Module):
 class TabularPolicy(BanditPolicy):
     """One free logit per (context, response)."""
 
-    def __init__(self, game: PreferenceGame, device: torch.device):
+    def __init__(self, game: PreferenceOracle, device: torch.device):
         super().__init__(game, device)
         self.logits = nn.Parameter(torch.zeros_like(self.log_ref))
 
@@ -65,7 +66,7 @@ class TabularPolicy(BanditPolicy):
 class MLPPolicy(BanditPolicy):
     """f_θ(x) = MLP(features(x)); the last layer starts at zero so π_θ = π_ref at init."""
 
-    def __init__(self, game: PreferenceGame, device: torch.device, hidden: int = 64):
+    def __init__(self, game: PreferenceOracle, device: torch.device, hidden: int = 64):
         super().__init__(game, device)
         self.net = nn.Sequential(nn.Linear(self.features.shape[1], hidden), nn.Tanh(),
                                  nn.Linear(hidden, hidden), nn.Tanh(),
@@ -80,7 +81,7 @@ class MLPPolicy(BanditPolicy):
 POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # + token-game policies
 
 
-def make_policy(kind: str, game: PreferenceGame, device: torch.device) -> BanditPolicy:
+def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> BanditPolicy:
     if kind not in POLICIES:
         raise ValueError(f"unknown policy {kind!r}{closest_hint(kind, POLICIES)}; expected one of {list(POLICIES)}")
     return POLICIES[kind](game, device)

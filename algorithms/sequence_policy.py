@@ -1,10 +1,11 @@
 """Autoregressive sequence policies for token games, with the bandit policies' interface.
 
-On a :class:`~prefzoo.envs.token.TokenGame` a "response" is a sequence index, so a sequence
+On a token game (kind ``"token"`` or ``"answer"``: a :class:`~prefzoo.envs.token.TokenGame`, a
+:class:`~prefzoo.envs.token.TokenOracle` or an answer game's traces) a "response" is a sequence index, so a sequence
 policy exposes exactly the calls every loss uses (:class:`~prefzoo.algorithms.policies.BanditPolicy`):
 ``log_prob(contexts, responses) -> [n]`` (teacher-forced sum of the token log-probs, padding after
 EOS masked), ``ref_log_prob(contexts, responses) -> [n]`` (log π_ref, a table lookup: π_ref is
-enumerated once per game, also on a :class:`~prefzoo.envs.token.LargeTokenGame`), ``log_probs(contexts)
+enumerated once per game, also on a :class:`~prefzoo.envs.token.TokenOracle`), ``log_probs(contexts)
 -> [n, S]`` (one batched pass over every sequence of the distinct contexts), ``probs() -> [X, S]``
 (the exact enumerated distribution; losses that only sample never call these two), ``sample(contexts,
 rng)`` (batched autoregressive sampling on the policy's device, mapped to sequence indices in
@@ -23,13 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefzoo.envs.game import PreferenceGame
-from prefzoo.envs.token import (TokenGame, masked_sequence_log_prob, sample_tokens, sequence_index,
-                                teacher_inputs)
+from prefzoo.envs.oracle import PreferenceOracle
+from prefzoo.envs.sequences import sequence_index
+from prefzoo.envs.token_lm import masked_sequence_log_prob, sample_tokens, teacher_inputs
+
+SEQUENCE_KINDS = ("token", "answer")  # game kinds whose responses are token sequences (``game.sequences``)
 
 
 class SequencePolicy(nn.Module):
-    """π_θ(y|x) = Π_t π_θ(y_t | x, y_<t) over the enumerated sequences of a :class:`TokenGame`.
+    """π_θ(y|x) = Π_t π_θ(y_t | x, y_<t) over the enumerated sequences of a token game.
 
     Subclasses provide the model through :meth:`_logits` (teacher forcing, [n, T, V]) and
     :meth:`_stepper` (incremental sampling). Everything runs on ``device``; only the sampled
@@ -42,20 +45,22 @@ class SequencePolicy(nn.Module):
             are summed in float32 either way.
 
     Raises:
-        ValueError: ``game`` is not a :class:`TokenGame`.
+        ValueError: ``game`` is not a token game (its kind is not in ``SEQUENCE_KINDS``).
     """
 
-    def __init__(self, game: PreferenceGame, device: torch.device, autocast: bool = False):
+    def __init__(self, game: PreferenceOracle, device: torch.device, autocast: bool = False):
         super().__init__()
-        if not isinstance(game, TokenGame):
-            raise ValueError(f"policy {type(self).__name__} needs a token game (prefzoo/TokenGame-*), got a "
-                             f"{type(game).__name__}; use policy='tabular' or 'mlp' on bandit games")
-        self.vocab_size, self.max_length = game.vocab_size, game.max_length
+        if game.kind not in SEQUENCE_KINDS:
+            raise ValueError(f"policy {type(self).__name__} needs a game whose responses are token sequences (kind "
+                             f"in {SEQUENCE_KINDS}, e.g. prefzoo/TokenGame-*), got a game of kind {game.kind!r}; "
+                             "use policy='tabular' or 'mlp' on bandit games")
+        sequences = game.sequences
+        self.vocab_size, self.max_length = sequences.vocab_size, sequences.max_length
         self.autocast = bool(autocast) and torch.device(device).type == "cuda"
         self.register_buffer("log_ref", torch.as_tensor(np.log(game.ref), dtype=torch.float32, device=device))
         self.register_buffer("features", torch.as_tensor(game.features, dtype=torch.float32, device=device))
-        self.register_buffer("seq_tokens", torch.as_tensor(game.tokens, device=device))
-        self.register_buffer("seq_steps", torch.as_tensor(game.steps, device=device))
+        self.register_buffer("seq_tokens", torch.tensor(sequences.tokens, device=device))
+        self.register_buffer("seq_steps", torch.tensor(sequences.steps, device=device))
 
     # ------------------------------------------------------------------ model hooks
     def _logits(self, contexts: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -112,13 +117,13 @@ class SequencePolicy(nn.Module):
 
 class GRUSequencePolicy(SequencePolicy):
     """The π_ref GRU (:class:`~prefzoo.envs.token.TokenLM`) as a trainable policy: a copy of
-    ``game.ref_model()``, so π_θ = π_ref at init (up to float32 rounding)."""
+    ``game.ref_lm.build()``, so π_θ = π_ref at init (up to float32 rounding)."""
 
-    def __init__(self, game: PreferenceGame, device: torch.device, autocast: bool = False):
+    def __init__(self, game: PreferenceOracle, device: torch.device, autocast: bool = False):
         super().__init__(game, device, autocast)
-        self.model = game.ref_model(device)
+        self.model = game.ref_lm.build(device)
         # frozen π_ref model for the token-level mixture (a list: not a submodule, not trained)
-        self._ref_model = [game.ref_model(device).requires_grad_(False)]
+        self._ref_model = [game.ref_lm.build(device).requires_grad_(False)]
 
     def _logits(self, contexts, inputs):
         return self.model(self.features[contexts], inputs)
@@ -154,7 +159,7 @@ class GRUSequencePolicy(SequencePolicy):
 class BF16GRUSequencePolicy(GRUSequencePolicy):
     """:class:`GRUSequencePolicy` with bf16 autocast on CUDA (identical on CPU)."""
 
-    def __init__(self, game: PreferenceGame, device: torch.device):
+    def __init__(self, game: PreferenceOracle, device: torch.device):
         super().__init__(game, device, autocast=True)
 
 
@@ -171,15 +176,15 @@ class HFSequencePolicy(SequencePolicy):
         ImportError: transformers is not installed (``pip install prefzoo[hf]``).
     """
 
-    def __init__(self, game: PreferenceGame, device: torch.device, hidden: int = 32, layers: int = 2,
+    def __init__(self, game: PreferenceOracle, device: torch.device, hidden: int = 32, layers: int = 2,
                  heads: int = 2, autocast: bool = False):
         super().__init__(game, device, autocast)
         try:
             from transformers import AutoModelForCausalLM, GPT2Config
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError("policy='hf' needs transformers: pip install 'prefzoo[hf]'") from err
-        config = GPT2Config(vocab_size=game.vocab_size + 1 + game.n_contexts, n_positions=game.max_length + 2,
-                            n_embd=hidden, n_layer=layers, n_head=heads, bos_token_id=game.vocab_size,
+        config = GPT2Config(vocab_size=self.vocab_size + 1 + game.n_contexts, n_positions=self.max_length + 2,
+                            n_embd=hidden, n_layer=layers, n_head=heads, bos_token_id=self.vocab_size,
                             eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         self.model = AutoModelForCausalLM.from_config(config).to(device)
 

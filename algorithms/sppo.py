@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
+from prefzoo.envs import metrics
+
 from .base import Algorithm
 
 LABELS = ("comparison", "prob")
@@ -94,9 +96,9 @@ class SPPO(Algorithm):
         return self.avg_pi.copy()
 
     def evaluate(self) -> dict[str, float]:
-        metrics = super().evaluate()
-        metrics["game/avg_exploitability"] = self.game.exploitability(self.avg_pi)
-        return metrics
+        out = super().evaluate()
+        out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
+        return out
 
     def _labels(self, x: np.ndarray, y: np.ndarray, y2: np.ndarray) -> np.ndarray:
         if self.labels == "comparison":
@@ -119,7 +121,7 @@ class SPPO(Algorithm):
             ys_t, target = self.tensor(ys.ravel(), torch.long), self.tensor(win_hat.ravel())
             with torch.no_grad():
                 log_old = self.policy.log_prob(xs, ys_t)
-            diagnostics["train/loss"] = self.fit(
+            diagnostics[metrics.LOSS] = self.fit(
                 lambda: sppo_loss(self.policy.log_prob(xs, ys_t), log_old, target, self.eta))
         self.avg_pi += (self.policy_probs() - self.avg_pi) / (self.iteration + 1)
         return diagnostics

@@ -12,6 +12,8 @@ from scipy.special import log_softmax
 from torch import nn
 from torch.nn import functional as F
 
+from prefzoo.envs import metrics
+
 from .base import Algorithm
 
 LOSSES = ("sq", "kl", "nce")
@@ -61,6 +63,17 @@ def nce_loss(score_winner, score_noise, weight_winner=None, weight_noise=None):
     return -((weight_winner * pos).sum() + (weight_noise * neg).sum())
 
 
+def context_offset(algo: Algorithm, learned: bool = True) -> nn.Embedding:
+    """The per-context offset c(x) of the regression losses (it absorbs the log-partition), zero at
+    the start and trained with the policy when ``learned``."""
+    offset = nn.Embedding(algo.game.n_contexts, 1).to(algo.device)
+    nn.init.zeros_(offset.weight)
+    offset.requires_grad_(learned)
+    if algo.optimizer is not None and learned:
+        algo.optimizer.add_param_group({"params": offset.parameters()})
+    return offset
+
+
 class WIND(Algorithm):
     """WIND (win-rate dominance) for max_π min_π' P(π≻π') − βKL(π‖μ) + βKL(π'‖μ), μ = π_ref.
 
@@ -107,17 +120,16 @@ class WIND(Algorithm):
         if offset not in ("learned", "none"):
             raise ValueError(f"offset must be 'learned' or 'none', got {offset!r}")
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
-        self.beta, self.eta, self.loss, self.offset_kind = beta, eta, loss, offset
+        self.beta, self.eta, self.loss = beta, eta, loss
         self.eta_decay = mode == "sample" if eta_decay is None else eta_decay
-        self.log_ref = np.log(self.game.ref)
-        self.offset = nn.Embedding(self.game.n_contexts, 1).to(self.device)
-        nn.init.zeros_(self.offset.weight)
-        self.offset.requires_grad_(offset == "learned")
-        if self.optimizer is not None and offset == "learned":
-            self.optimizer.add_param_group({"params": self.offset.parameters()})
+        self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
+        self.offset = context_offset(self, learned=offset == "learned")
 
     def target_policy(self):
         return self.game.nash(self.beta)
+
+    def regularization(self) -> float:
+        return self.beta
 
     def step_size(self) -> float:
         """η_t for the coming iteration."""
@@ -127,7 +139,7 @@ class WIND(Algorithm):
         eta = self.step_size()
         if self.mode == "exact":
             self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
-            return {"train/eta": eta}
+            return {metrics.ETA: eta}
         x, y = self.sample_batch(self.batch_size)
         y2 = self.sample_responses(x)
         b = self.compare(x, y, y2)
@@ -146,4 +158,4 @@ class WIND(Algorithm):
             winner = torch.where(label[:n] > 0.5, pair, pair + n)
             return nce_loss(score[winner], score)
 
-        return {"train/loss": self.fit(loss_fn), "train/eta": eta}
+        return {metrics.LOSS: self.fit(loss_fn), metrics.ETA: eta}

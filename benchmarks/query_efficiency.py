@@ -23,6 +23,7 @@ import torch
 
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
+from prefzoo.envs.log_win_rate import bon_mixing
 from prefzoo.zoo.config import resolve
 
 BETA = 0.1
@@ -36,7 +37,7 @@ def matched(algo: str, game: str) -> dict:
     """Regularization overrides that put every regularized algorithm on WIND's β."""
     if algo == "iterative_bon":
         n = 4 if game == "transitive" else 2  # BoN_N>2 is defined by the reward order
-        return {"n": n, "mixing": BETA * (n - 1) / (1 + BETA * (n - 1))}
+        return {"n": n, "mixing": bon_mixing(BETA, n)}
     if algo in ("wind", "nash_md"):
         return {"beta": BETA}
     return {}

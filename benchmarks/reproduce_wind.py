@@ -1,14 +1,17 @@
 """Reproduce the Faster WIND paper's contextual-bandit claims (Theorem 1, Figures 1(a), 1(b), 2).
 
-Runs exactly what ``prefzoo reproduce wind`` runs (``prefzoo.zoo.reproduce.reproduce_wind``):
-report and PNGs in ``--out``, then the headline numbers as the last line:
+Runs exactly what ``prefzoo reproduce wind`` runs (``prefzoo.zoo.papers.wind.reproduce_wind``):
+report and PNGs in ``--out``, then the summary (one row per claim: verdict and deciding number) and
+the headline numbers as the last line:
 
     thm1_max_expl       max log-win-rate exploitability of the exact iterative-BoN limit over the
                         cases within Theorem 1's conditions (≈ 0 where it holds)
     fig1a_final_kl      max over methods of KL(π̄*_0 ‖ π_T), no mixing (BoN and exact WIND at β = 0)
-    fig1b_max_kl        max over β of KL(π̄*_β ‖ π*_β), same β (kl_half: against π*_β/2)
+    fig1b_max_kl        max over β of KL(π̄*_β ‖ π*_β), WIND's π*_β with payoff P(π≻π′) at the same β
+    fig1b_max_kl_half   the same with the margin payoff 2P − 1 (π*_β/2 of the P payoff)
     wind_vs_bon_time    iterative BoN's wall time to the common target / WIND's (> 1: WIND faster)
     wind_vs_bon_queries the same for oracle queries
+    runtime_s           seconds for the whole reproduction
 
     python benchmarks/reproduce_wind.py [--out results/reproduce_wind] [--seeds 0 1 2] [--quick]
 """
@@ -19,7 +22,7 @@ import argparse
 
 import torch
 
-from prefzoo.zoo.reproduce import reproduce, result_line
+from prefzoo.zoo.papers import format_summary, reproduce
 
 
 def main() -> None:
@@ -29,10 +32,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = reproduce("wind", args.out, seeds=args.seeds, quick=args.quick, progress=False)
-    print(result["report"].read_text().split("## Summary", 1)[1].split("\n## ", 1)[0].strip())
-    print(f"report: {result['report']}")
-    print(result_line(result["headline"]))
+    print(format_summary(reproduce("wind", args.out, seeds=args.seeds, quick=args.quick, progress=False)))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@ Importing this package registers every ``prefzoo/`` environment id.
 
 from gymnasium.envs.registration import register, registry
 
+from .answer import AnswerGame, AnswerGameEnv, make_answer_game
 from .bandit import PrefBanditEnv, PrefBanditVectorEnv
 from .game import FAMILIES, PreferenceGame, make_game
-from .token import TokenGame, TokenGameEnv, make_token_game
-from .answer import AnswerGame, AnswerGameEnv, make_answer_game  # noqa: E402  (after token: it builds on it)
+from .oracle import PreferenceOracle
+from .token import TokenGame, TokenOracle, make_token_game
+from .token_env import TokenGameEnv
 
-__all__ = ["FAMILIES", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game", "ENV_IDS",
-           "TokenGame", "TokenGameEnv", "make_token_game", "AnswerGame", "AnswerGameEnv", "make_answer_game"]
+__all__ = ["FAMILIES", "PreferenceOracle", "PreferenceGame", "PrefBanditEnv", "PrefBanditVectorEnv", "make_game",
+           "ENV_IDS", "TokenGame", "TokenOracle", "TokenGameEnv", "make_token_game", "AnswerGame", "AnswerGameEnv",
+           "make_answer_game"]
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str | None = None, **kwargs) -> None:
@@ -29,7 +32,7 @@ _register("prefzoo/PrefBandit-Mixed-v0", _BANDIT, _BANDIT_VEC, family="mixed")
 _register("prefzoo/PrefBandit-RewardOrder-v0", _BANDIT, _BANDIT_VEC, family="reward_order")
 
 # ---- token-level LM alignment games ---------------------------------------------------
-_TOKEN = "prefzoo.envs.token:TokenGameEnv"
+_TOKEN = "prefzoo.envs.token_env:TokenGameEnv"
 _register("prefzoo/TokenGame-v0", _TOKEN, family="bt")
 _register("prefzoo/TokenGame-Cyclic-v0", _TOKEN, family="cyclic")
 

@@ -47,8 +47,11 @@ import numpy as np
 from scipy.special import rel_entr
 
 from .estimators import LOG_ESTIMATORS, table
-from .game import check_choice, closest_hint, env_game
-from .token import _UNDECIDED, MAX_EXACT_SEQUENCES, TokenGame, TokenGameEnv, count_sequences, make_token_game
+from .game import closest_hint, env_game
+from .oracle import PreferenceOracle
+from .sequences import count_sequences
+from .token import MAX_EXACT_SEQUENCES, TokenGame, make_token_game
+from .token_env import _UNDECIDED, TokenGameEnv
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
 EXTRACTORS = ("sum_mod", "last")
@@ -204,25 +207,37 @@ def make_target(kind, n_contexts: int, n_answers: int, decay: float, rng: np.ran
 
 
 # ---------------------------------------------------------------- the game
-class AnswerGame(TokenGame):
-    """A :class:`TokenGame` (traces, π_ref, sequence policies unchanged) plus an answer map.
+class AnswerGame(PreferenceOracle):
+    """An answer-level game over the traces of a :class:`TokenGame` it holds (``token_game``):
+    the same prompts, π_ref, ``sequences`` and ``ref_lm`` (so sequence policies apply unchanged),
+    plus an answer map and exact answer-level services (``answer_marginal``, ``objective``,
+    ``kl_answer_to_target``, ``optimum``). Kind ``"answer"``; enumerable (the traces are listed),
+    not ``exact`` in the preference-game sense (its payoff is the utility F of the answer marginal,
+    not a P). Its pairwise oracle is the token game's trace preference, which ALFT does not use.
 
     Extra attributes: ``n_answers`` A, ``extract`` (rule), ``answers`` [S], ``M`` [S, A] (the
     0/1 extraction matrix), ``target`` [X, A] (ρ_target of the ``kl`` utility), ``reachable``
-    [X, A] (answers of positive π_ref mass). The inherited ``P`` is the underlying token game's
-    sequence preference; ALFT does not use it.
+    [X, A] (answers of positive π_ref mass).
     """
+
+    kind = "answer"
+    pairwise = False
+    enumerable = True
+    why_not_exact = "its payoff is a utility F of the answer marginal, not a preference P (see objective)"
 
     def __init__(self, token_game: TokenGame, *, n_answers: int, extract: str, target: np.ndarray,
                  seed: int | None = None):
-        g = token_game
-        super().__init__(g.P, g.ref, g.rho, g.features, g.rewards, g.family, seed, vocab_size=g.vocab_size,
-                         max_length=g.max_length, ref_model_kwargs=g.ref_model_kwargs, ref_state=g.ref_state)
+        g = self.token_game = token_game
+        super().__init__(g.n_contexts, g.rho, g.features, g.ref, seed)
+        self.sequences, self.ref_lm = g.sequences, g.ref_lm
         self.n_answers, self.extract = int(n_answers), extract
-        self.answers = extract_answers(self.tokens, self.vocab_size, self.n_answers, extract)
+        self.answers = extract_answers(self.sequences.tokens, self.sequences.vocab_size, self.n_answers, extract)
         self.M = answer_matrix(self.answers, self.n_answers)
         self.target = target
         self.reachable = self.answer_marginal(self.ref) > 0
+
+    def preference(self, x, y, y2) -> np.ndarray:
+        return self.token_game.preference(x, y, y2)
 
     def answer_marginal(self, pi) -> np.ndarray:
         """ν_π [X, A] = π [X, S] @ M [S, A]."""
@@ -347,15 +362,14 @@ class AnswerGameEnv(TokenGameEnv):
     def __init__(self, game: AnswerGame | None = None, utility: str = "kl", reward_mode: str = "group",
                  estimator: str = "aqp", group_size: int = 8, opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        check_choice("reward_mode", reward_mode, REWARD_MODES)
         if int(group_size) != group_size or group_size < 2:
             raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}")
         game = env_game(make_answer_game, game, **game_kwargs)
         self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
         self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)
-        # TokenGameEnv builds the spaces and the opponent; its reward_mode is replaced below
-        super().__init__(game=game, reward_mode="win_prob", opponent=opponent, render_mode=render_mode)
-        self.reward_mode = reward_mode
+        super().__init__(game=game, reward_mode=reward_mode, opponent=opponent, render_mode=render_mode)
+
+    reward_modes = REWARD_MODES
 
     def set_opponent(self, policy: np.ndarray) -> None:
         """Set the opponent's sequence distribution [X, S] (its answer marginal is the ν of the

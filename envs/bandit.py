@@ -15,11 +15,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .game import PreferenceGame, check_choice, env_game, make_game
+from .oracle import PreferenceOracle
 
 REWARD_MODES = ("comparison", "win_prob", "log_win_rate")
 
 
-def duel(game: PreferenceGame, contexts: np.ndarray, actions: np.ndarray, opponent: np.ndarray,
+def duel(game: PreferenceOracle, contexts: np.ndarray, actions: np.ndarray, opponent: np.ndarray,
          reward_mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Play ``actions`` against responses drawn from ``opponent`` [X, Y]; batched.
 
@@ -29,7 +30,7 @@ def duel(game: PreferenceGame, contexts: np.ndarray, actions: np.ndarray, oppone
     (one exact call); ``log_win_rate`` log P(a ≻ opponent | x) (Y exact calls).
     """
     opp = game.sample_responses(opponent, contexts, rng)
-    win_prob = game.P[contexts, actions, opp]
+    win_prob = game.preference(contexts, actions, opp)
     if reward_mode == "comparison":
         reward = game.compare(contexts, actions, opp, rng).astype(np.float64)
     elif reward_mode == "win_prob":

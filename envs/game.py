@@ -1,11 +1,10 @@
-"""Preference games and their exact oracle.
+"""Exact preference games: a dense P on top of the counted oracle, and the exact services.
 
 A preference game has contexts x (prompts) with distribution ρ and a feature vector each,
 responses y ∈ {0..Y-1}, a reference policy π_ref(y|x) and, per context, a preference matrix
-P[x, y, y'] = P(y ≻ y' | x) with P + Pᵀ = 1 (diagonal ½). Everything here is exact and
-vectorized over contexts; the only randomness is in :meth:`PreferenceGame.compare`, and every
-oracle call is counted on the game (``queries`` for Bernoulli comparisons, ``exact_calls`` for
-exact probabilities), so no algorithm ever estimates its own cost.
+P[x, y, y'] = P(y ≻ y' | x) with P + Pᵀ = 1 (diagonal ½). :class:`PreferenceGame` is a
+:class:`~prefzoo.envs.oracle.PreferenceOracle` (counted ``compare``/``prob``) that adds the
+exact services — equilibria, exploitability, win rates — vectorized over contexts.
 
 Notation: ``P(y ≻ π | x) = Σ_y' π(y'|x) P(y ≻ y'|x)``, i.e. ``P[x] @ pi[x]``.
 """
@@ -20,11 +19,14 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import expit, log_softmax, logsumexp, rel_entr, softmax
 
+from .oracle import PreferenceOracle, check_finite_array
+
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
 _CONTINUATION_BETA = 0.05  # below it, nash(β) warm-starts from nash(2β)
 
-# Per-family defaults: cyclic games need a weaker reward so the cycle decides the winner.
-_FAMILY_DEFAULTS = {
+# Per-family defaults of the bandit and token games: cyclic games need a weaker reward so the cycle
+# decides the winner.
+FAMILY_DEFAULTS = {
     "bt": {"reward_scale": 2.0, "cyclic_strength": 0.0},
     "cyclic": {"reward_scale": 1.0, "cyclic_strength": 3.0},
     "mixed": {"reward_scale": 4.0, "cyclic_strength": 0.0},
@@ -38,15 +40,14 @@ def closest_hint(name: str, valid) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row of ``probs`` [n, Y] by inverse CDF (vectorized, no Python loop)."""
-    cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[:-1] + (1,)) * cdf[..., -1:]
-    return np.minimum((u > cdf).sum(axis=-1), probs.shape[-1] - 1)
+def reward_order_preference(reward: np.ndarray) -> np.ndarray:
+    """The order a reward induces: P = 1{r(y) > r(y')} + ½·1{r(y) = r(y')}, [..., Y, Y] (ties allowed)."""
+    diff = reward[..., :, None] - reward[..., None, :]
+    return (diff > 0) + 0.5 * (diff == 0)
 
 
-class PreferenceGame:
-    """A finite contextual preference game with an exact, counted oracle.
+class PreferenceGame(PreferenceOracle):
+    """A finite contextual preference game: a dense P, exact services and a counted oracle.
 
     Args:
         P: preference tensor [X, Y, Y] with ``P + P.transpose(0, 2, 1) == 1``.
@@ -58,10 +59,12 @@ class PreferenceGame:
         seed: seed of the game's own generator, used by :meth:`compare` when no ``rng`` is given.
 
     Raises:
-        ValueError: if the shapes disagree or P is not a preference tensor.
+        ValueError: if the shapes disagree, an array has NaN/inf, or P is not a preference tensor.
     """
 
-    exact = True  # exact services (nash, exploitability, …) available; False for games too large to enumerate
+    kind = "bandit"
+    exact = True
+    enumerable = True
 
     def __init__(
         self,
@@ -76,81 +79,17 @@ class PreferenceGame:
         P = np.asarray(P, dtype=np.float64)
         if P.ndim != 3 or P.shape[1] != P.shape[2]:
             raise ValueError(f"P must have shape [X, Y, Y], got {P.shape}")
-        n_contexts, n_actions = P.shape[:2]
-        if not np.allclose(P + P.transpose(0, 2, 1), 1.0, rtol=0, atol=1e-12) or P.min() < 0 or P.max() > 1:
+        if not (np.all(np.isfinite(P)) and np.allclose(P + P.transpose(0, 2, 1), 1.0, rtol=0, atol=1e-12)
+                and P.min() >= 0 and P.max() <= 1):
             raise ValueError("P must satisfy P + P^T = 1 with entries in [0, 1]")
+        super().__init__(P.shape[0], rho, features, ref, seed)
         self.P = P
         self.A = P - 0.5  # antisymmetric payoff of the zero-sum game
-        self.n_contexts, self.n_actions = n_contexts, n_actions
-        self.rho = np.full(n_contexts, 1.0 / n_contexts) if rho is None else np.asarray(rho, float)
-        if self.rho.shape != (n_contexts,) or abs(self.rho.sum() - 1) > 1e-9 or self.rho.min() < 0:
-            raise ValueError(f"rho must be a distribution of shape ({n_contexts},)")
-        self.ref = self.check_policy(ref, "ref")
-        self.features = (
-            np.eye(n_contexts) if features is None else np.asarray(features, dtype=np.float64)
-        )
-        if self.features.ndim != 2 or self.features.shape[0] != n_contexts:
-            raise ValueError(f"features must have shape [{n_contexts}, d], got {self.features.shape}")
-        self.rewards = None if rewards is None else np.asarray(rewards, dtype=np.float64)
+        self.rewards = None if rewards is None else check_finite_array("rewards", rewards, P.shape[:2])
         self.family = family
-        self.rng = np.random.default_rng(seed)
-        self.queries = 0  # Bernoulli comparisons drawn
-        self.exact_calls = 0  # exact probabilities read through prob()
         self._nash_cache: dict[float, np.ndarray] = {}
 
-    # ------------------------------------------------------------------ validation
-    def check_policy(self, pi: Any, name: str = "pi") -> np.ndarray:
-        """Return ``pi`` as a float array [X, Y] after checking it is a policy of this game.
-
-        Raises:
-            ValueError: wrong shape, a NaN/inf, a negative entry, or a row not summing to 1.
-        """
-        pi = np.asarray(pi, dtype=np.float64)
-        expected = (self.n_contexts, self.n_actions)
-        if pi.shape != expected:
-            raise ValueError(f"{name} must be a policy of shape [X, Y] = {list(expected)}, got {list(pi.shape)}")
-        if not np.all(np.isfinite(pi)):
-            raise ValueError(f"{name} must be finite; it contains NaN or inf")
-        if pi.min() < -1e-12:
-            raise ValueError(f"{name} must be non-negative; its smallest entry is {pi.min():.3g}")
-        sums = pi.sum(axis=1)
-        if np.max(np.abs(sums - 1.0)) > 1e-6:
-            bad = int(np.argmax(np.abs(sums - 1.0)))
-            raise ValueError(f"each row of {name} must sum to 1; row {bad} sums to {sums[bad]:.6g}")
-        return np.clip(pi, 0.0, None)
-
-    def _check_indices(self, x, y, y2):
-        x, y, y2 = np.broadcast_arrays(np.asarray(x), np.asarray(y), np.asarray(y2))
-        for arr, name, n in ((x, "x", self.n_contexts), (y, "y", self.n_actions), (y2, "y2", self.n_actions)):
-            if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() >= n):
-                raise ValueError(f"{name} must hold integer indices in [0, {n}), got {arr!r}")
-        return x, y, y2
-
-    # ------------------------------------------------------------------ sampling
-    def sample_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` contexts drawn from ρ."""
-        cdf = np.cumsum(self.rho)
-        return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), self.n_contexts - 1)
-
-    def sample_responses(self, pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One response per context from policy ``pi`` [X, Y]."""
-        return sample_categorical(pi[contexts], rng)
-
-    # ------------------------------------------------------------------ oracle
-    def compare(self, x, y, y2, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Bernoulli comparisons: True where ``y`` is preferred to ``y2`` in context ``x``.
-
-        Arrays broadcast; each element is one counted query. Draws from ``rng`` (the caller's
-        generator: the env's ``np_random`` or the algorithm's ``rng``), else the game's own.
-        """
-        x, y, y2 = self._check_indices(x, y, y2)
-        self.queries += x.size
-        return (rng or self.rng).random(x.shape) < self.P[x, y, y2]
-
-    def prob(self, x, y, y2) -> np.ndarray:
-        """Exact P(y ≻ y2 | x) (each element counted in ``exact_calls``)."""
-        x, y, y2 = self._check_indices(x, y, y2)
-        self.exact_calls += x.size
+    def preference(self, x, y, y2) -> np.ndarray:
         return self.P[x, y, y2]
 
     def reward(self, x, y) -> np.ndarray:
@@ -167,15 +106,6 @@ class PreferenceGame:
         """P(π ≻ μ | x) per context, [X]."""
         pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
         return np.einsum("xi,xi->x", pi, self.win_rates(mu))
-
-    def kl(self, pi, mu) -> np.ndarray:
-        """KL(π ‖ μ) per context, [X] (0·log 0 = 0; inf where μ = 0 < π)."""
-        pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
-        return rel_entr(pi, mu).sum(axis=1)
-
-    def expectation(self, per_context: np.ndarray) -> float:
-        """ρ-weighted mean of a per-context quantity."""
-        return float(self.rho @ per_context)
 
     # ------------------------------------------------------------------ equilibria
     def exploitability(self, pi, beta: float = 0.0) -> float:
@@ -321,7 +251,7 @@ def make_game(
                              ("reward_levels", reward_levels, 1)):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    defaults = _FAMILY_DEFAULTS[family]
+    defaults = FAMILY_DEFAULTS[family]
     reward_scale = defaults["reward_scale"] if reward_scale is None else float(reward_scale)
     cyclic_strength = defaults["cyclic_strength"] if cyclic_strength is None else float(cyclic_strength)
 
@@ -345,8 +275,7 @@ def make_game(
     elif family == "reward_order":
         lo, hi = rewards.min(1, keepdims=True), rewards.max(1, keepdims=True)
         rewards = np.floor((rewards - lo) / (hi - lo + 1e-12) * reward_levels).clip(0, reward_levels - 1)
-        diff = rewards[:, :, None] - rewards[:, None, :]
-        P = (diff > 0) + 0.5 * (diff == 0)
+        P = reward_order_preference(rewards)
     else:
         margin = rewards[:, :, None] - rewards[:, None, :]
         if cyclic_strength:

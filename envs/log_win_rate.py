@@ -61,6 +61,16 @@ TIES = ("uniform", "inclusive")
 _TIE_ATOL = 1e-12
 
 
+def bon_beta(mixing: float, n: int) -> float:
+    """Theorem 1's map from iterative BoN's mixing α and N to the game's β = α/((1−α)(N−1))."""
+    return mixing / ((1 - mixing) * (n - 1))
+
+
+def bon_mixing(beta: float, n: int) -> float:
+    """The inverse of :func:`bon_beta`: the mixing α = β(N−1)/(1+β(N−1)) that targets β."""
+    return beta * (n - 1) / (1 + beta * (n - 1))
+
+
 def is_order(P: np.ndarray) -> bool:
     """True when every entry of P is 0, ½ or 1 (a reward order with ties)."""
     P = np.asarray(P)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import prefzoo
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import config, papers, runner
 from prefzoo.zoo.config import ConfigError
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
 from prefzoo.zoo.estimators_cli import cmd_estimators
@@ -117,14 +117,8 @@ Results
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     """Regenerate a paper's claims (figures + report with verdicts) on prefzoo games."""
-    from prefzoo.zoo import reproduce
-
-    out = args.out or f"results/reproduce_{args.paper}"
-    result = reproduce.reproduce(args.paper, out, seeds=args.seeds, quick=args.quick, progress=args.progress)
-    report = result["report"]
-    summary = report.read_text().split("## Summary", 1)[1].split("\n## ", 1)[0].strip()
-    pngs = "\n".join(f"    {p}" for p in result["pngs"])
-    print(f"\n{summary}\n\nreport: {report}\nplots:\n{pngs}\n{reproduce.result_line(result['headline'])}")
+    summary = papers.reproduce(args.paper, args.out, seeds=args.seeds, quick=args.quick, progress=args.progress)
+    print("\n" + papers.format_summary(summary))
 
 
 def _tensorboard() -> str:
@@ -206,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimators_parser(sub)
 
     p = sub.add_parser("reproduce", help="regenerate a paper's checkable claims: figures + markdown report")
-    p.add_argument("paper", choices=["wind"], help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
+    p.add_argument("paper", choices=sorted(papers.PAPERS),
+                   help="wind: Faster WIND (arXiv:2410.20727), Theorem 1, Figures 1-2")
     p.add_argument("--out", default=None, help="output folder (default: results/reproduce_<paper>)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="seeds of the sample-mode timing runs (default 0 1 2)")

@@ -6,14 +6,21 @@ import pytest
 
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
+from prefzoo.algorithms.base import plays
 
 TIME_KEYS = ("time/wall_s",)
+
+
+def bandit_env():
+    return gym.make("prefzoo/PrefBandit-Cyclic-v0", n_contexts=4, n_actions=4, seed=0)
+
+
 # these tests run on a PrefBandit; answer-level algorithms (aqp_alft) have their own tests
-BANDIT_ALGOS = sorted(name for name, cls in ALGORITHMS.items() if "bandit" in cls.supported_games)
+BANDIT_ALGOS = sorted(name for name, cls in ALGORITHMS.items() if plays(cls, bandit_env().unwrapped.game))
 
 
 def build(name, seed=0):
-    env = gym.make("prefzoo/PrefBandit-Cyclic-v0", n_contexts=4, n_actions=4, seed=0)
+    env = bandit_env()
     mode = "sample" if "sample" in ALGORITHMS[name].supported_modes else "exact"
     return prefzoo.make_algo(name, env, seed=seed, mode=mode)
 

@@ -8,8 +8,7 @@ import torch
 from scipy.special import log_softmax, rel_entr
 
 import prefzoo
-from prefzoo.algorithms.nash_md import (NashMD, NashMP, md_tau, mixture_log_probs, nash_md_step, prox_score,
-                                        prox_step)
+from prefzoo.algorithms.nash_md import NashMD, NashMP, md_tau, mixture_log_probs, nash_md_step, prox_score, prox_step
 from prefzoo.algorithms.wind import regression_loss, wind_score, wind_step
 
 CYCLIC = "prefzoo/PrefBandit-Cyclic-v0"

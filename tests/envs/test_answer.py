@@ -41,8 +41,8 @@ def test_answer_marginal_equals_a_loop_over_sequences(rule):
     rng = np.random.default_rng(0)
     pi = rng.dirichlet(np.ones(game.n_actions), size=game.n_contexts)
     expected = np.zeros((game.n_contexts, game.n_answers))
-    for y, row in enumerate(game.tokens):
-        z = loop_answer(row, game.vocab_size, game.n_answers, rule)
+    for y, row in enumerate(game.sequences.tokens):
+        z = loop_answer(row, game.sequences.vocab_size, game.n_answers, rule)
         assert game.answers[y] == z
         expected[:, z] += pi[:, y]
     nu = game.answer_marginal(pi)

@@ -22,8 +22,15 @@ from scipy.special import expit
 
 import prefzoo  # noqa: F401  (registers the ids)
 from prefzoo.algorithms.policies import make_policy
-from prefzoo.envs.token import (EOS, MAX_EXACT_SEQUENCES, LargeTokenGame, count_sequences, enumerate_sequences,
-                                make_token_game, sequence_features, sequence_index, sequence_tokens)
+from prefzoo.envs.sequences import (
+    EOS,
+    count_sequences,
+    enumerate_sequences,
+    sequence_features,
+    sequence_index,
+    sequence_tokens,
+)
+from prefzoo.envs.token import MAX_EXACT_SEQUENCES, TokenOracle, make_token_game
 
 CPU = torch.device("cpu")
 TOKEN_IDS = ["prefzoo/TokenGame-v0", "prefzoo/TokenGame-Cyclic-v0"]
@@ -37,7 +44,7 @@ def small_game(family="cyclic", **kw):
 def test_default_size_is_781_sequences():
     assert count_sequences(6, 4) == 1 + 5 + 25 + 125 + 625 == 781
     game = make_token_game("cyclic")
-    assert game.P.shape == (8, 781, 781) and game.tokens.shape == (781, 4)
+    assert game.P.shape == (8, 781, 781) and game.sequences.tokens.shape == (781, 4)
 
 
 def test_enumeration_order_and_index_round_trip():
@@ -121,8 +128,9 @@ def test_on_the_fly_preference_equals_the_dense_P(family):
     """The oracle of a game too large to enumerate (decode → features → scores, per pair) is the
     formula the dense P is built from: equal entrywise on an enumerable game."""
     game = make_token_game(family, n_contexts=3, vocab_size=5, max_length=3)
-    x, y, y2 = np.meshgrid(*(np.arange(n) for n in game.P.shape), indexing="ij")
-    np.testing.assert_allclose(game.preference[x, y, y2], game.P, rtol=0, atol=1e-12)
+    x, y, y2 = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in game.P.shape), indexing="ij"))
+    tokens = game.sequences.tokens
+    np.testing.assert_allclose(game.sequence_preference(x, tokens[y], tokens[y2]), game.P[x, y, y2], rtol=0, atol=1e-12)
 
 
 def large_game():
@@ -132,7 +140,8 @@ def large_game():
 
 def test_too_large_for_a_dense_P_keeps_a_counted_oracle_and_switches_exact_metrics_off():
     game = large_game()
-    assert isinstance(game, LargeTokenGame) and not game.exact and game.n_actions == 19_608 > MAX_EXACT_SEQUENCES
+    assert isinstance(game, TokenOracle) and not game.exact and not game.enumerable
+    assert game.kind == "token" and game.n_actions == 19_608 > MAX_EXACT_SEQUENCES
     np.testing.assert_allclose(game.ref.sum(1), 1.0, atol=1e-12)
     rng = np.random.default_rng(0)
     x, y, y2 = rng.integers(2, size=2000), rng.integers(19_608, size=2000), rng.integers(19_608, size=2000)
@@ -142,23 +151,28 @@ def test_too_large_for_a_dense_P_keeps_a_counted_oracle_and_switches_exact_metri
     assert game.exact_calls == 6000 and game.queries == 0
     wins = game.compare(np.zeros(20_000, int), np.full(20_000, 100), np.full(20_000, 18_000), rng)
     assert game.queries == 20_000
-    assert abs(wins.mean() - game.P[0, 100, 18_000]) <= 4 * np.sqrt(0.25 / 20_000)
+    assert abs(wins.mean() - game.preference(np.array(0), np.array(100), np.array(18_000))) <= 4 * np.sqrt(0.25 / 20_000)
     pi = game.ref
     for call in (lambda: game.nash(0.1), lambda: game.exploitability(pi), lambda: game.win_rates(pi),
-                 lambda: game.win_rate(pi, pi), lambda: game.kl(pi, pi)):
-        with pytest.raises(ValueError, match=r"exact metrics are off .* 19,608 sequences per prompt"):
+                 lambda: game.win_rate(pi, pi), lambda: game.P):
+        with pytest.raises(AttributeError, match=r"exact service, and this game has none .* 19,608 sequences per prompt"):
             call()
     env = gym.make("prefzoo/TokenGame-Cyclic-v0", game=game, reward_mode="win_prob")
     env.reset(seed=0)
     terminated = False
     while not terminated:
         _, reward, terminated, _, info = env.step(int(env.action_space.sample()))
-    assert reward == info["win_prob"] == game.P[info["context"], info["sequence"], info["opponent_action"]]
+    assert reward == info["win_prob"] == game.preference(*(np.array(info[k]) for k in ("context", "sequence", "opponent_action")))
 
 
 def test_too_large_to_enumerate_is_a_clear_error():
     with pytest.raises(ValueError, match=r"vocab_size=12, max_length=6 gives 1,948,717 sequences .* lower vocab_size"):
         make_token_game("bt", vocab_size=12, max_length=6)
+    # sizes that would hang or take gigabytes fail at once, from the closed-form count
+    with pytest.raises(ValueError, match=r"max_length=1000000 gives more than \(V−1\)\^L = 10\^698970 sequences"):
+        make_token_game("bt", max_length=10**6)
+    with pytest.raises(ValueError, match=r"vocab_size=2, max_length=100000 gives 100,001 sequences .* takes 1.19e\+03 GiB"):
+        make_token_game("bt", vocab_size=2, max_length=100_000)
     with pytest.raises(ValueError, match=r"unknown game argument 'vocab' \(did you mean 'vocab_size'\?\)"):
         gym.make("prefzoo/TokenGame-v0", vocab=5)
 
@@ -211,14 +225,15 @@ def test_token_level_mixture_sampling():
         for p in policy.model.head.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     w = 0.4
-    tokens = torch.as_tensor(game.tokens)
-    inputs = torch.cat([torch.full((len(tokens), 1), game.vocab_size), tokens[:, :-1]], 1)
+    seqs = game.sequences
+    tokens = torch.tensor(seqs.tokens)
+    inputs = torch.cat([torch.full((len(tokens), 1), seqs.vocab_size), tokens[:, :-1]], 1)
     prompt = torch.as_tensor(game.features[[1]], dtype=torch.float32).expand(len(tokens), -1)
     with torch.no_grad():
         mix = ((1 - w) * torch.log_softmax(policy.model(prompt, inputs), -1)
-               + w * torch.log_softmax(game.ref_model()(prompt, inputs), -1)).log_softmax(-1)
-    step = np.take_along_axis(mix.double().numpy(), game.tokens.clip(max=game.vocab_size - 1)[..., None], -1)[..., 0]
-    law = np.exp(np.where(np.arange(game.max_length)[None] < game.steps[:, None], step, 0.0).sum(1))
+               + w * torch.log_softmax(game.ref_lm.build()(prompt, inputs), -1)).log_softmax(-1)
+    step = np.take_along_axis(mix.double().numpy(), seqs.tokens.clip(max=seqs.vocab_size - 1)[..., None], -1)[..., 0]
+    law = np.exp(np.where(np.arange(seqs.max_length)[None] < seqs.steps[:, None], step, 0.0).sum(1))
     np.testing.assert_allclose(law.sum(), 1.0, atol=1e-6)
     draws = policy.sample_mixture(np.full(100_000, 1), np.random.default_rng(2), w)
     assert_frequencies_match(draws, law / law.sum())
@@ -243,7 +258,7 @@ def test_check_env_passes_without_warnings(env_id):
 def test_episode_mechanics_and_info():
     env = gym.make("prefzoo/TokenGame-Cyclic-v0", n_contexts=3, reward_mode="win_prob")
     game = env.unwrapped.game
-    V, L = game.vocab_size, game.max_length
+    V, L = game.sequences.vocab_size, game.sequences.max_length
     obs, info = env.reset(seed=0)
     np.testing.assert_array_equal(obs["tokens"], [V] * L)
     np.testing.assert_array_equal(obs["prompt"], game.features[info["context"]].astype(np.float32))
@@ -254,13 +269,13 @@ def test_episode_mechanics_and_info():
     obs, reward, terminated, truncated, step_info = env.step(2)  # the L-th token ends it
     assert terminated and not truncated
     seq = step_info["sequence"]
-    np.testing.assert_array_equal(game.tokens[seq], [3, 1, 5, 2])
+    np.testing.assert_array_equal(game.sequences.tokens[seq], [3, 1, 5, 2])
     assert reward == step_info["win_prob"] == game.P[info["context"], seq, step_info["opponent_action"]]
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(1)
     env.reset(seed=1)
     obs, reward, terminated, _, step_info = env.step(EOS)  # the empty sequence
-    assert terminated and step_info["sequence"] == 0 and game.decode(0) == "<eos>"
+    assert terminated and step_info["sequence"] == 0 and game.sequences.decode(0) == "<eos>"
     env.reset()
     with pytest.raises(ValueError, match=r"action must be a token id in Discrete\(6\)"):
         env.step(6)
@@ -316,7 +331,7 @@ def test_sb3_ppo_improves_the_win_rate_against_pi_ref():
             return model.policy.get_distribution(obs).distribution.probs.double().numpy()
 
     def win_rate_vs_ref():
-        pi = game.sequence_distribution(next_token_probs)
+        pi = game.sequences.distribution(game.n_contexts, next_token_probs)
         return game.expectation(game.win_rate(pi / pi.sum(1, keepdims=True), game.ref))
 
     before = win_rate_vs_ref()

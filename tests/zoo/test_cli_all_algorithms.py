@@ -7,6 +7,7 @@ import pytest
 from zoo_helpers import ENV, read_csv, without_wall_time
 
 import prefzoo
+from prefzoo.algorithms.base import plays
 from prefzoo.zoo import config, runner
 
 TINY_GAME = {"n_contexts": 3, "n_actions": 3}
@@ -27,7 +28,7 @@ def tiny(algo: str, tmp_path, iterations: int):
 # ENV is a PrefBandit: algorithms that do not play bandit games (aqp_alft) are covered in
 # tests/algorithms/test_aqp_alft.py
 @pytest.mark.parametrize("algo", sorted(name for name, cls in prefzoo.ALGORITHMS.items()
-                                        if "bandit" in cls.supported_games))
+                                        if plays(cls, prefzoo.make_game("cyclic"))))
 def test_resume_equals_straight_run(algo, tmp_path):
     straight = runner.new_run_dir(tmp_path / "a", algo, ENV)
     result = runner.train(tiny(algo, tmp_path, 4), straight, progress=False, verbose=False)

@@ -1,0 +1,183 @@
+"""The counted preference oracle: the base of every game.
+
+A game has contexts x (prompts) with a distribution ρ and a feature vector each, responses y
+(integer handles: a response index, a sequence index, a stored generation), a reference policy
+π_ref to sample from, and a preference P(y ≻ y' | x). Learners see the preference only through
+the counted oracle: :meth:`PreferenceOracle.compare` draws Bernoulli outcomes (``queries``) and
+:meth:`PreferenceOracle.prob` reads probabilities (``exact_calls``), so no algorithm ever
+estimates its own cost.
+
+Each game class declares what it is (as OpenSpiel's ``GameType`` does), and algorithms read the
+declarations instead of the class:
+
+- ``kind``: ``"bandit"``, ``"token"``, ``"answer"``, … — the structure of a response (which
+  policies apply);
+- ``pairwise``: the payoff is the preference P itself (False for the answer game, whose payoff is a
+  utility of the answer marginal) — which losses apply;
+- ``exact``: a dense P and the exact services (``nash``, ``exploitability``, ``win_rates``) —
+  :class:`~prefzoo.envs.game.PreferenceGame` and its subclasses;
+- ``enumerable``: the responses can be listed, so π_ref is a table ``ref`` [X, Y] and a policy
+  can be read whole every iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import rel_entr
+
+
+def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row of ``probs`` [n, Y] by inverse CDF (vectorized, no Python loop)."""
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random(probs.shape[:-1] + (1,)) * cdf[..., -1:]
+    return np.minimum((u > cdf).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def check_finite_array(name: str, value: Any, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` (None: any size) with finite entries, else ``ValueError``."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim != len(shape) or any(n is not None and n != m for n, m in zip(shape, array.shape, strict=True)):
+        expected = "[" + ", ".join("any" if n is None else str(n) for n in shape) + "]"
+        raise ValueError(f"{name} must have shape {expected}, got {list(array.shape)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite; it contains NaN or inf")
+    return array
+
+
+def check_distributions(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as float64 probability vectors along the last axis (finite, ≥ 0, summing to 1)."""
+    array = check_finite_array(name, value, shape)
+    if array.min(initial=0.0) < -1e-12:
+        raise ValueError(f"{name} must be non-negative; its smallest entry is {array.min():.3g}")
+    sums = array.sum(axis=-1)
+    if np.max(np.abs(sums - 1.0), initial=0.0) > 1e-6:
+        if sums.ndim == 0:
+            raise ValueError(f"{name} must sum to 1 (a probability distribution); it sums to {sums:.6g}")
+        bad = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError(f"each row of {name} must sum to 1; row {bad} sums to {sums[bad]:.6g}")
+    return np.clip(array, 0.0, None)
+
+
+EXACT_SERVICES = ("P", "nash", "exploitability", "win_rates", "win_rate", "reward")  # PreferenceGame's
+
+
+class PreferenceOracle:
+    """A counted preference oracle over contexts and responses (the base of every game).
+
+    Args:
+        n_contexts: number of contexts X.
+        rho: context distribution [X] (default uniform).
+        features: context feature vectors [X, d] (default the identity: one-hot contexts).
+        ref: π_ref as a table [X, Y] when the responses can be listed (enumerable games and
+            token games, whose sequence set is listed), else ``None`` (the subclass then
+            implements :meth:`sample_ref`).
+        seed: seed of the oracle's own generator, used by :meth:`compare` when no ``rng`` is given.
+
+    A subclass implements :meth:`preference` (the uncounted probability; the ground truth an env
+    reports in ``info``) and declares ``kind``, ``pairwise``, ``exact`` and ``enumerable``.
+
+    Raises:
+        ValueError: an array of the wrong shape, with NaN/inf, or not a distribution.
+    """
+
+    kind: ClassVar[str] = "bandit"
+    pairwise: ClassVar[bool] = True
+    exact: ClassVar[bool] = False
+    enumerable: ClassVar[bool] = False
+    why_not_exact: ClassVar[str] = "it is known only through its counted oracle"
+
+    def __init__(self, n_contexts: int, rho: Any = None, features: Any = None, ref: Any = None,
+                 seed: int | None = None):
+        self.n_contexts = int(n_contexts)
+        X = self.n_contexts
+        self.rho = np.full(X, 1.0 / X) if rho is None else check_distributions("rho", rho, (X,))
+        self.features = np.eye(X) if features is None else check_finite_array("features", features, (X, None))
+        self.n_actions = None if ref is None else np.shape(ref)[-1]
+        self.ref = None if ref is None else self.check_policy(ref, "ref")
+        self.rng = np.random.default_rng(seed)
+        self.queries = 0  # Bernoulli comparisons drawn
+        self.exact_calls = 0  # probabilities read through prob()
+
+    def __getattr__(self, name: str):
+        """Called only for a missing attribute: an exact service asked of a game without them gets
+        an error that says why, instead of a bare ``AttributeError``."""
+        if name in EXACT_SERVICES:
+            raise AttributeError(f"{type(self).__name__}.{name} is an exact service, and this game has none "
+                                 f"(exact=False): {self.why_not_exact}. Sample and compare instead "
+                                 "(compare, prob), in sample mode")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------------ to implement
+    def preference(self, x: np.ndarray, y: np.ndarray, y2: np.ndarray) -> np.ndarray:
+        """P(y ≻ y2 | x) for validated, broadcast index arrays; uncounted."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the counted oracle
+    def compare(self, x, y, y2, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Bernoulli comparisons: True where ``y`` is preferred to ``y2`` in context ``x``.
+
+        Arrays broadcast; each element is one counted query. Draws from ``rng`` (the caller's
+        generator: the env's ``np_random`` or the algorithm's ``rng``), else the oracle's own.
+        """
+        x, y, y2 = self.check_indices(x, y, y2)
+        p = self.preference(x, y, y2)
+        self.queries += x.size
+        return (rng or self.rng).random(x.shape) < p
+
+    def prob(self, x, y, y2) -> np.ndarray:
+        """P(y ≻ y2 | x) (each element counted in ``exact_calls``)."""
+        x, y, y2 = self.check_indices(x, y, y2)
+        self.exact_calls += x.size
+        return self.preference(x, y, y2)
+
+    def check_indices(self, x, y, y2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Broadcast integer arrays: contexts in [0, X), responses in [0, Y) where Y is known."""
+        x, y, y2 = np.broadcast_arrays(np.asarray(x), np.asarray(y), np.asarray(y2))
+        for arr, name, n in ((x, "x", self.n_contexts), (y, "y", self.n_actions), (y2, "y2", self.n_actions)):
+            if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0
+                             or (n is not None and arr.max() >= n)):
+                raise ValueError(f"{name} must hold integer indices in [0, {n or 'inf'}), got {arr!r}")
+        return x, y, y2
+
+    # ------------------------------------------------------------------ contexts and π_ref
+    def sample_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` contexts drawn from ρ."""
+        cdf = np.cumsum(self.rho)
+        return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), self.n_contexts - 1)
+
+    def sample_responses(self, pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One response per context from a policy table ``pi`` [X, Y]."""
+        return sample_categorical(pi[contexts], rng)
+
+    def sample_ref(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One response per context from π_ref."""
+        return self.sample_responses(self.ref, contexts, rng)
+
+    def expectation(self, per_context: np.ndarray) -> float:
+        """ρ-weighted mean of a per-context quantity."""
+        return float(self.rho @ per_context)
+
+    def estimate_metrics(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
+        """Estimated metrics of a sample-mode ``policy`` on a game without exact services (none here)."""
+        return {}
+
+    # ------------------------------------------------------------------ policies as tables
+    def check_policy(self, pi: Any, name: str = "pi") -> np.ndarray:
+        """Return ``pi`` as a float array [X, Y] after checking it is a policy of this game.
+
+        Raises:
+            ValueError: wrong shape, a NaN/inf, a negative entry, or a row not summing to 1.
+        """
+        if self.n_actions is None:
+            raise ValueError(f"this {self.kind} game has no response table: {name} cannot be a [X, Y] policy")
+        expected = (self.n_contexts, self.n_actions)
+        if np.shape(pi) != expected:
+            raise ValueError(f"{name} must be a policy of shape [X, Y] = {list(expected)}, got {list(np.shape(pi))}")
+        return check_distributions(name, pi, expected)
+
+    def kl(self, pi, mu) -> np.ndarray:
+        """KL(π ‖ μ) per context, [X] (0·log 0 = 0; inf where μ = 0 < π)."""
+        pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
+        return rel_entr(pi, mu).sum(axis=1)
