@@ -11,6 +11,8 @@ from prefzoo.envs.checks import check_choice
 
 from .aqp_alft import AQPALFT
 from .base import Algorithm
+from .dueling import RUCB, DoubleTS
+from .estimate_then_solve import EstimateThenSolve
 from .grpo import GRPO
 from .iterative_bon import IterativeBoN
 from .jbond import JBOND
@@ -32,6 +34,9 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "grpo": GRPO,
     "ppo": PPO,
     "aqp_alft": AQPALFT,
+    "estimate_then_solve": EstimateThenSolve,
+    "rucb": RUCB,
+    "double_ts": DoubleTS,
 }
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
-from prefzoo.envs import metrics
+from prefzoo.envs import duel, metrics
 from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.oracle import PreferenceOracle, kl_divergence
 
@@ -71,8 +71,9 @@ def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, m
     if not (game.kind in kinds if kinds else game.pairwise):
         return (f"plays games of kind {' / '.join(kinds)}" if kinds
                 else "plays games whose payoff is the pairwise preference")
-    if mode == "exact" and not game.exact:
-        return "in exact mode reads the game's exact services (a dense P, expectations over every response)"
+    if (mode == "exact" or algorithm.needs_exact) and not game.exact:
+        return (f"in {mode} mode reads the game's exact services (a dense P, its solvers, expectations over every "
+                "response)")
     if algorithm.needs_enumeration and not game.enumerable:
         return (f"in {mode} mode with these settings reads every response's probability or the whole policy "
                 "each iteration")
@@ -167,6 +168,7 @@ class Algorithm:
     # is played without editing the algorithms
     supported_games: ClassVar[tuple[str, ...] | None] = None
     needs_enumeration: bool = False  # sample mode too reads every response (a dense P, all log-probs, π each step)
+    needs_exact: ClassVar[bool] = False  # sample mode too uses the game's exact services (e.g. its solvers)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
@@ -187,6 +189,7 @@ class Algorithm:
         self.queries = 0  # this run's oracle comparisons
         self.samples = 0  # this run's responses drawn from the policy
         self.wall_s = 0.0
+        self.duel_regret = duel.QueriedRegret()  # regret of the compared pairs (exact games)
         self.logger = Logger(folder=None, output_formats=[])
         self.pi = None if self.game.ref is None else self.game.ref.copy()  # exact-mode state
         self.policy = self.optimizer = None
@@ -242,6 +245,8 @@ class Algorithm:
         before = self.game.queries
         wins = self.game.compare(contexts, y, y2, self.rng)
         self.queries += self.game.queries - before
+        if self.game.exact:
+            self.duel_regret.add(self.game.P, contexts, y, y2)
         return wins.astype(np.float64)
 
     def sample_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -298,6 +303,8 @@ class Algorithm:
         if target is not None:
             with np.errstate(divide="ignore"):
                 out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), log_pi))
+        if self.duel_regret.pairs:
+            out[metrics.DUEL_WEAK_REGRET], out[metrics.DUEL_STRONG_REGRET] = self.duel_regret.averages()
         return out
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
@@ -328,7 +335,7 @@ class Algorithm:
     def state_dict(self) -> dict[str, Any]:
         state = {"class": type(self).__name__, "iteration": self.iteration, "queries": self.queries,
                  "samples": self.samples, "wall_s": self.wall_s, "pi": self.pi,
-                 "rng": self.rng.bit_generator.state}
+                 "rng": self.rng.bit_generator.state, "duel_regret": self.duel_regret.state()}
         if self.policy is not None:
             state["policy"] = self.policy.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -343,6 +350,7 @@ class Algorithm:
         self.iteration, self.queries, self.samples = state["iteration"], state["queries"], state["samples"]
         self.wall_s, self.pi = state["wall_s"], state["pi"]
         self.rng.bit_generator.state = state["rng"]
+        self.duel_regret.load(state["duel_regret"])
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])

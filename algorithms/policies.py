@@ -43,9 +43,11 @@ class BanditPolicy(nn.Module):
 
     @torch.no_grad()
     def probs(self) -> np.ndarray:
-        """The whole policy [X, Y] as float64 numpy."""
+        """The whole policy [X, Y] as float64 numpy (rows renormalized in float64: a float32 softmax
+        over many responses can miss 1 by more than a policy check allows)."""
         contexts = torch.arange(self.log_ref.shape[0], device=self.log_ref.device)
-        return self.log_probs(contexts).double().exp().cpu().numpy()
+        p = self.log_probs(contexts).double().exp().cpu().numpy()
+        return p / p.sum(axis=1, keepdims=True)
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One response per context, drawn with the caller's numpy generator."""

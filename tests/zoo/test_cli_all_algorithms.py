@@ -36,7 +36,7 @@ def test_resume_equals_straight_run(algo, tmp_path):
     rows = read_csv(straight / "progress.csv")
     assert [int(r["time/iterations"]) for r in rows] == [0, 1, 2, 3, 4]
     assert {"game/exploitability", "cost/queries", "cost/samples", "time/wall_s"} <= set(rows[0])
-    assert all(key.split("/")[0] in ("game", "alft", "cost", "time", "train") for key in rows[0])
+    assert all(key.split("/")[0] in ("game", "alft", "duel", "cost", "time", "train") for key in rows[0])
 
     halted = runner.new_run_dir(tmp_path / "b", algo, ENV)
     runner.train(tiny(algo, tmp_path, 2), halted, progress=False, verbose=False)

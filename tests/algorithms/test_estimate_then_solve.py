@@ -1,0 +1,129 @@
+"""Estimate-then-solve: the exact solution in the limit, the binomial rate of its estimate, the
+allocation rules, and its errors."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import prefzoo
+from prefzoo.algorithms.estimate_then_solve import estimated_preferences, neyman_allocation, pair_costs
+from prefzoo.envs.bandit import PrefBanditEnv
+from prefzoo.envs.game import PreferenceGame, make_game
+
+
+def deterministic_game() -> PreferenceGame:
+    """A reward-order game without ties: every comparison's outcome is certain (P ∈ {0, 1} off the
+    diagonal), so one comparison per pair reveals P exactly."""
+    game = make_game("reward_order", n_contexts=4, n_actions=6, seed=1, reward_levels=10_000)
+    off_diagonal = ~np.eye(6, dtype=bool)[None].repeat(4, 0)
+    assert np.isin(game.P[off_diagonal], (0.0, 1.0)).all()
+    return game
+
+
+def test_a_budget_that_reveals_P_returns_the_games_own_equilibrium():
+    game = deterministic_game()
+    pairs = 4 * 15
+    for beta in (0.1, 0.5):
+        algo = prefzoo.make_algo("estimate_then_solve", PrefBanditEnv(game=game), seed=0, beta=beta,
+                                 batch_size=pairs, prior_count=1e-12).learn(1)
+        np.testing.assert_array_equal(algo.counts, 1.0)  # uniform: every pair once
+        np.testing.assert_allclose(algo.policy_probs(), game.nash(beta), rtol=0, atol=1e-10)
+        assert algo.evaluate()["game/kl_to_target"] < 1e-12
+    lp = prefzoo.make_algo("estimate_then_solve", PrefBanditEnv(game=game), seed=0, beta=0.0, batch_size=pairs,
+                           prior_count=1e-12).learn(1)
+    assert lp.target_policy() is None
+    assert game.exploitability(lp.policy_probs()) < 1e-9  # a Nash equilibrium (the vector need not be unique)
+
+
+def sq_error_runs(game, n: int, seeds) -> np.ndarray:
+    """‖P̂ − P‖² over the pairs y < y' after exactly n comparisons of each pair, one value per seed."""
+    K = game.n_contexts * game.n_actions * (game.n_actions - 1) // 2
+    i, j = np.triu_indices(game.n_actions, 1)
+    env, out = PrefBanditEnv(game=game), []
+    for seed in seeds:
+        algo = prefzoo.make_algo("estimate_then_solve", env, seed=seed, batch_size=n * K).learn(1)
+        out.append(((algo.estimate()[:, i, j] - game.P[:, i, j]) ** 2).sum())
+    return np.array(out)
+
+
+def test_estimate_error_matches_the_exact_binomial_formula():
+    """With n comparisons per pair and a Beta(a/2, a/2) prior, P̂ = (B + a/2)/(n + a), B ~ Bin(n, P):
+    E(P̂ − P)² = [n·P(1 − P) + a²(½ − P)²]/(n + a)² exactly; the mean over 100 seeds must lie within
+    4 standard errors of the sum over pairs, and the exact value falls as 1/n."""
+    game = make_game("cyclic", n_contexts=4, n_actions=5, seed=0)
+    i, j = np.triu_indices(5, 1)
+    p, a = game.P[:, i, j], 1.0
+    means = []
+    for n in (4, 16, 64):
+        exact = ((n * p * (1 - p) + a**2 * (0.5 - p) ** 2) / (n + a) ** 2).sum()
+        runs = sq_error_runs(game, n, range(100))
+        se = runs.std(ddof=1) / np.sqrt(len(runs))
+        assert abs(runs.mean() - exact) < 4 * se, (n, runs.mean(), exact, se)
+        means.append(exact)
+    slope = np.polyfit(np.log([4, 16, 64]), np.log(means), 1)[0]
+    assert -1.05 < slope < -0.9  # the statistical rate Σ P(1 − P)/n, prior bias aside
+
+
+def test_policy_error_shrinks_at_the_statistical_rate():
+    """KL(π*_β ‖ π̂) is quadratic in P̂ − P near the solution, so its mean falls like 1/n: log-log
+    slope of the mean over 60 seeds against n ∈ {16, 64, 256} within [−1.2, −0.8]."""
+    game = make_game("cyclic", n_contexts=4, n_actions=5, seed=0)
+    K = 4 * 10
+    target = game.nash(0.1)
+    env = PrefBanditEnv(game=game)
+    kls = []
+    for n in (16, 64, 256):
+        runs = [game.expectation(game.kl(target, prefzoo.make_algo("estimate_then_solve", env, seed=s,
+                                                                   batch_size=n * K).learn(1).policy_probs()))
+                for s in range(60)]
+        kls.append(np.mean(runs))
+    slope = np.polyfit(np.log([16, 64, 256]), np.log(kls), 1)[0]
+    assert -1.2 < slope < -0.8, (kls, slope)
+
+
+def test_uniform_allocation_balances_pairs_across_rounds():
+    env = gym.make("prefzoo/PrefBandit-Cyclic-v0", n_contexts=3, n_actions=4, seed=0)
+    algo = prefzoo.make_algo("estimate_then_solve", env, seed=2, batch_size=7).learn(5)  # 35 over 18 pairs
+    assert algo.counts.sum() == algo.queries == 35 and algo.counts.max() - algo.counts.min() == 1
+
+
+def test_estimate_is_a_preference_tensor_with_half_for_unseen_pairs():
+    wins, counts = np.array([[3.0, 0.0, 1.0]]), np.array([[4.0, 0.0, 1.0]])
+    P = estimated_preferences(wins, counts, prior_count=2.0, Y=3)
+    np.testing.assert_allclose(P[0], [[0.5, 4 / 6, 0.5], [2 / 6, 0.5, 2 / 3], [0.5, 1 / 3, 0.5]])
+    np.testing.assert_array_equal(P + P.transpose(0, 2, 1), 1.0)
+
+
+def test_neyman_allocation():
+    costs = np.array([[4.0, 1.0, 0.0, 9.0]])
+    fresh = neyman_allocation(costs, np.zeros_like(costs), 60)
+    np.testing.assert_array_equal(fresh, [[20, 10, 0, 30]])  # ∝ √c = 2 : 1 : 0 : 3
+    topped = neyman_allocation(costs, np.array([[20.0, 0.0, 0.0, 0.0]]), 40)  # pair 0 is at its target
+    assert topped.sum() == 40 and topped[0, 0] == 0 and topped[0, 1] > 0
+
+
+def test_adaptive_rule_favours_pairs_the_estimate_weighs():
+    game = make_game("cyclic", n_contexts=2, n_actions=6, seed=0)
+    pi = np.tile([0.9, 0.02, 0.02, 0.02, 0.02, 0.02], (2, 1))
+    costs = pair_costs(np.full((2, 6, 6), 0.5), pi, game.rho, explore=0.1)
+    i, j = np.triu_indices(6, 1)
+    involves_top = i == 0
+    assert costs[:, involves_top].min() > 10 * costs[:, ~involves_top].max()
+    env = gym.make("prefzoo/PrefBandit-Cyclic-v0", n_contexts=3, n_actions=6, seed=0)
+    algo = prefzoo.make_algo("estimate_then_solve", env, seed=0, allocation="adaptive", batch_size=300).learn(3)
+    assert algo.queries == 900 and algo.counts.min() >= 0 and algo.counts.max() > 3 * algo.counts.mean()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"unknown allocation 'uniformm' \(did you mean 'uniform'\?\)"):
+        prefzoo.make_algo("estimate_then_solve", "prefzoo/PrefBandit-v0", allocation="uniformm")
+    for kwargs, match in (({"beta": -0.1}, "beta must be a finite number >= 0"),
+                          ({"prior_count": 0}, "prior_count must be a finite number > 0"),
+                          ({"explore": 0}, r"explore must be a finite number in \(0, 1\]"),
+                          ({"mode": "exact"}, "supports mode")):
+        with pytest.raises(ValueError, match=match):
+            prefzoo.make_algo("estimate_then_solve", "prefzoo/PrefBandit-v0", **kwargs)
+    oracle = gym.make("prefzoo/TokenGame-v0", n_contexts=2, vocab_size=4, max_length=3,
+                      preference=lambda x, t, t2: np.full(len(x), 0.5))  # a game with no exact services
+    with pytest.raises(ValueError, match=r"reads the game's exact services .* exact=False"):
+        prefzoo.make_algo("estimate_then_solve", oracle)
