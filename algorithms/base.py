@@ -26,6 +26,7 @@ from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import metrics
 from prefzoo.envs.game import closest_hint
+from prefzoo.envs.lm.oracles import OracleBudgetExhausted
 from prefzoo.envs.oracle import PreferenceOracle
 
 from .policies import make_policy
@@ -228,7 +229,12 @@ class Algorithm:
             raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
         for _ in range(int(iterations)):
             start = time.perf_counter()
-            diagnostics = self.step()
+            rng_state, samples = copy.deepcopy(self.rng.bit_generator.state), self.samples
+            try:
+                diagnostics = self.step()
+            except OracleBudgetExhausted:  # undo the unfinished iteration's draws: a resumed run redoes it exactly
+                self.rng.bit_generator.state, self.samples = rng_state, samples
+                raise
             self.wall_s += time.perf_counter() - start
             self.iteration += 1
             if self.iteration % eval_freq == 0:
