@@ -13,8 +13,9 @@ The iteration does more than the bare floor by design: a π_ref forward (``ref_l
 π_t forward, the oracle (decode + VADER, cached) and the numpy glue. WIND and online DPO draw y and
 y' in one batched call: with two calls of B the small model's per-token overhead is paid twice
 (measured on CPU: WIND x1.75, DPO x1.60 against this floor; x1.13 and x1.09 against a floor split
-into the same two calls). Measured (CPU, built-in model, B = 32, one thread, a shared 2-core box):
-WIND x1.31, online DPO x1.31, GRPO x1.02, about 2,000 generated tokens/s.
+into the same two calls). Measured (CPU, built-in model, B = 32, one thread, a shared and loaded 2-core box, so ±0.2):
+WIND x1.31-1.44, online DPO x1.21-1.31, GRPO x1.02-1.14, 2,000-3,750 generated tokens/s. No GPU
+figure yet (no GPU was available to this task).
 
 Models: on CPU the built-in model (2 layers, width 64); on CUDA a GPT-2-small-sized model (12
 layers, width 768) built from a config with random weights and the built-in tokenizer, saved with
