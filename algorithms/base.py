@@ -28,6 +28,7 @@ from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import duel, metrics
 from prefzoo.envs.checks import check_choice, check_int, check_real
+from prefzoo.envs.lm.oracles import OracleBudgetExhausted
 from prefzoo.envs.oracle import PreferenceOracle, kl_divergence
 
 from .policies import POLICIES, make_policy
@@ -316,7 +317,12 @@ class Algorithm:
         iterations, eval_freq = check_int("iterations", iterations, low=0), check_int("eval_freq", eval_freq, low=1)
         for _ in range(iterations):
             start = time.perf_counter()
-            diagnostics = self.step()
+            rng_state, samples = copy.deepcopy(self.rng.bit_generator.state), self.samples
+            try:
+                diagnostics = self.step()
+            except OracleBudgetExhausted:  # undo the unfinished iteration's draws: a resumed run redoes it exactly
+                self.rng.bit_generator.state, self.samples = rng_state, samples
+                raise
             self.wall_s += time.perf_counter() - start
             self.iteration += 1
             if self.iteration % eval_freq == 0:

@@ -136,8 +136,8 @@ class NashMD(_RegularizedNash):
         if mixture == "token" and not hasattr(self.policy, "sample_mixture"):
             raise ValueError(f"mixture='token' samples Nash-MD's opponent token by token from the policy's and "
                              f"π_ref's next-token logits: it needs sample mode with a sequence policy that has a "
-                             f"π_ref model (policy='gru' or 'gru_bf16' on a TokenGame), got mode={mode!r}, "
-                             f"policy={policy!r}")
+                             f"π_ref model (policy='gru' or 'gru_bf16' on a TokenGame, 'hf' on an LM game), got "
+                             f"mode={mode!r}, policy={policy!r}")
         self.mixture, self.tau = mixture, md_tau(eta, beta)
 
     def policy_probs(self):

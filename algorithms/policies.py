@@ -84,5 +84,12 @@ POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # 
 
 
 def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> BanditPolicy:
+    if game.kind == "lm":  # a real language model: only its own Hugging Face policy
+        if kind != "hf":
+            raise ValueError(f"on an LM game (prefzoo/LMGame-v0) the policy is the game's Hugging Face model: use "
+                             f"policy='hf', got {kind!r}")
+        from .lm_policy import LMPolicy
+
+        return LMPolicy(game, device)
     check_choice("policy", kind, POLICIES)
     return POLICIES[kind](game, device)

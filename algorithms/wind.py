@@ -142,8 +142,9 @@ class WIND(Algorithm):
         if self.mode == "exact":
             self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
             return {metrics.ETA: eta}
-        x, y = self.sample_batch(self.batch_size)
-        y2 = self.sample_responses(x)
+        x = self.game.sample_contexts(self.batch_size, self.rng)
+        # y and y' in one batched draw (one generate call on an LM; the same draws as two calls)
+        y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
         b = self.compare(x, y, y2)
         xs, ys = self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
         label = self.tensor(np.concatenate([b, 1 - b]))

@@ -39,4 +39,7 @@ _register("prefzoo/TokenGame-Cyclic-v0", _TOKEN, family="cyclic")
 # ---- answer-level (ALFT) games --------------------------------------------------------
 _register("prefzoo/AnswerGame-v0", "prefzoo.envs.answer:AnswerGameEnv")
 
+# ---- real language models (Hugging Face; optional extra [lm]) --------------------------
+_register("prefzoo/LMGame-v0", "prefzoo.envs.lm.env:LMGameEnv")
+
 ENV_IDS = tuple(env_id for env_id in registry if env_id.startswith("prefzoo/"))

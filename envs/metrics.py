@@ -23,6 +23,8 @@ LM_KL_TO_REF = "lm/kl_to_ref"
 LM_SCORE = "lm/score"
 LM_LENGTH = "lm/length"
 LM_DISTINCT2 = "lm/distinct2"
+LM_ORACLE_CALLS = "lm/oracle_calls"  # evaluations of the reward model / score function / judge (cumulative)
+LM_ORACLE_CACHE_HITS = "lm/oracle_cache_hits"  # oracle answers served from its cache (cumulative)
 
 # dueling-bandit regret of the compared pairs
 DUEL_WEAK_REGRET = "duel/weak_regret"
@@ -32,6 +34,7 @@ DUEL_STRONG_REGRET = "duel/strong_regret"
 QUERIES = "cost/queries"
 SAMPLES = "cost/samples"
 WALL_S = "time/wall_s"
+TOKENS_PER_S = "time/tokens_per_s"  # generated tokens per second (held-out sampling)
 ITERATIONS = "time/iterations"
 LOSS = "train/loss"
 ETA = "train/eta"

@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     final = result["metrics"]
     summary = ", ".join(f"{k} {final[k]:.4g}" for k in ("game/exploitability", "game/kl_to_target",
-                                                         "cost/queries") if k in final)
+                                                         "lm/win_rate_vs_ref", "cost/queries") if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
     if result["status"] == "interrupted":

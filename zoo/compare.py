@@ -35,7 +35,7 @@ from prefzoo.zoo.config import ConfigError, RunConfig
 FRACTIONS = (0.25, 0.5, 1.0)
 # game/avg_exploitability: the average iterate, reported by algorithms whose last iterate may cycle (SPPO)
 TABLE_METRICS = ("game/exploitability", "game/avg_exploitability", "game/kl_to_target", "game/win_rate_vs_ref",
-                 "time/wall_s")
+                 "lm/win_rate_vs_ref", "lm/kl_to_ref", "lm/score", "time/wall_s")  # lm/: estimates on LM games
 PLOT_METRICS = ("game/exploitability", "game/avg_exploitability", "game/kl_to_target")
 QUERIES, WALL = "cost/queries", "time/wall_s"
 BUDGET_ONLY_CAP = 10**6  # iteration cap when a query budget is given and --iterations is not

@@ -4,9 +4,11 @@ A run lives in ``<log_folder>/<algo>/<env>_<N>/`` (``env`` = the env id with ``/
 next free integer, as rl-baselines3-zoo's ``get_latest_run_id``) and holds ``config.yml`` (the
 resolved :class:`~prefzoo.zoo.config.RunConfig`, sorted), ``command.txt``, ``progress.csv``,
 TensorBoard events, ``evaluations.npz``, ``checkpoints/iter_<k>.pt`` and, at the end,
-``policy.npy`` (the final ``policy_probs()``). One process writes a run directory at a time: it
-holds an exclusive ``fcntl.flock`` on ``.lock`` (its PID inside) for the run's whole life; a
-run that fails after writing its files gets a ``FAILED`` file with the error.
+``policy.npy`` (the final ``policy_probs()``; on an LM game ``hf_policy/``, the final policy as a
+Hugging Face model folder, and sample generations before and after are printed). One process
+writes a run directory at a time: it holds an exclusive ``fcntl.flock`` on ``.lock`` (its PID
+inside) for the run's whole life; a run that fails after writing its files gets a ``FAILED``
+file with the error.
 
 Checkpoints are data only (:meth:`~prefzoo.algorithms.base.Algorithm.save`) and carry the hash
 of the resolved config (all of it but ``iterations``). Resuming validates ``config.yml`` as a
@@ -52,10 +54,11 @@ from tqdm.auto import tqdm
 
 import prefzoo
 from prefzoo.algorithms.base import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from prefzoo.envs.lm.oracles import OracleBudgetExhausted
 from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, validate
 
 ITERATION_KEY = "time/iterations"
-WALL_TIME_KEYS = ("time/wall_s",)  # the only columns allowed to differ between identical runs
+WALL_TIME_KEYS = ("time/wall_s", "time/tokens_per_s")  # the only columns allowed to differ between identical runs
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 TB_ONLY = ("stdout", "log", "json", "csv")  # exclude-list for TensorBoard-only records
 NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
@@ -305,6 +308,12 @@ def graceful_interrupt(state: dict[str, Any]):
         signal.signal(signal.SIGINT, previous)
 
 
+def show_generations(algo, when: str) -> None:
+    """Print sample generations of an LM policy on held-out prompts (fixed seed: comparable)."""
+    lines = algo.game.show_generations(algo.policy)
+    print(f"sample generations {when} training:\n  " + "\n  ".join(lines), file=sys.stderr, flush=True)
+
+
 def write_run_files(cfg: RunConfig, run_dir: Path, command: str | None) -> None:
     (run_dir / "config.yml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     (run_dir / "command.txt").write_text((command or shlex.join(["prefzoo", *sys.argv[1:]])) + "\n")
@@ -371,6 +380,8 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     logger = make_logger(run_dir, stdout=not progress if verbose is None else verbose, resume_iteration=start)
     algo.set_logger(logger)
     state: dict[str, Any] = {"stop": None, "metrics": {}, "logged": start}
+    if start is None and hasattr(algo.policy, "save_pretrained"):
+        show_generations(algo, "before")
     if start is None:  # iteration 0: π_ref itself, so every curve starts at the same point
         logger.record("hparams", HParam(hparam_dict(cfg), {"game/exploitability": 0.0}), exclude=TB_ONLY)
         logger.record("config/hyperparameters", config_markdown(cfg), exclude=TB_ONLY)
@@ -382,8 +393,9 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     def callback(_algo, metrics):
         state["metrics"], state["logged"] = metrics, _algo.iteration
         bar.update(_algo.iteration - bar.n)
+        shown = ("win", "lm/win_rate_vs_ref") if "lm/win_rate_vs_ref" in metrics else ("expl", "game/exploitability")
         bar.set_postfix(queries=int(metrics.get("cost/queries", 0)),
-                        expl=f"{metrics.get('game/exploitability', float('nan')):.4f}", refresh=False)
+                        **{shown[0]: f"{metrics.get(shown[1], float('nan')):.4f}"}, refresh=False)
         if report is not None:
             report(metrics)
         if budget is not None and metrics.get("cost/queries", 0) >= budget:
@@ -400,7 +412,11 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
         with graceful_interrupt(state) if handle_sigint else contextlib.nullcontext():
             while algo.iteration < cfg.iterations and state["stop"] is None:
                 chunk = min(save_freq - algo.iteration % save_freq, cfg.iterations - algo.iteration)
-                algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
+                try:
+                    algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
+                except OracleBudgetExhausted as err:  # a capped judge: stop here, resumable from the checkpoint
+                    print(f"stopping: {err}", file=sys.stderr)
+                    state["stop"] = "oracle_cap"
                 if algo.iteration % save_freq == 0 or state["stop"]:
                     algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt", checkpoint_meta(cfg))
     except KeyboardInterrupt:
@@ -408,12 +424,16 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
         logger.close()
         print(f"aborted; the last checkpoint in {run_dir / 'checkpoints'} is intact", file=sys.stderr)
         raise
-    if state["logged"] != algo.iteration:  # log the final iterate too
+    if state["logged"] != algo.iteration and state["stop"] != "oracle_cap":  # log the final iterate too
         state["metrics"] = algo.evaluate()
         log_metrics(logger, state["metrics"], algo.iteration)
     if state["stop"] != "interrupted":
         algo.save(run_dir / "checkpoints" / f"iter_{algo.iteration:06d}.pt", checkpoint_meta(cfg))
-        np.save(run_dir / "policy.npy", algo.policy_probs())
+        if hasattr(algo.policy, "save_pretrained"):  # a language model: a Hugging Face folder, not a table
+            algo.policy.save_pretrained(run_dir / "hf_policy")
+            show_generations(algo, "after")
+        else:
+            np.save(run_dir / "policy.npy", algo.policy_probs())
     bar.close()
     logger.close()
     write_evaluations(run_dir)

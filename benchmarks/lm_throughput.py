@@ -1,0 +1,132 @@
+"""Cost of one training iteration on LMGame against the bare model cost of the same batch.
+
+For WIND, online DPO and GRPO (``policy="hf"`` on ``prefzoo/LMGame-v0``, VADER oracle, one
+gradient step per batch: ``grad_steps=1`` / ``n_epochs=1``) one iteration is timed by
+``algo.step()`` (no evaluation). The bare cost, measured in the same process on the same device
+and interleaved with the iterations: one ``model.generate`` call over the iteration's whole batch
+(WIND and online DPO: 2·B responses for B prompts; GRPO: B·G) plus one forward and backward pass
+of the summed sequence log-probabilities over it. ``overhead_vs_bare`` = iteration time / bare
+time per algorithm; the RESULT line reports the largest (target ≤ 1.5). ``tokens_per_s`` is the
+generated tokens per second of the bare ``generate``.
+
+The iteration does more than the bare floor by design: a π_ref forward (``ref_log_prob``), WIND's
+π_t forward, the oracle (decode + VADER, cached) and the numpy glue. WIND and online DPO draw y and
+y' in one batched call: with two calls of B the small model's per-token overhead is paid twice
+(measured on CPU: WIND x1.75, DPO x1.60 against this floor; x1.13 and x1.09 against a floor split
+into the same two calls). Measured (CPU, built-in model, B = 32, one thread, a shared and loaded 2-core box, so ±0.2):
+WIND x1.31-1.44, online DPO x1.21-1.31, GRPO x1.02-1.14, 2,000-3,750 generated tokens/s. No GPU
+figure yet (no GPU was available to this task).
+
+Models: on CPU the built-in model (2 layers, width 64); on CUDA a GPT-2-small-sized model (12
+layers, width 768) built from a config with random weights and the built-in tokenizer, saved with
+``save_pretrained`` and loaded as a user's model would be (``--size small`` forces it on CPU).
+
+Run: ``.venv/bin/python benchmarks/lm_throughput.py [--device auto|cpu|cuda] [--size builtin|small]``.
+Last line: ``RESULT overhead_vs_bare=<x> tokens_per_s=<y> device=<cpu|cuda>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import prefzoo
+from prefzoo.algorithms.base import resolve_device
+
+ALGOS = {"wind": {"mode": "sample", "grad_steps": 1, "lr": 1e-4},
+         "online_dpo": {"grad_steps": 1, "lr": 1e-4},
+         "grpo": {"n_epochs": 1, "group_size": 4, "lr": 1e-4, "lr_decay_start": 0}}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def small_model_dir(folder: str) -> str:
+    """A GPT-2-small-sized model (random weights) with the built-in tokenizer, saved to ``folder``."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from prefzoo.envs.lm.builtin import builtin_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_path())
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=768, n_layer=12, n_head=12,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def bare(algo, contexts: np.ndarray, device: torch.device) -> tuple[float, float]:
+    """Seconds of one ``generate`` over ``contexts`` plus one forward/backward of the summed
+    log-probabilities; and the generated tokens per second."""
+    policy, game = algo.policy, algo.game
+    sync(device)
+    start = time.perf_counter()
+    handles = policy.sample(contexts, algo.rng)
+    sync(device)
+    generated = time.perf_counter() - start
+    loss = policy.log_prob(torch.as_tensor(contexts, device=device), torch.as_tensor(handles, device=device)).sum()
+    loss.backward()
+    policy.zero_grad(set_to_none=True)
+    sync(device)
+    tokens = sum(len(game.store.tokens[h]) for h in handles)
+    return time.perf_counter() - start, tokens / generated
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", choices=["builtin", "small"], default=None,
+                        help="model: the built-in one (CPU default) or GPT-2-small-sized (CUDA default)")
+    parser.add_argument("--batch-size", type=int, default=None, help="prompts per iteration (CPU 32, CUDA 64)")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    size = args.size or ("small" if device.type == "cuda" else "builtin")
+    batch = args.batch_size or (64 if device.type == "cuda" else 32)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        model = small_model_dir(folder) if size == "small" else None
+        env = gym.make("prefzoo/LMGame-v0", model=model, max_new_tokens=16)
+        overhead, speeds = {}, []
+        for name, hyperparams in ALGOS.items():
+            prompts = batch // hyperparams["group_size"] if name == "grpo" else batch
+            algo = prefzoo.make_algo(name, env, seed=0, policy="hf", device=str(device), batch_size=prompts,
+                                     **hyperparams)
+            per_iteration = batch if name == "grpo" else 2 * batch  # responses sampled per iteration
+            contexts = algo.game.sample_contexts(per_iteration, np.random.default_rng(1))
+            algo.step()  # warm-up (allocations, caches)
+            bare(algo, contexts, device)
+            step_times, bare_times = [], []
+            for _ in range(args.rounds):
+                sync(device)
+                start = time.perf_counter()
+                algo.step()
+                sync(device)
+                step_times.append(time.perf_counter() - start)
+                seconds, tokens_per_s = bare(algo, contexts, device)
+                bare_times.append(seconds)
+                speeds.append(tokens_per_s)
+            step, floor = statistics.median(step_times), statistics.median(bare_times)
+            overhead[name] = step / floor
+            print(f"{name:11s} iteration {step * 1e3:8.1f} ms   bare {floor * 1e3:8.1f} ms   overhead "
+                  f"x{overhead[name]:.2f}", flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, model {size}, {batch} prompts per iteration (GRPO: {batch // 4} x 4), 16 new tokens max")
+    extra = " ".join(f"overhead_{k}={v:.2f}" for k, v in overhead.items())
+    print(f"RESULT overhead_vs_bare={max(overhead.values()):.2f} tokens_per_s={statistics.median(speeds):.0f} "
+          f"device={device.type} {extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""LMGame: the built-in model's save/load round trip, the text oracles (reward model re-tokenized,
+VADER, pairwise judge), counting, caching, the call cap, and the bad inputs of the issue.
+
+Everything runs on CPU and offline: the built-in model is made in code (cached per machine under
+$PREFZOO_CACHE), the reward model is a tiny GPT-2 built from a config with its own tokenizer.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="the optional [lm] extra is not installed")
+pytest.importorskip("vaderSentiment", reason="the optional [lm] extra is not installed")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from prefzoo.envs import metrics  # noqa: E402
+from prefzoo.envs.lm import builtin, oracles  # noqa: E402
+from prefzoo.envs.lm.game import LMGame, read_prompts  # noqa: E402
+
+PROMPTS = [f"the {n} was" for n in ("movie", "book", "phone", "pizza", "hotel", "coffee", "camera", "song")]
+
+
+@pytest.fixture(scope="module")
+def game():
+    return LMGame(prompts=PROMPTS, seed=0, max_new_tokens=8)
+
+
+def test_builtin_model_round_trips_through_save_and_from_pretrained(tmp_path):
+    path = builtin.builtin_model_path()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.pad_token == builtin.PAD and tokenizer.eos_token == builtin.BOS_EOS
+    assert tokenizer.get_vocab() == {word: i for i, word in enumerate(builtin.VOCABULARY)}
+    sentence = "the movie was really great , i loved it !"
+    ids = tokenizer(sentence)["input_ids"]
+    assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids) == sentence
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    batch = torch.tensor([[tokenizer.bos_token_id, *ids]])
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, again(batch).logits)
+    assert AutoTokenizer.from_pretrained(tmp_path)(sentence)["input_ids"] == ids
+    # pre-trained on the review corpus: a sentiment word after "the movie was very" beats a noun
+    probs = torch.softmax(model(torch.tensor([[tokenizer.bos_token_id,
+                                               *tokenizer("the movie was very")["input_ids"]]])).logits[0, -1], -1)
+    vocab = tokenizer.get_vocab()
+    sentiment = sum(probs[vocab[w]] for w in builtin.POSITIVE + builtin.NEGATIVE)
+    assert sentiment > 0.8
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory):
+    """A tiny GPT-2 reward model with its own word-level tokenizer (ids in reverse order of the
+    policy's, no pad token), saved with save_pretrained."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    words = list(reversed(builtin.VOCABULARY))
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=builtin.UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=builtin.BOS_EOS, unk_token=builtin.UNK)
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=1,
+                                                     n_head=2, num_labels=1))
+    path = tmp_path_factory.mktemp("reward_model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_model_oracle_retokenizes_with_its_own_tokenizer(reward_model_dir, game):
+    from transformers import AutoModelForSequenceClassification
+
+    oracle = oracles.RewardModelOracle(str(reward_model_dir), temperature=0.5, batch_size=2)
+    rm = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
+    rm_tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    prompts = ["the movie was", "the book was", "the movie was"]
+    responses = ["great !", "really awful , i hated it .", "fine"]
+
+    def direct(text):  # one text at a time, no padding, the reward model's own ids
+        with torch.no_grad():
+            return rm(torch.tensor([rm_tokenizer(text)["input_ids"]])).logits[0, 0].item()
+
+    expected = [direct(f"{p} {r}") for p, r in zip(prompts, responses, strict=True)]
+    np.testing.assert_allclose(oracle.score(prompts, responses), expected, rtol=1e-5, atol=1e-6)
+    # the policy's ids of the same text are different ids: feeding them would be a different score
+    policy_ids = game.tokenizer("the movie was great !")["input_ids"]
+    assert policy_ids != rm_tokenizer("the movie was great !")["input_ids"]
+    p = oracle.probability(prompts[:2], responses[:2], responses[2:] + responses[:1])
+    r = {(pr, rs): s for pr, rs, s in zip(prompts, responses, expected, strict=True)}
+    r["the book was", "great !"] = direct("the book was great !")
+    want = [1 / (1 + math.exp(-(expected[0] - r["the movie was", "fine"]) / 0.5)),
+            1 / (1 + math.exp(-(expected[1] - r["the book was", "great !"]) / 0.5))]
+    np.testing.assert_allclose(p, want, rtol=1e-6)
+    assert oracle.calls == 4  # 3 scored texts + "the book was great !"; the rest came from the cache
+
+
+def test_lm_game_with_the_reward_model_oracle(reward_model_dir):
+    game = LMGame(prompts=PROMPTS, oracle="reward_model", oracle_kwargs={"model": str(reward_model_dir)},
+                  max_new_tokens=6)
+    x = game.sample_contexts(6, np.random.default_rng(0))
+    y, y2 = game.sample_ref(x, np.random.default_rng(1)), game.sample_ref(x, np.random.default_rng(2))
+    p = game.prob(x, y, y2)
+    assert p.shape == (6,) and np.all((p > 0) & (p < 1))
+    np.testing.assert_allclose(p + game.prob(x, y2, y), 1.0, atol=1e-12)
+
+
+def test_vader_score_oracle_counts_caches_and_draws_bernoulli_outcomes(game):
+    oracle = game.oracle
+    x = np.zeros(2, dtype=np.int64)
+    y, y2 = game.store.add([np.array(game.tokenizer("great !")["input_ids"]),
+                            np.array(game.tokenizer("awful .")["input_ids"])])
+    calls, hits = oracle.calls, oracle.cache_hits
+    p1 = game.prob(x[:1], y[None], y2[None])
+    p2 = game.prob(x[:1], y[None], y2[None])
+    assert p1 == p2 and p1 > 0.9
+    assert oracle.calls - calls <= 2 and oracle.cache_hits - hits >= 2
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    s = SentimentIntensityAnalyzer()
+    want = 1 / (1 + math.exp(-(s.polarity_scores("great !")["compound"] - s.polarity_scores("awful .")["compound"])
+                             / 0.25))
+    np.testing.assert_allclose(p1, want, rtol=1e-12)
+    queries = game.queries
+    wins = game.compare(np.zeros(4000, dtype=np.int64), np.full(4000, y2), np.full(4000, y), np.random.default_rng(0))
+    assert game.queries - queries == 4000
+    q = 1 - want  # Monte Carlo against the exact Bernoulli mean, 4 standard deviations
+    assert abs(wins.mean() - q) < 4 * math.sqrt(q * (1 - q) / 4000)
+
+
+def test_pairwise_judge_cache_symmetry_and_query_cap():
+    asked = []
+
+    def longer_wins(prompt, a, b):
+        asked.append((prompt, a, b))
+        return 0.5 + 0.4 * np.sign(len(a) - len(b))
+
+    judge = oracles.PairwiseJudgeOracle(longer_wins, max_calls=2)
+    p = judge.probability(["q", "q", "q", "q"], ["aa", "b", "aa", "cc"], ["b", "aa", "aa", "cc"])
+    np.testing.assert_allclose(p, [0.9, 0.1, 0.5, 0.5])  # reversed pair from the cache; ties free
+    assert judge.calls == 1 and judge.cache_hits == 1 and len(asked) == 1
+    judge.probability(["q"], ["ccc"], ["b"])
+    with pytest.raises(oracles.OracleBudgetExhausted, match="cap of 2"):
+        judge.probability(["q"], ["dddd"], ["b"])
+    assert judge.calls == 2 and len(asked) == 2  # the capped call was never made
+    np.testing.assert_allclose(judge.probability(["q"], ["b"], ["ccc"]), [0.1])  # cached answers stay free
+
+
+@pytest.mark.parametrize("answer, match", [(float("nan"), "nan"), (1.5, "1.5"), ("maybe", "maybe"),
+                                           (None, "None")])
+def test_judge_bad_answers_name_the_judge_and_input(answer, match):
+    def my_judge(prompt, a, b):
+        return answer
+
+    with pytest.raises(oracles.JudgeError, match=f"my_judge.*the movie was.*{match}"):
+        oracles.PairwiseJudgeOracle(my_judge).probability(["the movie was"], ["good"], ["bad"])
+
+
+def test_judge_and_score_function_that_raise():
+    def broken(prompt, a, b):
+        raise RuntimeError("rate limited")
+
+    with pytest.raises(oracles.JudgeError, match="broken.*prompt='p'.*rate limited"):
+        oracles.PairwiseJudgeOracle(broken).probability(["p"], ["a"], ["b"])
+    with pytest.raises(oracles.JudgeError, match="score function 'nan_score'.*'a'"):
+        oracles.ScoreOracle(lambda text: float("nan"), name="nan_score").probability(["p"], ["a"], ["b"])
+    assert oracles.PairwiseJudgeOracle(lambda p, a, b: "a").probability(["p"], ["x"], ["y"])[0] == 1.0
+    assert oracles.vader_oracle().probability(["p"], ["good"], ["good"])[0] == 0.5
+
+
+def test_missing_model_path_says_nothing_is_downloaded(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match=f"{missing}.*nothing is downloaded"):
+        LMGame(prompts=PROMPTS, model=str(missing))
+
+
+def test_prompts_files(tmp_path):
+    txt, jsonl, empty = tmp_path / "p.txt", tmp_path / "p.jsonl", tmp_path / "empty.txt"
+    txt.write_text("the movie was\n\n  my phone is \n")
+    jsonl.write_text('{"prompt": "the movie was"}\n{"prompt": "my phone is"}\n')
+    empty.write_text("\n \n")
+    assert read_prompts(txt) == read_prompts(jsonl) == ["the movie was", "my phone is"]
+    with pytest.raises(ValueError, match="holds no prompts"):
+        LMGame(prompts=empty)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        LMGame(prompts=tmp_path / "missing.txt")
+    (tmp_path / "bad.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1.*prompt"):
+        read_prompts(tmp_path / "bad.jsonl")
+    game = LMGame(prompts=txt)
+    assert game.n_contexts == 1 and len(game.eval_contexts) == 1
+
+
+def test_long_prompt_truncated_with_a_warning_and_no_pad_token_handled(tmp_path):
+    path = builtin.builtin_model_path()
+    AutoModelForCausalLM.from_pretrained(path).save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).pad_token is None
+    long_prompt = " ".join(["the movie was very good and"] * 20)
+    with pytest.warns(UserWarning, match="truncated to their last 40 tokens"):
+        game = LMGame(prompts=[long_prompt, "the book was"], model=str(tmp_path), max_new_tokens=8,
+                      eval_fraction=0.5)
+    assert game.tokenizer.pad_token_id == game.tokenizer.eos_token_id
+    assert max(len(p) for p in game.prompt_ids) == 40
+    handles = game.sample_ref(np.array([0, 1, 0]), np.random.default_rng(0))  # no crash at the context limit
+    assert all(len(game.store.tokens[h]) <= 8 for h in handles)
+
+
+def test_estimated_metrics_of_the_reference_policy(game):
+    from prefzoo.algorithms.lm_policy import LMPolicy
+
+    policy = LMPolicy(game, torch.device("cpu"))
+    m = game.estimate_metrics(policy, np.random.default_rng(0))
+    assert m[metrics.LM_KL_TO_REF] == 0.0  # π = π_ref at init: every log-ratio is exactly 0
+    assert abs(m[metrics.LM_WIN_RATE_VS_REF] - 0.5) < 4 * m[metrics.LM_WIN_RATE_VS_REF_SE]
+    assert 0 < m[metrics.LM_DISTINCT2] <= 1 and 0 < m[metrics.LM_LENGTH] <= 8
+    assert -1 <= m[metrics.LM_SCORE] <= 1 and m[metrics.LM_ORACLE_CALLS] > 0
+    assert m == {**game.estimate_metrics(policy, np.random.default_rng(0)),
+                 metrics.TOKENS_PER_S: m[metrics.TOKENS_PER_S],
+                 metrics.LM_ORACLE_CALLS: m[metrics.LM_ORACLE_CALLS],
+                 metrics.LM_ORACLE_CACHE_HITS: m[metrics.LM_ORACLE_CACHE_HITS]}  # same seed, same estimates
