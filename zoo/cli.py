@@ -79,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     compare.compare(args.algos, args.env, args.seeds, args.out, workers=args.workers, budget=args.budget,
                     iterations=args.iterations, overrides=config.parse_overrides(args.hp),
                     directory=args.config_dir, device=args.device, progress=args.progress,
-                    eval_freq=args.eval_freq)
+                    eval_freq=args.eval_freq, backend=args.backend, address=args.address, retries=args.retries)
 
 
 def cmd_tournament(args: argparse.Namespace) -> None:
@@ -157,6 +157,19 @@ def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
                    help="show a progress bar (--no-progress: SB3's table on stdout instead, for train)")
 
 
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    from prefzoo.zoo import backends
+
+    p.add_argument("--backend", default="local", choices=backends.BACKENDS,
+                   help="local: --workers processes; ray: one Ray task per run (pip install 'prefzoo[ray]')")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (host:port, ray://host:port or auto); default: start a local "
+                        "Ray instance with --workers CPUs")
+    p.add_argument("--retries", type=int, default=backends.DEFAULT_RETRIES,
+                   help="resubmit a run whose worker died or raised, from its last checkpoint, up to N times "
+                        f"(default {backends.DEFAULT_RETRIES})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     algos = ", ".join(sorted(prefzoo.ALGORITHMS))
     parser = argparse.ArgumentParser(prog="prefzoo", description=__doc__,
@@ -191,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None,
                    help="iteration cap per run (default: the config's; raise it if a run misses the budget)")
     p.add_argument("--eval-freq", dest="eval_freq", type=int, default=None, help="evaluate every N iterations")
+    _backend_args(p)
     _common(p)
 
     p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")

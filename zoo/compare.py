@@ -14,11 +14,8 @@ query-budget table and plots, with a note.
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
 import os
-import queue as queue_lib
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prefzoo
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import backends, config, runner
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -96,31 +93,6 @@ def write_tables(rows: list[dict[str, Any]], out: Path, header: str) -> tuple[Pa
 
 
 # ---------------------------------------------------------------------- running
-def _init_worker() -> None:
-    import signal
-
-    import torch
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-
-
-def _run_one(cfg_dict: dict[str, Any], run_dir: str, budget: int | None, progress_queue, key: str) -> dict:
-    last = [0.0]
-
-    def report(metrics):
-        now = time.monotonic()
-        if now - last[0] > 0.2:
-            last[0] = now
-            progress_queue.put((key, metrics.get(QUERIES, 0), metrics.get("game/exploitability", np.nan)))
-
-    cfg = RunConfig.from_dict(cfg_dict)
-    result = runner.train(cfg, run_dir, progress=False, verbose=False, budget=budget, report=report,
-                          command=f"prefzoo compare (run {key})", handle_sigint=False)
-    progress_queue.put((key, result["metrics"].get(QUERIES, 0), result["metrics"].get("game/exploitability", np.nan)))
-    return result
-
-
 def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_freq, budget=None) -> list[RunConfig]:
     """One resolved config per (algo, seed); sample mode where the algorithm has it."""
     configs = []
@@ -137,75 +109,88 @@ def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_fr
             extra["iterations"] = BUDGET_ONLY_CAP  # the budget decides when a run stops
         if eval_freq is not None:
             extra["eval_freq"] = eval_freq
-        extra.setdefault("save_freq", 0)
         for seed in seeds:
             configs.append(config.resolve(algo, env_id, seed, extra, directory, device))
     return configs
 
 
-def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | None, progress: bool) -> list[dict]:
-    """Run every config in a process pool (spawned workers, one torch thread each)."""
+def run_all(configs: list[RunConfig], out: Path, backend, budget: int | None, progress: bool,
+            retries: int = backends.DEFAULT_RETRIES) -> list[backends.Outcome]:
+    """Run every config on ``backend`` (a dead or failing run resumes from its last checkpoint,
+    ``retries`` times at most); one outcome per config, in order."""
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
-    keys = [f"{c.algo} s{c.seed}" for c in configs]
+    tasks = [backends.Task(f"{c.algo} s{c.seed}", c.to_dict(), str(d), budget)
+             for c, d in zip(configs, run_dirs, strict=True)]
     total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
-    ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(max(1, min(workers, len(configs))), mp_context=ctx,
-                                                       initializer=_init_worker) as pool:
-        progress_queue = manager.Queue()
-        futures = {pool.submit(_run_one, c.to_dict(), str(d), budget, progress_queue, k): k
-                   for c, d, k in zip(configs, run_dirs, keys)}
-        bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
-                   desc=f"{len(configs)} runs", dynamic_ncols=True)
-        done_per_run: dict[str, float] = {}
-        pending, results = set(futures), {}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.3, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    results[futures[fut]] = fut.result()
-                while True:
-                    try:
-                        key, queries, expl = progress_queue.get_nowait()
-                    except queue_lib.Empty:
-                        break
-                    done_per_run[key] = min(queries, budget) if budget else queries
-                    bar.set_postfix_str(f"done {len(results)}/{len(configs)} | {key}: q={int(queries)} "
-                                        f"expl={expl:.4f}", refresh=False)
-                if budget:
-                    bar.update(sum(done_per_run.values()) - bar.n)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            raise
-        if not budget:
-            bar.update(total - bar.n)
-        bar.close()
-    return [results[k] for k in keys]
+    bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
+               desc=f"{len(configs)} runs", dynamic_ncols=True)
+    done_per_run: dict[str, float] = {}
+
+    def on_progress(key: str, queries: float, expl: float) -> None:
+        done_per_run[key] = min(queries, budget) if budget else queries
+        bar.set_postfix_str(f"{key}: q={int(queries)} expl={expl:.4f}", refresh=False)
+        if budget:
+            bar.update(sum(done_per_run.values()) - bar.n)
+
+    outcomes = backend.run(tasks, retries, on_progress)
+    if not budget:
+        bar.update(total - bar.n)
+    bar.close()
+    return outcomes
+
+
+def failure_lines(outcomes: list[backends.Outcome]) -> list[str]:
+    """One line per run that was retried or still failed, with its errors."""
+    lines = []
+    for o in outcomes:
+        if o.error is not None:
+            lines.append(f"- **{o.key} failed** after {o.attempts} attempt{'s' * (o.attempts > 1)}: {o.error}")
+        elif o.retried:
+            lines.append(f"- {o.key} finished on attempt {o.attempts} (resumed after: {'; '.join(o.retried)})")
+    return lines
 
 
 def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathLike, *, workers: int | None = None,
             budget: int | None = None, iterations: int | None = None, overrides: dict | None = None,
-            directory=None, device: str = "auto", progress: bool = True, eval_freq: int | None = None) -> dict:
-    """Run, tabulate and plot; returns the paths written and the table rows."""
+            directory=None, device: str = "auto", progress: bool = True, eval_freq: int | None = None,
+            backend: str = "local", address: str | None = None, retries: int = backends.DEFAULT_RETRIES,
+            note: str | None = None) -> dict:
+    """Run, tabulate and plot; returns the paths written, the table rows and each run's outcome.
+
+    ``backend``: ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, else a
+    local Ray instance with ``workers`` CPUs); the tables are the same either way. ``note``: a
+    line added under the table header (e.g. how the configs were tuned).
+    """
     from prefzoo.zoo import plots
 
     if not algos:
         raise ConfigError(f"no algorithms to compare; registered: {sorted(prefzoo.ALGORITHMS)}")
     if budget is not None and budget <= 0:
         raise ConfigError(f"--budget must be a positive number of queries, got {budget}")
+    backends.check_retries(retries)
     out = Path(out)
     configs = plan(algos, env_id, seeds, overrides or {}, directory, device, iterations, eval_freq, budget)
+    executor = backends.make_backend(backend, workers=workers, address=address)
     out.mkdir(parents=True, exist_ok=True)
     print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
-          f"budget {budget if budget else 'common'} queries, {workers or os.cpu_count()} workers → {out}", flush=True)
+          f"budget {budget if budget else 'common'} queries, {executor.describe()}, "
+          f"{retries} retr{'y' if retries == 1 else 'ies'} → {out}", flush=True)
     t0 = time.perf_counter()
-    results = run_all(configs, out, workers or os.cpu_count() or 1, budget, progress)
+    try:
+        outcomes = run_all(configs, out, executor, budget, progress, retries)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     wall = time.perf_counter() - t0
+    problems = failure_lines(outcomes)
+    if problems:
+        print("\n".join(["runs retried or failed:", *problems]), flush=True)
 
     runs: dict[str, list[dict[str, np.ndarray]]] = {}
-    for cfg, res in zip(configs, results):
-        arrays = runner.progress_arrays(res["run_dir"])
+    for cfg, outcome in zip(configs, outcomes, strict=True):
+        if outcome.result is None:
+            continue
+        arrays = runner.progress_arrays(outcome.result["run_dir"])
         if np.nanmax(arrays[QUERIES]) <= 0:
             print(f"note: {cfg.algo} seed {cfg.seed} made no oracle queries; left out of the query-budget table")
             continue
@@ -214,14 +199,20 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
                   f"{budget} (iteration cap {cfg.iterations}; raise --iterations)")
         runs.setdefault(cfg.algo, []).append(arrays)
     if not runs:
+        if all(o.result is None for o in outcomes):
+            raise ConfigError("every run failed:\n" + "\n".join(problems))
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
     rows = summarize(runs, common)
     header = (f"## {env_id}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
-              f"Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e.")
+              + (f"{note}\n\n" if note else "")
+              + "Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e."
+              + ("\n\nRuns retried or failed (failed runs are left out of the table):\n\n" + "\n".join(problems)
+                 if problems else ""))
     md_path, csv_path = write_tables(rows, out, header)
     figures = plots.comparison_plots(runs, common, out, title=env_id)
     print((out / "table.md").read_text())
-    print(f"finished {len(results)} runs in {wall:.0f} s")
-    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows,
-            "run_dirs": [r["run_dir"] for r in results], "logs": out / "logs"}
+    print(f"finished {sum(o.result is not None for o in outcomes)}/{len(outcomes)} runs in {wall:.0f} s")
+    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows, "budget": common,
+            "run_dirs": [o.result["run_dir"] for o in outcomes if o.result is not None], "logs": out / "logs",
+            "configs": configs, "outcomes": outcomes, "wall_s": wall}
