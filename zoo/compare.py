@@ -161,8 +161,6 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     local Ray instance with ``workers`` CPUs); the tables are the same either way. ``note``: a
     line added under the table header (e.g. how the configs were tuned).
     """
-    from prefzoo.zoo import plots
-
     if not algos:
         raise ConfigError(f"no algorithms to compare; registered: {sorted(prefzoo.ALGORITHMS)}")
     if budget is not None and budget <= 0:
@@ -182,6 +180,19 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
         if hasattr(executor, "shutdown"):
             executor.shutdown()
     wall = time.perf_counter() - t0
+    result = tabulate(configs, outcomes, out, budget, title=env_id, note=note)
+    print(f"finished {sum(o.result is not None for o in outcomes)}/{len(outcomes)} runs in {wall:.0f} s")
+    return {**result, "logs": out / "logs", "wall_s": wall}
+
+
+def tabulate(configs: list[RunConfig], outcomes: list[backends.Outcome], out: Path, budget: int | None,
+             title: str, note: str | None = None) -> dict:
+    """Table (``table.csv``/``table.md``) and plots of the finished runs of one game in ``out``;
+    runs that were retried or failed are named under the table header."""
+    from prefzoo.zoo import plots
+
+    seeds = sorted({c.seed for c in configs})
+    out.mkdir(parents=True, exist_ok=True)
     problems = failure_lines(outcomes)
     if problems:
         print("\n".join(["runs retried or failed:", *problems]), flush=True)
@@ -204,15 +215,14 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
     rows = summarize(runs, common)
-    header = (f"## {env_id}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
+    header = (f"## {title}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
               + (f"{note}\n\n" if note else "")
               + "Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e."
               + ("\n\nRuns retried or failed (failed runs are left out of the table):\n\n" + "\n".join(problems)
                  if problems else ""))
     md_path, csv_path = write_tables(rows, out, header)
-    figures = plots.comparison_plots(runs, common, out, title=env_id)
+    figures = plots.comparison_plots(runs, common, out, title=title)
     print((out / "table.md").read_text())
-    print(f"finished {sum(o.result is not None for o in outcomes)}/{len(outcomes)} runs in {wall:.0f} s")
     return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows, "budget": common,
-            "run_dirs": [o.result["run_dir"] for o in outcomes if o.result is not None], "logs": out / "logs",
-            "configs": configs, "outcomes": outcomes, "wall_s": wall}
+            "run_dirs": [o.result["run_dir"] for o in outcomes if o.result is not None],
+            "configs": configs, "outcomes": outcomes, "runs": runs}
