@@ -225,10 +225,11 @@ class RayBackend:
 
     def connect(self):
         ray = _import_ray()
-        if ray.is_initialized():
-            return ray
         if self.address:
             self._check_reachable(self.address)
+        if ray.is_initialized():  # e.g. a script or a test that started Ray itself
+            return ray
+        if self.address:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True)
         else:
