@@ -21,6 +21,7 @@ algorithm had the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -161,17 +162,33 @@ def write_best(algo: str, env_id: str, out: Path, params: dict[str, Any], direct
     """``<out>/<algo>.yml``: the packaged entry for ``env_id`` with ``params`` on top (other env
     ids already in the file are kept)."""
     path = out / f"{algo}.yml"
-    entries = config.load_yaml(path) if path.is_file() else {}
-    entries[env_id] = {**config.read_hyperparameters(algo, env_id, directory), **params}
-    path.write_text(header + yaml.safe_dump(entries, sort_keys=True))
+    entry = {**config.read_hyperparameters(algo, env_id, directory), **params}
+    with _locked(out):
+        entries = config.load_yaml(path) if path.is_file() else {}
+        entries[env_id] = entry
+        path.write_text(header + yaml.safe_dump(entries, sort_keys=True))
     return path
 
 
 def record(out: Path, algo: str, env_id: str, info: dict[str, Any]) -> None:
     path = out / METADATA
-    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    data.setdefault(algo, {})[env_id] = info
-    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    with _locked(out):
+        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        data.setdefault(algo, {})[env_id] = info
+        path.write_text(yaml.safe_dump(data, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock on ``<out>/.lock``: studies of several algorithms may share ``out``."""
+    import fcntl
+
+    with open(out / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def has_entry(directory: str | os.PathLike, algo: str, env_id: str) -> bool:
