@@ -130,9 +130,9 @@ class LocalBackend:
     def run(self, tasks: list[Task], retries: int = DEFAULT_RETRIES, progress: Progress | None = None) -> list[Outcome]:
         retries = check_retries(retries)
         ctx = mp.get_context("spawn")
-        outcomes = {t.key: Outcome(t.key) for t in tasks}
-        todo = [(t, 0) for t in tasks]  # (task, attempt), run in order
-        busy: dict[Any, tuple[Any, Any, Task, int]] = {}  # sentinel → (process, conn, task, attempt)
+        outcomes = [Outcome(t.key) for t in tasks]  # by position: keys are labels, not ids
+        todo = [(i, 0) for i in range(len(tasks))]  # (task index, attempt), run in order
+        busy: dict[Any, tuple[Any, Any, int, int]] = {}  # sentinel → (process, conn, task index, attempt)
         idle: list[tuple[Any, Any]] = []
 
         def start_worker():
@@ -142,11 +142,11 @@ class LocalBackend:
             child.close()
             return proc, parent
 
-        def failed(task: Task, attempt: int, error: str) -> None:
-            outcome = outcomes[task.key]
+        def failed(i: int, attempt: int, error: str) -> None:
+            outcome = outcomes[i]
             if attempt < retries:
                 outcome.retried.append(error)
-                todo.insert(0, (task, attempt + 1))  # resume it first
+                todo.insert(0, (i, attempt + 1))  # resume it first
             else:
                 outcome.error = error
 
@@ -155,11 +155,11 @@ class LocalBackend:
                 idle = [(proc, conn) for proc, conn in idle if proc.is_alive()]
                 while todo and len(busy) < self.workers:
                     proc, conn = idle.pop() if idle else start_worker()
-                    task, attempt = todo.pop(0)
-                    conn.send((task, attempt))
-                    busy[proc.sentinel] = (proc, conn, task, attempt)
+                    i, attempt = todo.pop(0)
+                    conn.send((tasks[i], attempt))
+                    busy[proc.sentinel] = (proc, conn, i, attempt)
                 wait_any([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
-                for sentinel, (proc, conn, task, attempt) in list(busy.items()):
+                for sentinel, (proc, conn, i, attempt) in list(busy.items()):
                     finished = False
                     try:
                         while not finished and conn.poll():
@@ -170,9 +170,9 @@ class LocalBackend:
                                 continue
                             finished = True
                             if kind == "done":
-                                outcomes[key].result = payload[0]
+                                outcomes[i].result = payload[0]
                             else:
-                                failed(task, attempt, payload[0])
+                                failed(i, attempt, payload[0])
                     except (EOFError, OSError):
                         pass  # the worker died: its exit code says how, below
                     if finished:
@@ -183,7 +183,7 @@ class LocalBackend:
                         del busy[sentinel]
                         code = proc.exitcode
                         why = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-                        failed(task, attempt, f"worker process died ({why})")
+                        failed(i, attempt, f"worker process died ({why})")
         finally:
             for _, conn in idle:
                 with contextlib.suppress(OSError):
@@ -194,7 +194,7 @@ class LocalBackend:
                 if proc.is_alive():
                     proc.terminate()
                     proc.join()
-        return [outcomes[t.key] for t in tasks]
+        return outcomes
 
 
 # ---------------------------------------------------------------------- Ray
@@ -270,28 +270,29 @@ class RayBackend:
         retries = check_retries(retries)
         ray = self.connect()
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
-        outcomes = {t.key: Outcome(t.key) for t in tasks}
-        pending = {remote.remote(t, 0): (t, 0) for t in tasks}
+        outcomes = [Outcome(t.key) for t in tasks]  # by position: keys are labels, not ids
+        pending = {remote.remote(t, 0): (i, 0) for i, t in enumerate(tasks)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
-                task, attempt = pending.pop(ref)
+                i, attempt = pending.pop(ref)
+                task, outcome = tasks[i], outcomes[i]
                 try:
-                    outcomes[task.key].result = ray.get(ref)
+                    outcome.result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
                     cause = getattr(exc, "cause", None)
                     error = _short_error(cause) if isinstance(cause, BaseException) else _short_error(exc)
                     error = error.splitlines()[0]
                     if attempt < retries:
-                        outcomes[task.key].retried.append(error)
-                        pending[remote.remote(task, attempt + 1)] = (task, attempt + 1)
+                        outcome.retried.append(error)
+                        pending[remote.remote(task, attempt + 1)] = (i, attempt + 1)
                     else:
-                        outcomes[task.key].error = error
-                if progress is not None and outcomes[task.key].result is not None:
-                    metrics = outcomes[task.key].result["metrics"]
+                        outcome.error = error
+                if progress is not None and outcome.result is not None:
+                    metrics = outcome.result["metrics"]
                     progress(task.key, metrics.get(metric_names.QUERIES, 0),
                              metrics.get(metric_names.EXPLOITABILITY, float("nan")))
-        return [outcomes[t.key] for t in tasks]
+        return outcomes
 
 
 def make_backend(name: str = "local", *, workers: int | None = None, address: str | None = None):

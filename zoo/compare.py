@@ -119,7 +119,8 @@ def run_all(configs: list[RunConfig], out: Path, backend, budget: int | None, pr
     """Run every config on ``backend`` (a dead or failing run resumes from its last checkpoint,
     ``retries`` times at most); one outcome per config, in order."""
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
-    tasks = [backends.Task(f"{c.algo} s{c.seed}", c.to_dict(), str(d), budget)
+    several_envs = len({c.env_id for c in configs}) > 1
+    tasks = [backends.Task(f"{c.algo}{' ' + c.env_id if several_envs else ''} s{c.seed}", c.to_dict(), str(d), budget)
              for c, d in zip(configs, run_dirs, strict=True)]
     total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
     bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,

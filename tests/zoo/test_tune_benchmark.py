@@ -105,8 +105,12 @@ def test_benchmark_scores_and_leaderboard(tuned, configs, tmp_path, monkeypatch)
                                  workers=2, tuned=out_tuned, device="cpu", progress=False)
     scores = read_csv(out / "scores.csv")
     assert list(scores[0]) == ["algorithm", "game", "seed", "score"] and len(scores) == 8
+    run_dirs = [Path(o.result["run_dir"]) for o in result["outcomes"]]
+    assert len(set(run_dirs)) == 8
     for cfg, outcome in zip(result["configs"], result["outcomes"], strict=True):
-        rows = read_csv(Path(outcome.result["run_dir"]) / "progress.csv")
+        run_dir = Path(outcome.result["run_dir"])
+        assert config.RunConfig.from_dict(yaml.safe_load((run_dir / "config.yml").read_text())) == cfg  # its own run
+        rows = read_csv(run_dir / "progress.csv")
         at_budget = [r for r in rows if float(r[metrics.QUERIES]) <= 640][-1]
         expected = float(at_budget[metrics.EXPLOITABILITY]) / float(rows[0][metrics.EXPLOITABILITY])
         (row,) = [r for r in scores if (r["algorithm"], r["game"], int(r["seed"])) == (cfg.algo, cfg.env_id, cfg.seed)]
