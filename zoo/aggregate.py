@@ -156,7 +156,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     paths = []
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.45 * len(algos)))
+    fig, ax = plt.subplots(figsize=(6.4, 1.4 + 0.45 * len(algos)))
     for i, a in enumerate(algos):
         point, low, high = iqms[a]
         ax.plot([low, high], [i, i], color=colors[i % len(colors)], lw=6, alpha=0.5, solid_capstyle="butt")
@@ -164,7 +164,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
     ax.set_yticks(range(len(algos)), algos)
     ax.invert_yaxis()
     ax.set_xlabel("IQM of normalized exploitability (lower is better)")
-    ax.set_title(f"{title}: IQM, {CONFIDENCE:.0%} stratified-bootstrap interval")
+    ax.set_title(f"{title}\nIQM, {CONFIDENCE:.0%} stratified-bootstrap interval", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     paths.append(out / "aggregate_iqm.png")
@@ -181,7 +181,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
     ax.axvline(1.0, color="gray", ls=":", lw=1)
     ax.set_xlabel("τ (normalized exploitability; 1 = π_ref)")
     ax.set_ylabel("fraction of runs with score ≤ τ")
-    ax.set_title(f"{title}: performance profiles")
+    ax.set_title(f"{title}\nperformance profiles, {CONFIDENCE:.0%} pointwise intervals", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -191,7 +191,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
 
     if len(algos) > 1:
         items = [((a, b), pairs[a, b]) for a, b in itertools.combinations(algos, 2)]  # better-ranked first
-        fig, ax = plt.subplots(figsize=(6, 0.6 + 0.35 * len(items)))
+        fig, ax = plt.subplots(figsize=(6.4, 1.4 + 0.35 * len(items)))
         for i, ((a, _), (point, low, high)) in enumerate(items):
             ax.plot([low, high], [i, i], color=colors[algos.index(a) % len(colors)], lw=6, alpha=0.5,
                     solid_capstyle="butt")
@@ -201,7 +201,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
         ax.axvline(0.5, color="gray", ls=":", lw=1)
         ax.set_xlim(0, 1)
         ax.set_xlabel("probability of improvement")
-        ax.set_title(f"{title}: probability of improvement")
+        ax.set_title(f"{title}\nprobability of improvement, {CONFIDENCE:.0%} interval", fontsize=10)
         fig.tight_layout()
         paths.append(out / "improvement.png")
         fig.savefig(paths[-1], dpi=110)
