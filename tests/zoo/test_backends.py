@@ -10,22 +10,13 @@ import threading
 import time
 
 import pytest
-from zoo_helpers import ENV, TINY, read_csv
+from zoo_helpers import ENV, read_csv, sweep, table_without_wall_time
 
 from prefzoo.envs import metrics
-from prefzoo.zoo import backends, compare, runner
+from prefzoo.zoo import backends, runner
 from prefzoo.zoo.config import ConfigError
 
-BUDGET = 1280  # 32 queries per iteration: 40 iterations per run, a checkpoint every 10
-
-
-def sweep(out, configs, retries=1, **kwargs):
-    return compare.compare(["wind", "sppo"], ENV, [0, 1], out, workers=1, budget=BUDGET, directory=configs,
-                           device="cpu", progress=False, retries=retries, **kwargs)
-
-
-def table_without_wall_time(out):
-    return [row for row in read_csv(out / "table.csv") if row["metric"] != metrics.WALL_S]
+pytestmark = pytest.mark.xdist_group("sweeps")  # shares the session's reference sweep with test_ray.py
 
 
 def kill_worker_at(checkpoint, killed: list, timeout_s: float = 120.0) -> None:
@@ -40,24 +31,16 @@ def kill_worker_at(checkpoint, killed: list, timeout_s: float = 120.0) -> None:
         killed.append(child.pid)
 
 
-@pytest.fixture(scope="module")
-def configs(tmp_path_factory):
-    """Tiny WIND, and an SPPO whose constructor always raises (negative learning rate)."""
-    folder = tmp_path_factory.mktemp("configs")
-    (folder / "wind.yml").write_text(TINY)
-    (folder / "sppo.yml").write_text("default: {mode: sample, lr: -1.0, env_kwargs: {n_contexts: 3, n_actions: 3}}\n")
-    return folder
-
-
-def test_a_killed_worker_resumes_a_raising_run_is_named_and_the_table_is_unchanged(configs, tmp_path, capfd):
-    reference = sweep(tmp_path / "reference", configs)
+def test_a_killed_worker_resumes_a_raising_run_is_named_and_the_table_is_unchanged(sweep_configs, reference_sweep,
+                                                                                    tmp_path, capfd):
+    reference_out, reference = reference_sweep
     assert [o.attempts for o in reference["outcomes"]] == [1, 1, 2, 2]  # sppo: first try + one retry
 
     out, killed = tmp_path / "killed", []
     first_run = out / "logs" / "wind" / f"{runner.env_dirname(ENV)}_1"  # wind seed 0, run first by the one worker
     killer = threading.Thread(target=kill_worker_at, args=(first_run / "checkpoints" / "iter_000010.pt", killed))
     killer.start()
-    result = sweep(out, configs)
+    result = sweep(out, sweep_configs)
     killer.join()
     assert killed, "the worker was never killed"
     wind0, wind1, *sppo = result["outcomes"]
@@ -68,18 +51,18 @@ def test_a_killed_worker_resumes_a_raising_run_is_named_and_the_table_is_unchang
     for outcome in sppo:  # still failing after the retry: named, with the error, and left out of the table
         assert outcome.result is None and len(outcome.retried) == 1 and "cannot build sppo" in outcome.error
         assert f"**{outcome.key} failed** after 2 attempts: {outcome.error}" in table
-    assert table_without_wall_time(out) == table_without_wall_time(tmp_path / "reference")
+    assert table_without_wall_time(out) == table_without_wall_time(reference_out)
     assert {row["algo"] for row in read_csv(out / "table.csv")} == {"wind"}
-    reference_run = tmp_path / "reference" / "logs" / "wind" / first_run.name
+    reference_run = reference_out / "logs" / "wind" / first_run.name
     for key in (metrics.QUERIES, metrics.EXPLOITABILITY, metrics.KL_TO_TARGET):  # whole curves, not just the table
         assert [r[key] for r in read_csv(first_run / "progress.csv")] == \
             [r[key] for r in read_csv(reference_run / "progress.csv")]
 
 
-def test_bad_retries_and_backend_are_clear_errors(configs, tmp_path):
+def test_bad_retries_and_backend_are_clear_errors(sweep_configs, tmp_path):
     with pytest.raises(ConfigError, match="--retries must be a non-negative integer"):
-        sweep(tmp_path, configs, retries=-1)
+        sweep(tmp_path, sweep_configs, retries=-1)
     with pytest.raises(ConfigError, match="unknown backend 'slurm'"):
-        sweep(tmp_path, configs, backend="slurm")
+        sweep(tmp_path, sweep_configs, backend="slurm")
     with pytest.raises(ConfigError, match="--address is for --backend ray"):
         backends.make_backend("local", address="1.2.3.4:6379")

@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from zoo_helpers import ENV, read_csv
+from zoo_helpers import ENV, read_csv, sweep, table_without_wall_time, without_wall_time
 
-from prefzoo.envs import metrics
 from prefzoo.zoo import backends, compare
 from prefzoo.zoo.config import ConfigError, RunConfig
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("sweeps")  # one Ray start, and the reference sweep of test_backends.py
 BUDGET = 640
 
 
@@ -26,27 +25,20 @@ def ray_instance():
     ray.shutdown()
 
 
-def without_wall_time(rows):
-    """Rows without the wall-time column (progress.csv) or the wall-time metric (table.csv)."""
-    return [{k: v for k, v in row.items() if k != metrics.WALL_S}
-            for row in rows if row.get("metric") != metrics.WALL_S]
-
-
-def test_ray_runs_give_the_local_table_and_run_directories(ray_instance, tiny_configs, tmp_path):
-    results = {}
-    for backend in ("local", "ray"):
-        results[backend] = compare.compare(["wind"], ENV, [0, 1], tmp_path / backend, workers=2, budget=BUDGET,
-                                           directory=tiny_configs, device="cpu", progress=False, backend=backend)
-    assert without_wall_time(read_csv(tmp_path / "ray" / "table.csv")) == \
-        without_wall_time(read_csv(tmp_path / "local" / "table.csv"))
-    for local_dir, ray_dir in zip(results["local"]["run_dirs"], results["ray"]["run_dirs"], strict=True):
+def test_ray_runs_give_the_local_table_and_run_directories(ray_instance, sweep_configs, reference_sweep, tmp_path):
+    local_out, local = reference_sweep
+    ray = sweep(tmp_path, sweep_configs, workers=2, backend="ray")
+    assert table_without_wall_time(tmp_path) == table_without_wall_time(local_out)
+    assert [(o.key, o.attempts, o.error is None) for o in ray["outcomes"]] == \
+        [(o.key, o.attempts, o.error is None) for o in local["outcomes"]]  # SPPO failed twice on both
+    for local_dir, ray_dir in zip(local["run_dirs"], ray["run_dirs"], strict=True):
         local_dir, ray_dir = Path(local_dir), Path(ray_dir)
-        assert local_dir.relative_to(tmp_path / "local") == ray_dir.relative_to(tmp_path / "ray")
+        assert local_dir.relative_to(local_out) == ray_dir.relative_to(tmp_path)
         assert sorted(p.name for p in local_dir.iterdir() if not p.name.startswith("events")) == \
             sorted(p.name for p in ray_dir.iterdir() if not p.name.startswith("events"))
         assert without_wall_time(read_csv(ray_dir / "progress.csv")) == \
             without_wall_time(read_csv(local_dir / "progress.csv"))
-    assert [p.name for p in results["ray"]["plots"]] == ["vs_queries.png", "vs_wall_time.png"]
+    assert [p.name for p in ray["plots"]] == ["vs_queries.png", "vs_wall_time.png"]
 
 
 def test_ray_retries_a_raising_run_and_names_its_error(ray_instance, tmp_path):
