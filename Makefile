@@ -25,10 +25,10 @@ demo: setup
 	$(VENV)/bin/prefzoo demo --out results/demo
 
 test: setup
-	$(PY) -m pytest -q -n auto -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow"
 
 test-all: setup
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 bench: setup
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done

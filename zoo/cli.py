@@ -1,7 +1,7 @@
 """The ``prefzoo`` command line (also ``python -m prefzoo``).
 
 Subcommands: ``list``, ``train``, ``compare``, ``tournament``, ``demo``, ``estimators``,
-``reproduce``; see ``prefzoo <cmd> -h``.
+``reproduce``, ``tune``, ``benchmark``; see ``prefzoo <cmd> -h``.
 """
 
 from __future__ import annotations
@@ -80,14 +80,38 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Seeds × algorithms in parallel, then a table at fixed query budgets and plots."""
-    from prefzoo.zoo import compare
+    from prefzoo.zoo import compare, tune
 
     overrides = config.parse_overrides(args.hp)
+    directory, note = args.config_dir, None
+    if args.tuned is not None:
+        if args.config_dir is not None:
+            raise ConfigError("give --tuned DIR or --config-dir DIR, not both")
+        directory, note = args.tuned, tune.tuned_note(args.tuned, args.algos, [args.env])
     result = compare.compare(args.algos, args.env, args.seeds, args.out, workers=args.workers, budget=args.budget,
-                             iterations=args.iterations, overrides=overrides, directory=args.config_dir,
-                             device=_device(args, overrides), progress=args.progress, eval_freq=args.eval_freq)
+                             iterations=args.iterations, overrides=overrides, directory=directory,
+                             device=_device(args, overrides), progress=args.progress, eval_freq=args.eval_freq,
+                             backend=args.backend, address=args.address, retries=args.retries, note=note)
     if result["interrupted"]:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    """Optuna search of one algorithm's hyperparameters at a fixed query budget."""
+    from prefzoo.zoo import tune
+
+    overrides = config.parse_overrides(args.hp)
+    tune.tune(args.algo, args.env, args.out, trials=args.trials, budget=args.budget, n_seeds=args.tuning_seeds,
+              seed=args.seed, directory=args.config_dir, device=_device(args, overrides), overrides=overrides)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    """Every algorithm on every game of a suite: normalized scores, IQM leaderboard, per-game table."""
+    from prefzoo.zoo import benchmark
+
+    benchmark.benchmark(args.out, algos=args.algos, games=args.games, seeds=args.seeds, budget=args.budget,
+                        workers=args.workers, backend=args.backend, address=args.address, retries=args.retries,
+                        tuned=args.tuned, device=args.device, progress=args.progress)
 
 
 def cmd_tournament(args: argparse.Namespace) -> None:
@@ -176,7 +200,7 @@ def _tensorboard() -> str:
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare,
             "tournament": cmd_tournament, "demo": cmd_demo, "estimators": cmd_estimators,
-            "reproduce": cmd_reproduce}
+            "reproduce": cmd_reproduce, "tune": cmd_tune, "benchmark": cmd_benchmark}
 
 
 def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
@@ -194,6 +218,19 @@ def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
                         "several threads spin badly on a busy machine; 0 = torch's default)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar (--no-progress: SB3's table on stdout instead, for train)")
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    from prefzoo.zoo import backends
+
+    p.add_argument("--backend", default="local", choices=backends.BACKENDS,
+                   help="local: --workers processes; ray: one Ray task per run (pip install 'prefzoo[ray]')")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (host:port, ray://host:port or auto); default: start a local "
+                        "Ray instance with --workers CPUs")
+    p.add_argument("--retries", type=int, default=backends.DEFAULT_RETRIES,
+                   help="resubmit a run whose worker died or raised, from its last checkpoint, up to N times "
+                        f"(default {backends.DEFAULT_RETRIES})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,7 +270,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iteration cap per run (default: the config's; raise it if a run misses the budget)")
     p.add_argument("--eval-freq", dest="eval_freq", type=int_at_least(1), default=None,
                    help="evaluate every N iterations")
+    p.add_argument("--tuned", default=None, metavar="DIR",
+                   help="use the configs `prefzoo tune --out DIR` wrote; every algorithm must have been tuned with "
+                        "the same --trials and --budget (the table header says so)")
+    _backend_args(p)
     _common(p)
+
+    p = sub.add_parser("tune", help="Optuna search of an algorithm's hyperparameters at a fixed query budget")
+    p.add_argument("--algo", required=True, help=f"algorithm (search space: zoo_configs/search/<algo>.yml): {algos}")
+    p.add_argument("--env", required=True, help="environment id")
+    p.add_argument("--trials", type=int, required=True, help="number of Optuna trials (a resumed study runs the rest)")
+    p.add_argument("--budget", type=int, required=True, help="oracle queries per tuning run")
+    p.add_argument("--tuning-seeds", dest="tuning_seeds", type=int, default=2,
+                   help="runs per trial, seeds 1000, 1001, … (never evaluation seeds); default 2")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--out", default="results/tuned", help="folder of the study and of the tuned <algo>.yml")
+    _common(p)
+
+    from prefzoo.zoo import benchmark as suite
+
+    p = sub.add_parser("benchmark", help="every algorithm on every game of a suite: IQM leaderboard + per-game table")
+    p.add_argument("--algos", nargs="+", default=list(suite.DEFAULT_ALGOS),
+                   help=f"algorithms (default: {' '.join(suite.DEFAULT_ALGOS)})")
+    p.add_argument("--games", nargs="+", default=list(suite.DEFAULT_GAMES),
+                   help="environment ids (default: every bandit family and both token games)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(suite.DEFAULT_SEEDS), help="seeds (default 0 1 2)")
+    p.add_argument("--budget", type=int, default=suite.DEFAULT_BUDGET,
+                   help=f"oracle queries per run (default {suite.DEFAULT_BUDGET:,})")
+    p.add_argument("--out", default="results/benchmark", help="output folder")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: cores)")
+    p.add_argument("--tuned", default=None, metavar="DIR",
+                   help="use DIR/<algo>.yml (from prefzoo tune) where it has an entry for the game")
+    _backend_args(p)
+    _common(p, hp=False)
 
     p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")
     p.add_argument("--runs", nargs="+", required=True,

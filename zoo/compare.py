@@ -14,14 +14,10 @@ query-budget table and plots, with a note.
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
 import os
-import queue as queue_lib
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prefzoo
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import backends, config, runner
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -99,31 +95,6 @@ def write_tables(rows: list[dict[str, Any]], out: Path, header: str) -> tuple[Pa
 
 
 # ---------------------------------------------------------------------- running
-def _init_worker() -> None:
-    import signal
-
-    import torch
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-
-
-def _run_one(cfg_dict: dict[str, Any], run_dir: str, budget: int | None, progress_queue, key: str) -> dict:
-    last = [0.0]
-
-    def report(metrics):
-        now = time.monotonic()
-        if now - last[0] > 0.2:
-            last[0] = now
-            progress_queue.put((key, metrics.get(QUERIES, 0), metrics.get("game/exploitability", np.nan)))
-
-    cfg = RunConfig.from_dict(cfg_dict)
-    result = runner.train(cfg, run_dir, progress=False, verbose=False, budget=budget, report=report,
-                          command=f"prefzoo compare (run {key})", handle_sigint=False)
-    progress_queue.put((key, result["metrics"].get(QUERIES, 0), result["metrics"].get("game/exploitability", np.nan)))
-    return result
-
-
 def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_freq, budget=None) -> list[RunConfig]:
     """One resolved config per (algo, seed); sample mode where the algorithm has it."""
     configs = []
@@ -140,118 +111,136 @@ def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_fr
             extra["iterations"] = BUDGET_ONLY_CAP  # the budget decides when a run stops
         if eval_freq is not None:
             extra["eval_freq"] = eval_freq
-        extra.setdefault("save_freq", 0)
         for seed in seeds:
             configs.append(config.resolve(algo, env_id, seed, extra, directory, device))
     return configs
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_all`: the backend has stopped its workers; ``outcomes`` holds the
+    runs that had finished (the others have neither a result nor an error)."""
+
+    def __init__(self, outcomes: list[backends.Outcome]):
+        super().__init__()
+        self.outcomes = outcomes
 
 
-def _restore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def run_all(configs: list[RunConfig], out: Path, backend, budget: int | None, progress: bool,
+            retries: int = backends.DEFAULT_RETRIES) -> list[backends.Outcome]:
+    """Run every config on ``backend`` (a dead or failing run resumes from its last checkpoint,
+    ``retries`` times at most); one outcome per config, in order.
 
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued runs and end the running ones now (SIGTERM, then SIGKILL after 5 s)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own worker table
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        proc.terminate()
-    for proc in processes:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-
-
-def run_all(configs: list[RunConfig], out: Path, workers: int, budget: int | None,
-            progress: bool) -> tuple[list[dict | None], bool]:
-    """Run every config in a process pool (spawned workers, one torch thread each).
-
-    Returns the results in ``configs`` order and whether Ctrl-C stopped the pool. Ctrl-C
-    (SIGINT to this process; the workers and the queue's manager ignore it) cancels the queued
-    runs and terminates the running ones at once; the runs finished by then keep their results,
-    the others are ``None``. SIGINT then stays ignored until :func:`compare` has written the
-    table of the finished runs (:func:`_restore_sigint`).
+    Raises:
+        Interrupted: on Ctrl-C (SIGINT to this process; the workers ignore it), after the backend
+            stopped the running workers and cancelled the queued runs; SIGINT then stays ignored
+            until the caller restores it (the table of the finished runs must still be written).
     """
     run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
-    keys = [f"{c.algo} s{c.seed}" for c in configs]
+    several_envs = len({c.env_id for c in configs}) > 1
+    tasks = [backends.Task(f"{c.algo}{' ' + c.env_id if several_envs else ''} s{c.seed}", c.to_dict(), str(d), budget)
+             for c, d in zip(configs, run_dirs, strict=True)]
     total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
-    ctx = mp.get_context("spawn")
-    manager = SyncManager(ctx=ctx)
-    manager.start(_ignore_sigint)  # a terminal's Ctrl-C reaches the whole process group
-    interrupted = False
-    with manager, ProcessPoolExecutor(max(1, min(workers, len(configs))), mp_context=ctx,
-                                      initializer=_init_worker) as pool:
-        progress_queue = manager.Queue()
-        futures = {pool.submit(_run_one, c.to_dict(), str(d), budget, progress_queue, k): k
-                   for c, d, k in zip(configs, run_dirs, keys, strict=True)}
-        bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
-                   desc=f"{len(configs)} runs", dynamic_ncols=True)
-        done_per_run: dict[str, float] = {}
-        pending, results = set(futures), {}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.3, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    results[futures[fut]] = fut.result()
-                while True:
-                    try:
-                        key, queries, expl = progress_queue.get_nowait()
-                    except queue_lib.Empty:
-                        break
-                    done_per_run[key] = min(queries, budget) if budget else queries
-                    bar.set_postfix_str(f"done {len(results)}/{len(configs)} | {key}: q={int(queries)} "
-                                        f"expl={expl:.4f}", refresh=False)
-                if budget:
-                    bar.update(sum(done_per_run.values()) - bar.n)
-        except KeyboardInterrupt:  # (only the main thread receives it)
-            # further Ctrl-C are ignored until compare() has written the table (a second one must
-            # neither skip stopping the workers nor lose the finished runs' table)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            interrupted = True
-            bar.close()
-            _stop_workers(pool)
-            for key, run_dir in zip(keys, run_dirs, strict=True):  # finished, but the result was still in flight
-                if key not in results and (run_dir / "policy.npy").is_file():
-                    results[key] = {"run_dir": str(run_dir), "status": "done"}
-            print(f"\ninterrupt: stopped the workers; writing the table of the {len(results)} finished run(s)",
-                  file=sys.stderr, flush=True)
-        if not budget and not interrupted:
-            bar.update(total - bar.n)
+    bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
+               desc=f"{len(configs)} runs", dynamic_ncols=True)
+    done_per_run: dict[str, float] = {}
+
+    def on_progress(key: str, queries: float, expl: float) -> None:
+        done_per_run[key] = min(queries, budget) if budget else queries
+        bar.set_postfix_str(f"{key}: q={int(queries)} expl={expl:.4f}", refresh=False)
+        if budget:
+            bar.update(sum(done_per_run.values()) - bar.n)
+
+    try:
+        outcomes = backend.run(tasks, retries, on_progress)
+    except KeyboardInterrupt:  # (only the main thread receives it)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not lose the finished runs' table
         bar.close()
-    return [results.get(k) for k in keys], interrupted
+        raise Interrupted([backends.Outcome(t.key, {"run_dir": t.run_dir, "status": "done"}
+                                            if runner.finished(t.run_dir) else None) for t in tasks]) from None
+    if not budget:
+        bar.update(total - bar.n)
+    bar.close()
+    return outcomes
+
+
+def failure_lines(outcomes: list[backends.Outcome]) -> list[str]:
+    """One line per run that was retried or still failed, with its errors."""
+    lines = []
+    for o in outcomes:
+        if o.error is not None:
+            lines.append(f"- **{o.key} failed** after {o.attempts} attempt{'s' * (o.attempts > 1)}: {o.error}")
+        elif o.retried:
+            lines.append(f"- {o.key} finished on attempt {o.attempts} (resumed after: {'; '.join(o.retried)})")
+    return lines
 
 
 def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathLike, *, workers: int | None = None,
             budget: int | None = None, iterations: int | None = None, overrides: dict | None = None,
-            directory=None, device: str = "auto", progress: bool = True, eval_freq: int | None = None) -> dict:
-    """Run, tabulate and plot; returns the paths written and the table rows."""
-    from prefzoo.zoo import plots
+            directory=None, device: str = "auto", progress: bool = True, eval_freq: int | None = None,
+            backend: str = "local", address: str | None = None, retries: int = backends.DEFAULT_RETRIES,
+            note: str | None = None) -> dict:
+    """Run, tabulate and plot; returns the paths written, the table rows and each run's outcome.
 
+    ``backend``: ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, else a
+    local Ray instance with ``workers`` CPUs); the tables are the same either way. ``note``: a
+    line added under the table header (e.g. how the configs were tuned).
+    """
     if not algos:
         raise ConfigError(f"no algorithms to compare; registered: {sorted(prefzoo.ALGORITHMS)}")
     if budget is not None and budget <= 0:
         raise ConfigError(f"--budget must be a positive number of queries, got {budget}")
+    backends.check_retries(retries)
     out = Path(out)
     configs = plan(algos, env_id, seeds, overrides or {}, directory, device, iterations, eval_freq, budget)
+    executor = backends.make_backend(backend, workers=workers, address=address)
     out.mkdir(parents=True, exist_ok=True)
     print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
-          f"budget {budget if budget else 'common'} queries, {workers or os.cpu_count()} workers → {out}", flush=True)
+          f"budget {budget if budget else 'common'} queries, {executor.describe()}, "
+          f"{retries} retr{'y' if retries == 1 else 'ies'} → {out}", flush=True)
     t0 = time.perf_counter()
-    results, interrupted = run_all(configs, out, workers or os.cpu_count() or 1, budget, progress)
+    interrupted = False
+    try:
+        outcomes = run_all(configs, out, executor, budget, progress, retries)
+    except Interrupted as stop:
+        interrupted, outcomes = True, stop.outcomes
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     wall = time.perf_counter() - t0
-    finished = [(cfg, res) for cfg, res in zip(configs, results, strict=True) if res is not None]
-    if interrupted and not finished:
-        _restore_sigint()
-        print("interrupted before any run finished; no table", file=sys.stderr)
-        return {"interrupted": True, "rows": [], "run_dirs": [], "logs": out / "logs"}
+    finished = sum(o.result is not None for o in outcomes)
+    try:
+        if interrupted and not finished:
+            print("interrupted before any run finished; no table", file=sys.stderr)
+            return {"interrupted": True, "rows": [], "run_dirs": [], "logs": out / "logs", "wall_s": wall}
+        if interrupted:
+            stopped = (f"**Interrupted (Ctrl-C): {finished} of {len(configs)} runs finished; the table holds "
+                       "those only.**")
+            note = f"{note}\n\n{stopped}" if note else stopped
+        result = tabulate(configs, outcomes, out, budget, title=env_id, note=note)
+    finally:
+        if interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"{'interrupted after' if interrupted else 'finished'} {finished} of {len(outcomes)} runs in {wall:.0f} s")
+    return {**result, "logs": out / "logs", "wall_s": wall, "interrupted": interrupted}
+
+
+def tabulate(configs: list[RunConfig], outcomes: list[backends.Outcome], out: Path, budget: int | None,
+             title: str, note: str | None = None) -> dict:
+    """Table (``table.csv``/``table.md``) and plots of the finished runs of one game in ``out``;
+    runs that were retried or failed are named under the table header."""
+    from prefzoo.zoo import plots
+
+    seeds = sorted({c.seed for c in configs})
+    out.mkdir(parents=True, exist_ok=True)
+    problems = failure_lines(outcomes)
+    if problems:
+        print("\n".join(["runs retried or failed:", *problems]), flush=True)
 
     runs: dict[str, list[dict[str, np.ndarray]]] = {}
-    for cfg, res in finished:
-        arrays = runner.progress_arrays(res["run_dir"])
+    for cfg, outcome in zip(configs, outcomes, strict=True):
+        if outcome.result is None:
+            continue
+        arrays = runner.progress_arrays(outcome.result["run_dir"])
         if np.nanmax(arrays[QUERIES]) <= 0:
             print(f"note: {cfg.algo} seed {cfg.seed} made no oracle queries; left out of the query-budget table")
             continue
@@ -260,22 +249,19 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
                   f"{budget} (iteration cap {cfg.iterations}; raise --iterations)")
         runs.setdefault(cfg.algo, []).append(arrays)
     if not runs:
-        if interrupted:
-            _restore_sigint()
+        if all(o.result is None for o in outcomes):
+            raise ConfigError("every run failed:\n" + "\n".join(problems))
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
     rows = summarize(runs, common)
-    header = (f"## {env_id}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
-              f"Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e.")
-    if interrupted:
-        header += (f"\n\n**Interrupted (Ctrl-C): {len(finished)} of {len(configs)} runs finished; the table holds "
-                   "those only.**")
+    header = (f"## {title}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
+              + (f"{note}\n\n" if note else "")
+              + "Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e."
+              + ("\n\nRuns retried or failed (failed runs are left out of the table):\n\n" + "\n".join(problems)
+                 if problems else ""))
     md_path, csv_path = write_tables(rows, out, header)
-    if interrupted:
-        _restore_sigint()
-    figures = plots.comparison_plots(runs, common, out, title=env_id)
+    figures = plots.comparison_plots(runs, common, out, title=title)
     print((out / "table.md").read_text())
-    print(f"{'interrupted after' if interrupted else 'finished'} {len(finished)} of {len(configs)} runs "
-          f"in {wall:.0f} s")
-    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows, "interrupted": interrupted,
-            "run_dirs": [res["run_dir"] for _, res in finished], "logs": out / "logs"}
+    return {"table_md": md_path, "table_csv": csv_path, "plots": figures, "rows": rows, "budget": common,
+            "run_dirs": [o.result["run_dir"] for o in outcomes if o.result is not None],
+            "configs": configs, "outcomes": outcomes, "runs": runs}

@@ -198,6 +198,12 @@ def read_progress(run_dir: str | os.PathLike) -> tuple[list[str], list[list[str]
     return (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
 
 
+def finished(run_dir: str | os.PathLike) -> bool:
+    """Whether the run wrote its final policy (``policy.npy``, or ``hf_policy/`` on an LM game)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "policy.npy").is_file() or (run_dir / "hf_policy" / "config.json").is_file()
+
+
 def progress_arrays(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """``progress.csv`` as ``{column: float array}`` (empty cells → NaN)."""
     header, rows = read_progress(run_dir)

@@ -16,12 +16,13 @@ from zoo_helpers import (ENV, only_run, prefzoo_cmd, prefzoo_env, read_csv, run_
                          without_wall_time)
 
 import prefzoo
+from prefzoo.envs import metrics
 from prefzoo.zoo import runner
 
 TRAIN = ("train", "--algo", "wind", "--env", ENV, "--seed", "1")
-METRICS = {"game/exploitability", "game/reg_exploitability", "game/kl_to_ref", "game/kl_to_target",
-           "game/win_rate_vs_ref", "game/win_rate_vs_nash", "cost/queries", "cost/samples", "time/wall_s",
-           "train/loss", "train/eta", "time/iterations"}
+METRICS = {metrics.EXPLOITABILITY, metrics.REG_EXPLOITABILITY, metrics.KL_TO_REF, metrics.KL_TO_TARGET,
+           metrics.WIN_RATE_VS_REF, metrics.WIN_RATE_VS_NASH, metrics.DUEL_WEAK_REGRET, metrics.DUEL_STRONG_REGRET,
+           metrics.QUERIES, metrics.SAMPLES, metrics.WALL_S, metrics.LOSS, metrics.ETA, metrics.ITERATIONS}
 
 
 @pytest.fixture(scope="module")

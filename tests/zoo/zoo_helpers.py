@@ -23,6 +23,22 @@ default:
   env_kwargs: {n_contexts: 3, n_actions: 3}
 """
 WALL = {"time/wall_s"}
+# compare sweeps (tests/zoo/test_backends.py, test_ray.py): tiny WIND, and an SPPO whose constructor always
+# raises (negative learning rate); 32 queries per WIND iteration: 40 iterations, a checkpoint every 10
+FAILING_SPPO = "default: {mode: sample, lr: -1.0, env_kwargs: {n_contexts: 3, n_actions: 3}}\n"
+SWEEP_BUDGET = 1280
+
+
+def sweep(out: Path, config_dir: Path, workers: int = 1, retries: int = 1, **kwargs) -> dict:
+    """``compare`` of WIND and the failing SPPO, seeds 0 and 1, one retry."""
+    from prefzoo.zoo import compare
+
+    return compare.compare(["wind", "sppo"], ENV, [0, 1], out, workers=workers, budget=SWEEP_BUDGET,
+                           directory=config_dir, device="cpu", progress=False, retries=retries, **kwargs)
+
+
+def table_without_wall_time(out: Path) -> list[dict[str, str]]:
+    return [row for row in read_csv(out / "table.csv") if row["metric"] not in WALL]
 
 
 def prefzoo_env(config_dir: Path) -> dict[str, str]:

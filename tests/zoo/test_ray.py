@@ -1,0 +1,59 @@
+"""The Ray backend on one real local Ray instance shared by the whole test session (2 CPUs, no
+dashboard, a small object store). Under pytest-xdist these tests run in one worker
+(``xdist_group`` with ``--dist loadgroup``), so the session starts Ray once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from zoo_helpers import ENV, read_csv, sweep, table_without_wall_time, without_wall_time
+
+from prefzoo.zoo import backends, compare
+from prefzoo.zoo.config import ConfigError, RunConfig
+
+pytestmark = pytest.mark.xdist_group("sweeps")  # one Ray start, and the reference sweep of test_backends.py
+BUDGET = 640
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'prefzoo[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=backends.RAY_OBJECT_STORE_BYTES)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_runs_give_the_local_table_and_run_directories(ray_instance, sweep_configs, reference_sweep, tmp_path):
+    local_out, local = reference_sweep
+    ray = sweep(tmp_path, sweep_configs, workers=2, backend="ray")
+    assert table_without_wall_time(tmp_path) == table_without_wall_time(local_out)
+    assert [(o.key, o.attempts, o.error is None) for o in ray["outcomes"]] == \
+        [(o.key, o.attempts, o.error is None) for o in local["outcomes"]]  # SPPO failed twice on both
+    for local_dir, ray_dir in zip(local["run_dirs"], ray["run_dirs"], strict=True):
+        local_dir, ray_dir = Path(local_dir), Path(ray_dir)
+        assert local_dir.relative_to(local_out) == ray_dir.relative_to(tmp_path)
+        assert sorted(p.name for p in local_dir.iterdir() if not p.name.startswith("events")) == \
+            sorted(p.name for p in ray_dir.iterdir() if not p.name.startswith("events"))
+        assert without_wall_time(read_csv(ray_dir / "progress.csv")) == \
+            without_wall_time(read_csv(local_dir / "progress.csv"))
+    assert [p.name for p in ray["plots"]] == ["vs_queries.png", "vs_wall_time.png"]
+
+
+def test_ray_retries_a_raising_run_and_names_its_error(ray_instance, tmp_path):
+    cfg = RunConfig("sppo", ENV, seed=0, hyperparams={"mode": "sample", "lr": -1.0},
+                    env_kwargs={"n_contexts": 3, "n_actions": 3})
+    (outcome,) = backends.RayBackend().run([backends.Task("sppo s0", cfg.to_dict(), str(tmp_path / "run"), 64)],
+                                           retries=1)
+    assert outcome.result is None and len(outcome.retried) == 1
+    assert outcome.error.startswith("ConfigError: cannot build sppo") and outcome.retried[0] == outcome.error
+
+
+def test_unreachable_address_is_a_clear_error(ray_instance, tiny_configs, tmp_path):
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
+        compare.compare(["wind"], ENV, [0], tmp_path, budget=BUDGET, directory=tiny_configs, device="cpu",
+                        progress=False, backend="ray", address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="--address must be host:port"):
+        backends.RayBackend(address="nowhere").connect()
+

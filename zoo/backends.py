@@ -1,0 +1,306 @@
+"""Execution backends for sweeps of runs: a local process pool and Ray, both with retries that resume.
+
+A :class:`Task` is one ``train`` run (a resolved config, its run directory, an optional query
+budget). A backend runs tasks in parallel and returns one :class:`Outcome` per task. A run whose
+worker process dies (e.g. SIGKILL, out of memory) or raises is resubmitted up to ``retries`` times;
+every attempt after the first resumes from the run's last checkpoint (``runner.train(resume=True)``),
+which ends with the same metrics as an uninterrupted run. Runs that still fail come back with
+their error instead of a result.
+
+The local backend keeps ``workers`` spawned processes, each with its own pipe to the parent, so a
+dying worker takes only its own run with it (a ``ProcessPoolExecutor`` breaks as a whole). The Ray
+backend (extra ``[ray]``, imported only when chosen) runs each task as a Ray task with
+``num_cpus=1``; run directories must then be on a filesystem every node sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import wait as wait_any
+from typing import Any, Callable
+
+from prefzoo.envs import metrics as metric_names
+from prefzoo.zoo.config import ConfigError
+
+DEFAULT_RETRIES = 2
+BACKENDS = ("local", "ray")
+PROGRESS_EVERY_S = 0.2  # a worker reports its run's progress at most this often
+RAY_CONNECT_TIMEOUT_S = 10  # an unreachable --address fails after this long
+RAY_OBJECT_STORE_BYTES = 80 * 1024**2  # runs return small dicts; Ray's minimum is 75 MiB
+
+Progress = Callable[[str, float, float], None]  # (key, queries, exploitability)
+
+
+@dataclasses.dataclass
+class Task:
+    """One run of a sweep: ``runner.train(RunConfig.from_dict(cfg), run_dir, budget=budget)``."""
+
+    key: str
+    cfg: dict[str, Any]
+    run_dir: str
+    budget: int | None = None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of a task: ``result`` (``runner.train``'s dict) or the last ``error``, and the
+    errors of the attempts that were retried."""
+
+    key: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retried: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.retried) + 1
+
+
+def execute(task: Task, attempt: int, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Run one attempt of a task in the current process (attempts after the first resume)."""
+    from prefzoo.zoo import runner
+    from prefzoo.zoo.config import RunConfig
+
+    return runner.train(RunConfig.from_dict(task.cfg), task.run_dir, resume=attempt > 0, progress=False,
+                        verbose=False, budget=task.budget, report=report, handle_sigint=False,
+                        command=f"prefzoo compare (run {task.key}, attempt {attempt + 1})")
+
+
+def check_retries(retries: int) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"--retries must be a non-negative integer, got {retries!r}")
+    return retries
+
+
+def _short_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+# ---------------------------------------------------------------------- local processes
+def _reporter(conn, key: str) -> Callable[[dict[str, float]], None]:
+    """Send ``("progress", key, queries, exploitability)`` at most every :data:`PROGRESS_EVERY_S`."""
+    last = [0.0]
+
+    def report(metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if now - last[0] > PROGRESS_EVERY_S:
+            last[0] = now
+            conn.send(("progress", key, metrics.get(metric_names.QUERIES, 0),
+                       metrics.get(metric_names.EXPLOITABILITY, float("nan"))))
+
+    return report
+
+
+def _worker_main(conn) -> None:
+    """A local worker: receive ``(task, attempt)``, send progress and ``("done"|"error", key, …)``."""
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        task, attempt = message
+        try:
+            conn.send(("done", task.key, execute(task, attempt, _reporter(conn, task.key))))
+        except Exception as exc:  # noqa: BLE001 - any failure of a run is reported, then retried
+            print(f"run {task.key} (attempt {attempt + 1}) failed:\n{traceback.format_exc()}", file=sys.stderr)
+            conn.send(("error", task.key, _short_error(exc)))
+
+
+class LocalBackend:
+    """``workers`` spawned processes (one torch thread each); a dead worker is replaced."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker{'s' * (self.workers > 1)}"
+
+    def run(self, tasks: list[Task], retries: int = DEFAULT_RETRIES, progress: Progress | None = None) -> list[Outcome]:
+        retries = check_retries(retries)
+        ctx = mp.get_context("spawn")
+        outcomes = [Outcome(t.key) for t in tasks]  # by position: keys are labels, not ids
+        todo = [(i, 0) for i in range(len(tasks))]  # (task index, attempt), run in order
+        busy: dict[Any, tuple[Any, Any, int, int]] = {}  # sentinel → (process, conn, task index, attempt)
+        idle: list[tuple[Any, Any]] = []
+
+        def start_worker():
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            proc.start()
+            child.close()
+            return proc, parent
+
+        def failed(i: int, attempt: int, error: str) -> None:
+            outcome = outcomes[i]
+            if attempt < retries:
+                outcome.retried.append(error)
+                todo.insert(0, (i, attempt + 1))  # resume it first
+            else:
+                outcome.error = error
+
+        try:
+            while todo or busy:
+                idle = [(proc, conn) for proc, conn in idle if proc.is_alive()]
+                while todo and len(busy) < self.workers:
+                    proc, conn = idle.pop() if idle else start_worker()
+                    i, attempt = todo.pop(0)
+                    conn.send((tasks[i], attempt))
+                    busy[proc.sentinel] = (proc, conn, i, attempt)
+                wait_any([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
+                for sentinel, (proc, conn, i, attempt) in list(busy.items()):
+                    finished = False
+                    try:
+                        while not finished and conn.poll():
+                            kind, key, *payload = conn.recv()
+                            if kind == "progress":
+                                if progress is not None:
+                                    progress(key, *payload)
+                                continue
+                            finished = True
+                            if kind == "done":
+                                outcomes[i].result = payload[0]
+                            else:
+                                failed(i, attempt, payload[0])
+                    except (EOFError, OSError):
+                        pass  # the worker died: its exit code says how, below
+                    if finished:
+                        del busy[sentinel]
+                        idle.append((proc, conn))
+                    elif not proc.is_alive():
+                        proc.join()
+                        del busy[sentinel]
+                        code = proc.exitcode
+                        why = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+                        failed(i, attempt, f"worker process died ({why})")
+        finally:
+            for _, conn in idle:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            for proc, _ in idle:
+                proc.join(timeout=2)
+            for proc, *_ in [*idle, *busy.values()]:
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
+        return outcomes
+
+
+# ---------------------------------------------------------------------- Ray
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'prefzoo[ray]'") from None
+    return ray
+
+
+def _ray_execute(task: Task, attempt: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    return execute(task, attempt)
+
+
+class RayBackend:
+    """Each run a Ray task (``num_cpus=1``). Without ``address``: a local Ray instance with
+    ``num_cpus`` CPUs (default: this machine's), no dashboard and a small object store."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        self.address, self.num_cpus = address, num_cpus
+        self.started = False
+
+    def connect(self):
+        ray = _import_ray()
+        if self.address:
+            self._check_reachable(self.address)
+        if ray.is_initialized():  # e.g. a script or a test that started Ray itself
+            return ray
+        if self.address:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
+        else:
+            self.num_cpus = self.num_cpus or os.cpu_count() or 1
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     object_store_memory=RAY_OBJECT_STORE_BYTES, ignore_reinit_error=True)
+            self.started = True
+        return ray
+
+    @staticmethod
+    def _check_reachable(address: str) -> None:
+        """Fail within seconds when ``host:port`` (or ``ray://host:port``) accepts no connection."""
+        import socket
+
+        if address == "auto":
+            return
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--address must be host:port, ray://host:port or 'auto', got {address!r}")
+        try:
+            socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({err}); is `ray start --head` "
+                              "running there, and is the port open?") from None
+
+    def describe(self) -> str:
+        ray = self.connect()
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        return f"{where} with {cpus} CPU{'s' * (cpus != 1)}"
+
+    def shutdown(self) -> None:
+        if self.started:
+            _import_ray().shutdown()
+            self.started = False
+
+    def run(self, tasks: list[Task], retries: int = DEFAULT_RETRIES, progress: Progress | None = None) -> list[Outcome]:
+        retries = check_retries(retries)
+        ray = self.connect()
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
+        outcomes = [Outcome(t.key) for t in tasks]  # by position: keys are labels, not ids
+        pending = {remote.remote(t, 0): (i, 0) for i, t in enumerate(tasks)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                i, attempt = pending.pop(ref)
+                task, outcome = tasks[i], outcomes[i]
+                try:
+                    outcome.result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                    cause = getattr(exc, "cause", None)
+                    error = _short_error(cause) if isinstance(cause, BaseException) else _short_error(exc)
+                    error = error.splitlines()[0]
+                    if attempt < retries:
+                        outcome.retried.append(error)
+                        pending[remote.remote(task, attempt + 1)] = (i, attempt + 1)
+                    else:
+                        outcome.error = error
+                if progress is not None and outcome.result is not None:
+                    metrics = outcome.result["metrics"]
+                    progress(task.key, metrics.get(metric_names.QUERIES, 0),
+                             metrics.get(metric_names.EXPLOITABILITY, float("nan")))
+        return outcomes
+
+
+def make_backend(name: str = "local", *, workers: int | None = None, address: str | None = None):
+    """The backend called ``name`` (``local`` or ``ray``)."""
+    if name == "local":
+        if address:
+            raise ConfigError("--address is for --backend ray")
+        return LocalBackend(workers)
+    if name == "ray":
+        return RayBackend(address, num_cpus=None if address else workers)
+    raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")

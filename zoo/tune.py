@@ -1,0 +1,221 @@
+"""``prefzoo tune``: Optuna search of one algorithm's hyperparameters at a fixed oracle-query budget.
+
+The convention of rl-baselines3-zoo: the search space of ``<algo>`` is
+``zoo_configs/search/<algo>.yml`` (beside ``zoo_configs/<algo>.yml``), one entry per
+hyperparameter: ``{type: float, low, high, log}``, ``{type: int, low, high, log}`` or
+``{type: categorical, choices: [...]}``. Hyperparameters that define the algorithm's target
+(β, n, mixing) are not searched.
+
+Objective (minimized): the algorithm's distance to its own target at ``budget`` oracle queries,
+``game/kl_to_target`` where the algorithm has a target, else ``game/exploitability``, averaged over
+the tuning seeds (1000, 1001, …: never evaluation seeds). Seeded TPE sampler; median pruning on
+the values reported at query checkpoints (each quarter of the budget, per seed) through the
+runner's ``report`` callback. The study lives in a journal file inside ``out``, so an interrupted
+``tune`` resumes where it stopped and runs only the missing trials.
+
+Writes ``<out>/<algo>.yml`` (entry keyed by the env id: the packaged config with the best values,
+usable as ``prefzoo train --config-dir <out>``) and records the effort (trials, budget) in
+``<out>/tuning.yml``, which ``compare --tuned`` and ``benchmark --tuned`` read to check that every
+algorithm had the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from prefzoo.envs import metrics
+from prefzoo.zoo import config, runner
+from prefzoo.zoo.compare import value_at
+from prefzoo.zoo.config import ConfigError
+
+TUNING_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...; evaluation seeds stay below
+CHECKPOINTS = (0.25, 0.5, 0.75)  # fractions of the budget where trials report to the pruner
+METADATA = "tuning.yml"
+
+
+def search_space(algo: str, directory: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The search space of ``algo`` (``<config dir>/search/<algo>.yml``), checked."""
+    path = config.config_dir(directory) / "search" / f"{algo}.yml"
+    if not path.is_file():
+        raise ConfigError(f"no search space for {algo}: expected {path} (one entry per hyperparameter, e.g. "
+                          "'lr: {type: float, low: 0.001, high: 0.1, log: true}')")
+    space = config.load_yaml(path)
+    config.check_hyperparameters(algo, space, source=str(path))
+    for name, spec in space.items():
+        kind = spec.get("type")
+        ok = (kind in ("float", "int") and {"low", "high"} <= spec.keys() and spec["low"] < spec["high"]) or \
+            (kind == "categorical" and isinstance(spec.get("choices"), list) and spec["choices"])
+        if not ok:
+            raise ConfigError(f"{path}: {name}: expected {{type: float|int, low, high[, log]}} with low < high, "
+                              f"or {{type: categorical, choices: [...]}}, got {spec}")
+    return space
+
+
+def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            values[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec["type"] == "int":
+            values[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            values[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                               log=bool(spec.get("log")))
+    return values
+
+
+def target_metric(algo: str, env_id: str, directory=None, device: str = "cpu") -> str:
+    """``game/kl_to_target`` when the algorithm has a target on this game, else exploitability."""
+    algorithm = runner.build(config.resolve(algo, env_id, TUNING_SEED_BASE, {"mode": "sample"}
+                                            if _has_sample_mode(algo) else {}, directory, device))
+    return metrics.KL_TO_TARGET if algorithm.target_policy() is not None else metrics.EXPLOITABILITY
+
+
+def _has_sample_mode(algo: str) -> bool:
+    names = config.hyperparameter_names(algo)
+    return names is None or "mode" in names
+
+
+def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget: int, n_seeds: int = 2,
+         seed: int = 0, directory=None, device: str = "cpu", overrides: dict | None = None) -> dict:
+    """Run (or resume) the study and write the best values; returns them with the study summary."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("prefzoo tune needs Optuna: pip install 'prefzoo[tune]'") from None
+    for name, value in (("--trials", trials), ("--budget", budget), ("--tuning-seeds", n_seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = search_space(algo, directory)
+    base = {"mode": "sample"} if _has_sample_mode(algo) else {}
+    base.update(overrides or {})
+    base.update({"iterations": 10**6, "eval_freq": 1, "save_freq": 0})
+    objective_metric = target_metric(algo, env_id, directory, device)
+    seeds = [TUNING_SEED_BASE + i for i in range(n_seeds)]
+    trial_root = out / "trials" / algo / runner.env_dirname(env_id)
+
+    def objective(trial) -> float:
+        params = suggest(trial, space)
+        values = []
+        for i, s in enumerate(seeds):
+            cfg = config.resolve(algo, env_id, s, {**base, **params}, directory, device)
+            run_dir = trial_root / f"trial_{trial.number}_seed_{s}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a trial interrupted before: start it over
+            marks = [int(f * budget) for f in CHECKPOINTS]
+
+            def report(m, i=i, marks=marks):
+                while marks and m.get(metrics.QUERIES, 0) >= marks[0]:
+                    trial.report(float(m[objective_metric]), step=i * budget + marks.pop(0))
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+            runner.train(cfg, run_dir, progress=False, verbose=False, budget=budget, report=report,
+                         handle_sigint=False, command=f"prefzoo tune (trial {trial.number}, seed {s})")
+            arrays = runner.progress_arrays(run_dir)
+            values.append(float(value_at(arrays[metrics.QUERIES], arrays[objective_metric], budget)[0]))
+        return float(np.mean(values))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(out / f"{algo}-{runner.env_dirname(env_id)}.journal")))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    study = optuna.create_study(study_name=f"{algo}-{env_id}", storage=storage, load_if_exists=True,
+                                direction="minimize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    done = len(study.get_trials(states=finished))
+    # the sampler's own state is not stored: a resumed study reseeds it past the trials it has
+    study.sampler = optuna.samplers.TPESampler(seed=seed + done)
+    if done:
+        print(f"tune: resuming the study in {out} ({done} of {trials} trials done)", flush=True)
+    for _ in range(max(0, trials - done)):
+        study.optimize(objective, n_trials=1)
+        last = study.trials[-1]
+        value = "pruned" if last.state == optuna.trial.TrialState.PRUNED else f"{last.value:.4g}"
+        print(f"trial {last.number}: {value}  {last.params}", flush=True)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise ConfigError(f"no trial of {algo} on {env_id} completed; nothing to write")
+    best = study.best_trial
+    n_finished = len(study.get_trials(states=finished))
+    path = write_best(algo, env_id, out, best.params, directory,
+                      header=f"# Tuned: prefzoo tune --algo {algo} --env {env_id} --trials {trials} --budget {budget}\n"
+                             f"# best mean {objective_metric} over tuning seeds {seeds}: {best.value:.6g} "
+                             f"(trial {best.number} of {n_finished})\n")
+    record(out, algo, env_id, {"trials": trials, "budget": budget, "objective": objective_metric,
+                               "best_value": float(best.value), "tuning_seeds": seeds, "sampler_seed": seed,
+                               "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)})
+    print(f"best {objective_metric} {best.value:.4g} with {best.params} → {path}")
+    return {"best_params": best.params, "best_value": best.value, "objective": objective_metric,
+            "config": path, "trials": n_finished, "study": study}
+
+
+def write_best(algo: str, env_id: str, out: Path, params: dict[str, Any], directory, header: str) -> Path:
+    """``<out>/<algo>.yml``: the packaged entry for ``env_id`` with ``params`` on top (other env
+    ids already in the file are kept)."""
+    path = out / f"{algo}.yml"
+    entry = {**config.read_hyperparameters(algo, env_id, directory), **params}
+    with _locked(out):
+        entries = config.load_yaml(path) if path.is_file() else {}
+        entries[env_id] = entry
+        path.write_text(header + yaml.safe_dump(entries, sort_keys=True))
+    return path
+
+
+def record(out: Path, algo: str, env_id: str, info: dict[str, Any]) -> None:
+    path = out / METADATA
+    with _locked(out):
+        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        data.setdefault(algo, {})[env_id] = info
+        path.write_text(yaml.safe_dump(data, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock on ``<out>/.lock``: studies of several algorithms may share ``out``."""
+    import fcntl
+
+    with open(out / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def has_entry(directory: str | os.PathLike, algo: str, env_id: str) -> bool:
+    path = Path(directory) / f"{algo}.yml"
+    return path.is_file() and env_id in config.load_yaml(path)
+
+
+def tuned_note(directory: str | os.PathLike, algos, env_ids) -> str:
+    """The table line saying how every algorithm was tuned; an error unless every (algo, env)
+    pair was tuned with the same number of trials and the same budget."""
+    path = Path(directory) / METADATA
+    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    efforts, missing = {}, []
+    for algo in algos:
+        for env_id in env_ids:
+            info = (data.get(algo) or {}).get(env_id)
+            if info is None or not has_entry(directory, algo, env_id):
+                missing.append(f"{algo} on {env_id}")
+            else:
+                efforts[algo, env_id] = (info["trials"], info["budget"])
+    if missing:
+        raise ConfigError(f"--tuned {directory}: not tuned: {', '.join(missing)} (run prefzoo tune --out {directory} "
+                          "for each, with the same --trials and --budget)")
+    if len(set(efforts.values())) > 1:
+        listing = ", ".join(f"{a} on {e}: {t} trials × {b:,} queries" for (a, e), (t, b) in efforts.items())
+        raise ConfigError(f"--tuned {directory}: unequal tuning effort ({listing}); tune every algorithm with the "
+                          "same --trials and --budget")
+    trials, budget = next(iter(efforts.values()))
+    return (f"Hyperparameters tuned with `prefzoo tune` (Optuna TPE, median pruning): the same {trials} trials × "
+            f"{budget:,}-query budget for every algorithm, on tuning seeds ≥ {TUNING_SEED_BASE}.")
