@@ -25,6 +25,7 @@ import torch
 
 import prefzoo
 from prefzoo.envs import estimators as est
+from prefzoo.envs.metrics import ALFT_KL_TO_TARGET, SAMPLES
 from prefzoo.zoo.estimators_cli import markdown, quality_rows
 
 KS = (4, 8, 16, 32, 64)
@@ -44,12 +45,12 @@ EVAL_EVERY = 10
 def training_curve(hp: dict, seed: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """(samples, alft/kl_answer_to_target) every EVAL_EVERY iterations, from iteration 0."""
     algo = prefzoo.make_algo("aqp_alft", "prefzoo/AnswerGame-v0", seed=seed, **SHARED, **hp)
-    samples, kls = [0], [algo.evaluate()["alft/kl_answer_to_target"]]
+    samples, kls = [0], [algo.evaluate()[ALFT_KL_TO_TARGET]]
     for _ in range(iterations // EVAL_EVERY):
         algo.learn(EVAL_EVERY, eval_freq=EVAL_EVERY * 10**6)
         metrics = algo.evaluate()
-        samples.append(metrics["cost/samples"])
-        kls.append(metrics["alft/kl_answer_to_target"])
+        samples.append(metrics[SAMPLES])
+        kls.append(metrics[ALFT_KL_TO_TARGET])
     return np.array(samples), np.array(kls)
 
 

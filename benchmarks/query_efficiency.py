@@ -24,6 +24,7 @@ import torch
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
 from prefzoo.envs.log_win_rate import bon_mixing
+from prefzoo.envs.metrics import EXPLOITABILITY, KL_TO_TARGET, QUERIES, WALL_S, WIN_RATE_VS_REF
 from prefzoo.zoo.config import resolve
 
 BETA = 0.1
@@ -54,7 +55,7 @@ def run(algo: str, game: str, seed: int, budget: int, lr_scale: float = 1.0) -> 
 
     def record(algo_, metrics):
         rows.append({**metrics, "reg_expl_wind": reg_game.exploitability(algo_.policy_probs(), BETA)})
-        return metrics["cost/queries"] < budget
+        return metrics[QUERIES] < budget
 
     record(agent, agent.evaluate())
     agent.learn(10**9, callback=record)
@@ -72,20 +73,20 @@ def tuned_lr_scale(algo: str, game: str, budget: int) -> float:
 
 def first_hit(trace: dict[str, np.ndarray]) -> tuple[str, float, float, float]:
     """(criterion, queries, wall_s, best value) at the first evaluation meeting the target."""
-    if "game/kl_to_target" in trace and np.isfinite(trace["game/kl_to_target"]).all():
-        key, target = "game/kl_to_target", KL_TARGET
+    if KL_TO_TARGET in trace and np.isfinite(trace[KL_TO_TARGET]).all():
+        key, target = KL_TO_TARGET, KL_TARGET
     else:
-        key, target = "game/exploitability", EXPLOIT_TARGET
+        key, target = EXPLOITABILITY, EXPLOIT_TARGET
     hit = np.flatnonzero(trace[key] <= target)
     if len(hit) == 0:
         return key, np.nan, np.nan, float(trace[key].min())
     i = hit[0]
-    return key, trace["cost/queries"][i], trace["time/wall_s"][i], float(trace[key][: i + 1].min())
+    return key, trace[QUERIES][i], trace[WALL_S][i], float(trace[key][: i + 1].min())
 
 
 def at_budget(trace: dict[str, np.ndarray], queries: float, key: str) -> float:
     """Metric at the last evaluation with cost/queries ≤ ``queries``."""
-    i = np.searchsorted(trace["cost/queries"], queries, side="right") - 1
+    i = np.searchsorted(trace[QUERIES], queries, side="right") - 1
     return float(trace[key][max(i, 0)])
 
 
@@ -127,7 +128,7 @@ def main():
             print("|---|---|---|---|")
             for algo in args.algos:
                 cells = [mean_se([at_budget(traces[game, algo, s], q, key) for s in args.seeds])
-                         for key in ("game/win_rate_vs_ref", "game/exploitability", "reg_expl_wind")]
+                         for key in (WIN_RATE_VS_REF, EXPLOITABILITY, "reg_expl_wind")]
                 print(f"| {algo} | " + " | ".join(cells) + " |")
 
     def ratio(other):

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from prefzoo.envs.metrics import WALL_S
 from prefzoo.zoo import backends, compare
 
 ENV = "prefzoo/PrefBandit-Cyclic-v0"
@@ -21,7 +22,7 @@ ENV = "prefzoo/PrefBandit-Cyclic-v0"
 
 def table(out: Path) -> list[dict]:
     with open(out / "table.csv", newline="") as f:
-        return [row for row in csv.DictReader(f) if row["metric"] != "time/wall_s"]
+        return [row for row in csv.DictReader(f) if row["metric"] != WALL_S]
 
 
 def main():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import prefzoo
 from prefzoo.algorithms.base import CheckpointError
+from prefzoo.envs.metrics import EXPLOITABILITY, KL_TO_TARGET, LM_WIN_RATE_VS_REF, QUERIES
 from prefzoo.zoo import config, papers, runner
 from prefzoo.zoo.config import ConfigError
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
@@ -70,8 +71,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result["status"] == "already done":
         return
     final = result["metrics"]
-    summary = ", ".join(f"{k} {final[k]:.4g}" for k in ("game/exploitability", "game/kl_to_target",
-                                                         "lm/win_rate_vs_ref", "cost/queries") if k in final)
+    summary = ", ".join(f"{k} {final[k]:.4g}" for k in (EXPLOITABILITY, KL_TO_TARGET,
+                                                         LM_WIN_RATE_VS_REF, QUERIES) if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
     if result["status"] == "interrupted":

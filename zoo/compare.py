@@ -25,15 +25,26 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prefzoo
+from prefzoo.envs.metrics import (
+    AVG_EXPLOITABILITY,
+    EXPLOITABILITY,
+    KL_TO_TARGET,
+    LM_KL_TO_REF,
+    LM_SCORE,
+    LM_WIN_RATE_VS_REF,
+    QUERIES,
+    WALL_S,
+    WIN_RATE_VS_REF,
+)
 from prefzoo.zoo import backends, config, runner
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 FRACTIONS = (0.25, 0.5, 1.0)
 # game/avg_exploitability: the average iterate, reported by algorithms whose last iterate may cycle (SPPO)
-TABLE_METRICS = ("game/exploitability", "game/avg_exploitability", "game/kl_to_target", "game/win_rate_vs_ref",
-                 "lm/win_rate_vs_ref", "lm/kl_to_ref", "lm/score", "time/wall_s")  # lm/: estimates on LM games
-PLOT_METRICS = ("game/exploitability", "game/avg_exploitability", "game/kl_to_target")
-QUERIES, WALL = "cost/queries", "time/wall_s"
+TABLE_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET, WIN_RATE_VS_REF,
+                 LM_WIN_RATE_VS_REF, LM_KL_TO_REF, LM_SCORE, WALL_S)  # lm/: estimates on LM games
+PLOT_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET)
+
 BUDGET_ONLY_CAP = 10**6  # iteration cap when a query budget is given and --iterations is not
 
 

@@ -11,11 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from prefzoo.zoo.compare import PLOT_METRICS, QUERIES, WALL, value_at  # noqa: E402
+from prefzoo.envs.metrics import (  # noqa: E402
+    AVG_EXPLOITABILITY, EXPLOITABILITY, KL_TO_TARGET, QUERIES, REG_EXPLOITABILITY, WALL_S)
+from prefzoo.zoo.compare import PLOT_METRICS, value_at  # noqa: E402
 
-LABELS = {"game/exploitability": "exploitability  max_y P(y≻π) − ½",
-          "game/kl_to_target": "KL(π_target ‖ π)",
-          "game/avg_exploitability": "exploitability of the average iterate", "game/reg_exploitability": "regularized exploitability"}
+LABELS = {EXPLOITABILITY: "exploitability  max_y P(y≻π) − ½",
+          KL_TO_TARGET: "KL(π_target ‖ π)",
+          AVG_EXPLOITABILITY: "exploitability of the average iterate", REG_EXPLOITABILITY: "regularized exploitability"}
 GRID = 200
 
 
@@ -81,10 +83,10 @@ def comparison_plots(runs: dict[str, list[dict[str, np.ndarray]]], budget: float
         return np.linspace(0, budget, GRID)
 
     def wall_grid(arrays):
-        return np.linspace(0, min(np.nanmax(a[WALL]) for a in arrays), GRID)
+        return np.linspace(0, min(np.nanmax(a[WALL_S]) for a in arrays), GRID)
 
     paths = [_figure(runs, QUERIES, "oracle queries", query_grid, out / "vs_queries.png", title),
-             _figure(runs, WALL, "wall time of the training steps (s)", wall_grid, out / "vs_wall_time.png", title)]
+             _figure(runs, WALL_S, "wall time of the training steps (s)", wall_grid, out / "vs_wall_time.png", title)]
     return [p for p in paths if p is not None]
 
 

@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 import prefzoo
 from prefzoo.algorithms.base import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from prefzoo.envs.lm.oracles import OracleBudgetExhausted
+from prefzoo.envs.metrics import EXPLOITABILITY, ITERATIONS, LM_WIN_RATE_VS_REF, QUERIES, TOKENS_PER_S, WALL_S
 from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, validate
 
-ITERATION_KEY = "time/iterations"
-WALL_TIME_KEYS = ("time/wall_s", "time/tokens_per_s")  # the only columns allowed to differ between identical runs
+WALL_TIME_KEYS = (WALL_S, TOKENS_PER_S)  # the only columns allowed to differ between identical runs
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 TB_ONLY = ("stdout", "log", "json", "csv")  # exclude-list for TensorBoard-only records
 NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
@@ -214,8 +214,8 @@ def progress_arrays(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 def write_evaluations(run_dir: str | os.PathLike) -> None:
     """``evaluations.npz``: ``iterations`` plus one array per logged metric."""
     arrays = progress_arrays(run_dir)
-    if ITERATION_KEY in arrays:
-        arrays["iterations"] = arrays[ITERATION_KEY].astype(np.int64)
+    if ITERATIONS in arrays:
+        arrays["iterations"] = arrays[ITERATIONS].astype(np.int64)
     np.savez(Path(run_dir) / "evaluations.npz", **arrays)
 
 
@@ -232,7 +232,7 @@ class RunCSV(CSVOutputFormat):
         header, rows = read_progress(Path(filename).parent) if keep_until is not None else ([], [])
         super().__init__(filename)  # truncates
         if header:
-            col = header.index(ITERATION_KEY)
+            col = header.index(ITERATIONS)
             rows = [r for r in rows if float(r[col]) <= keep_until]
             self.keys = list(header)
             csv.writer(self.file, lineterminator="\n").writerows([header, *rows])
@@ -286,7 +286,7 @@ def config_markdown(cfg: RunConfig) -> str:
 
 def log_metrics(logger: Logger, metrics: dict[str, float], iteration: int) -> None:
     """Record and dump one evaluation outside ``learn`` (same keys as ``Algorithm.learn``)."""
-    for key, value in {**metrics, ITERATION_KEY: iteration}.items():
+    for key, value in {**metrics, ITERATIONS: iteration}.items():
         logger.record(key, value)
     logger.dump(step=iteration)
 
@@ -389,7 +389,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     if start is None and hasattr(algo.policy, "save_pretrained"):
         show_generations(algo, "before")
     if start is None:  # iteration 0: π_ref itself, so every curve starts at the same point
-        logger.record("hparams", HParam(hparam_dict(cfg), {"game/exploitability": 0.0}), exclude=TB_ONLY)
+        logger.record("hparams", HParam(hparam_dict(cfg), {EXPLOITABILITY: 0.0}), exclude=TB_ONLY)
         logger.record("config/hyperparameters", config_markdown(cfg), exclude=TB_ONLY)
         log_metrics(logger, algo.evaluate(), 0)
         state["logged"] = 0
@@ -399,14 +399,14 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     def callback(_algo, metrics):
         state["metrics"], state["logged"] = metrics, _algo.iteration
         bar.update(_algo.iteration - bar.n)
-        shown = ("win", "lm/win_rate_vs_ref") if "lm/win_rate_vs_ref" in metrics else ("expl", "game/exploitability")
-        bar.set_postfix(queries=int(metrics.get("cost/queries", 0)),
+        shown = ("win", LM_WIN_RATE_VS_REF) if LM_WIN_RATE_VS_REF in metrics else ("expl", EXPLOITABILITY)
+        bar.set_postfix(queries=int(metrics.get(QUERIES, 0)),
                         **{shown[0]: f"{metrics.get(shown[1], float('nan')):.4f}"}, refresh=False)
         if report is not None:
             report(metrics)
-        if budget is not None and metrics.get("cost/queries", 0) >= budget:
+        if budget is not None and metrics.get(QUERIES, 0) >= budget:
             state["stop"] = "budget"
-        elif budget is not None and _algo.iteration >= NO_QUERY_PATIENCE and not metrics.get("cost/queries"):
+        elif budget is not None and _algo.iteration >= NO_QUERY_PATIENCE and not metrics.get(QUERIES):
             state["stop"] = "no queries"  # e.g. exact mode: a query budget is never reached
         if state.get("interrupted"):
             state["stop"] = "interrupted"
