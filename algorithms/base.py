@@ -193,6 +193,8 @@ class Algorithm:
         self.duel_regret = duel.QueriedRegret()  # regret of the compared pairs (exact games)
         self.logger = Logger(folder=None, output_formats=[])
         self.pi = None if self.game.ref is None else self.game.ref.copy()  # exact-mode state
+        with np.errstate(divide="ignore"):  # log π_ref [X, Y], of the exact steps and the metrics' KLs
+            self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
         self.policy = self.optimizer = None
         if mode == "sample":
             with torch.random.fork_rng(devices=[]):
@@ -289,11 +291,9 @@ class Algorithm:
         if not game.exact:
             return {**game.estimate_metrics(self.policy, np.random.default_rng([self.seed, self.iteration])), **costs}
         pi, log_pi = self.policy_probs(), self.policy_log_probs()
-        with np.errstate(divide="ignore"):
-            log_ref = np.log(game.ref)
         out = {
             metrics.EXPLOITABILITY: game.exploitability(pi),
-            metrics.KL_TO_REF: game.expectation(kl_divergence(log_pi, log_ref)),
+            metrics.KL_TO_REF: game.expectation(kl_divergence(log_pi, self.log_ref)),
             metrics.WIN_RATE_VS_REF: game.expectation(game.win_rate(pi, game.ref)),
             metrics.WIN_RATE_VS_NASH: game.expectation(game.win_rate(pi, game.nash(0.0))),
             **costs,

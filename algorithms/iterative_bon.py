@@ -198,7 +198,6 @@ class IterativeBoN(Algorithm):
                              f"{self.game.family!r} has none")
         self.n, self.mixing = int(n), float(mixing)
         self.beta = bon_beta(self.mixing, self.n)
-        self.log_ref = np.log(self.game.ref)
         self.log_pi = self.log_ref.copy()
         self.order = (self.game.P if selection == "comparisons"
                       else reward_order_preference(self.game.rewards))

@@ -67,7 +67,6 @@ class _RegularizedNash(Algorithm):
         eta = check_real("eta", eta, 0, low_open=True)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta, self.eta = beta, eta
-        self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
         self.offset = context_offset(self)
 
     def target_policy(self):

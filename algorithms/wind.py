@@ -124,7 +124,6 @@ class WIND(Algorithm):
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.beta, self.eta, self.loss = beta, eta, loss
         self.eta_decay = mode == "sample" if eta_decay is None else eta_decay
-        self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
         self.offset = context_offset(self, learned=offset == "learned")
 
     def target_policy(self):
