@@ -34,7 +34,7 @@ from prefzoo.envs.oracle import PreferenceOracle, kl_divergence
 from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
-CHECKPOINT_FORMAT = 2  # 2: data only (tensors and plain Python values), loaded with weights_only=True
+CHECKPOINT_FORMAT = 3  # data only (tensors and plain Python values), loaded with weights_only=True; 3: + the game's counters
 _NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint
 
 
@@ -341,7 +341,8 @@ class Algorithm:
     def state_dict(self) -> dict[str, Any]:
         state = {"class": type(self).__name__, "iteration": self.iteration, "queries": self.queries,
                  "samples": self.samples, "wall_s": self.wall_s, "pi": self.pi,
-                 "rng": self.rng.bit_generator.state, "duel_regret": self.duel_regret.state()}
+                 "rng": self.rng.bit_generator.state, "duel_regret": self.duel_regret.state(),
+                 "game": self.game.counter_state()}
         if self.policy is not None:
             state["policy"] = self.policy.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -357,6 +358,7 @@ class Algorithm:
         self.wall_s, self.pi = state["wall_s"], state["pi"]
         self.rng.bit_generator.state = state["rng"]
         self.duel_regret.load(state["duel_regret"])
+        self.game.load_counter_state(state["game"])
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -20,8 +20,10 @@ from prefzoo.envs.game import reward_order_preference, softmax_fixed_point
 from prefzoo.envs.log_win_rate import bon_beta
 
 from .base import Algorithm
+from .wind import context_offset
 
 SELECTIONS = ("comparisons", "reward")
+NORMALIZERS = ("exact", "sampled")
 
 
 def best_of_n(pi: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:
@@ -127,17 +129,43 @@ def bon_fixed_point(P: np.ndarray, ref: np.ndarray, alpha: float, n: int, tol: f
     return None
 
 
+def demixed_logits(log_probs: torch.Tensor, log_ref: torch.Tensor, alpha: float) -> torch.Tensor:
+    """g_θ = (log π_θ − α log μ)/(1−α), the log of the "de-mixed" policy q_θ ∝ e^g, for which
+    π_θ ∝ μ^α·q_θ^{1−α}: fitting q_θ to BoN_N(π_t) makes π_θ the geometric-mixture step."""
+    return (log_probs - alpha * log_ref) / (1 - alpha)
+
+
 def bond_loss(log_probs: torch.Tensor, log_ref: torch.Tensor, winners: torch.Tensor, alpha: float,
               weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Forward-KL distillation of BoN winners into q_θ ∝ (π_θ/μ^α)^{1/(1−α)}.
+    """Forward-KL distillation of BoN winners into q_θ ∝ e^g (:func:`demixed_logits`), normalized
+    over every response.
 
     ``log_probs`` = log π_θ(·|x) [n, Y], ``log_ref`` = log μ(·|x) [n, Y], ``winners`` [n].
     Loss −mean log q_θ(y_win) (or Σ weight·(−log q_θ) with per-row ``weight``). Its population
     minimizer is q_θ = BoN_n(π_t), i.e. π_θ ∝ μ^α·q_θ^{1−α} = μ^α·BoN_n(π_t)^{1−α}: exactly the
     geometric-mixture step.
     """
-    log_q = torch.log_softmax((log_probs - alpha * log_ref) / (1 - alpha), dim=-1)
+    log_q = torch.log_softmax(demixed_logits(log_probs, log_ref, alpha), dim=-1)
     per = -log_q.gather(-1, winners[:, None])[:, 0]
+    return per.mean() if weight is None else (weight * per).sum()
+
+
+def sampled_bond_loss(g_winner: torch.Tensor, g_candidates: torch.Tensor, log_old_candidates: torch.Tensor,
+                      offset: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The same distillation without a sum over responses: the generalized forward KL of the
+    unnormalized measure e^{g−c} to BoN_N(π_t), KL(p ‖ q̃) = E_p[log p − log q̃] − 1 + Σ_y q̃(y),
+    whose Σ_y q̃(y) = E_{y∼π_t}[e^{g(y)−c−log π_t(y)}] is estimated without bias from the N
+    candidates y_j ∼ π_t already drawn for the tournament. Per prompt x:
+    ℓ = −(g(y_win) − c(x)) + (1/N)·Σ_j e^{g(y_j) − c(x) − log π_t(y_j)}.
+
+    ``g_winner`` [n], ``g_candidates`` [n, N] (:func:`demixed_logits`), ``log_old_candidates``
+    = log π_t(y_j) [n, N], ``offset`` = c(x) [n] (learned; it plays log Z), ``weight`` [n]
+    optional per-prompt weights (Σ weight·ℓ). Minimizing over q̃ gives q̃ = BoN_N(π_t) pointwise,
+    so with a free c the population minimizer is again the exact geometric step; the estimate and
+    its gradient are unbiased (a log of a sampled normalizer would not be).
+    """
+    mass = torch.exp(g_candidates - offset[:, None] - log_old_candidates).mean(-1)
+    per = -(g_winner - offset) + mass
     return per.mean() if weight is None else (weight * per).sum()
 
 
@@ -154,12 +182,16 @@ class IterativeBoN(Algorithm):
     β-regularized exploitability is logged. ``target_policy()`` = :func:`bon_fixed_point`.
 
     Sample mode (BOND-style distillation): per prompt draw N responses from π_t (N counted
-    samples), pick the winner by the tournament (N − 1 counted comparisons) and minimize
-    L(θ) = −E[log q_θ(y_win)], q_θ = softmax((log π_θ − α log μ)/(1−α)) (:func:`bond_loss`).
-    This is the forward KL KL(BoN_N(π_t) ‖ q_θ) of the winners to the "de-mixed" policy q_θ, and
-    since π_θ ∝ μ^α q_θ^{1−α} its population minimizer (tabular policy) is the exact geometric
-    step — unlike −(1−α)·log π_θ(y_win) − α·log π_θ(y_ref), whose minimizer is the arithmetic
-    mixture (1−α)BoN + αμ. It needs the normalizer of q_θ over Y (fine for bandit policies).
+    samples), pick the winner by the tournament (N − 1 counted comparisons) and fit the
+    "de-mixed" policy q_θ ∝ exp((log π_θ − α log μ)/(1−α)) to it by the forward KL
+    KL(BoN_N(π_t) ‖ q_θ); since π_θ ∝ μ^α q_θ^{1−α}, its population minimizer (tabular policy) is
+    the exact geometric step — unlike −(1−α)·log π_θ(y_win) − α·log π_θ(y_ref), whose minimizer
+    is the arithmetic mixture (1−α)BoN + αμ. q_θ's normalizer is a sum over every response:
+    ``normalizer="exact"`` computes it (:func:`bond_loss`; games whose responses can be listed),
+    ``"sampled"`` replaces it by a learned per-prompt offset c(x) and an unbiased estimate from
+    the N candidates (:func:`sampled_bond_loss`; language models, where BOND distills with
+    samples only). *(reconstruction: BOND's iterative distillation has no reference mixing; this
+    is the WIND paper's mixed step written as a sampled loss.)*
 
     Args:
         n: N ≥ 2 responses per Best-of-N draw.
@@ -167,6 +199,9 @@ class IterativeBoN(Algorithm):
             fixed point (Theorem 1: sublinear convergence to a log-win-rate NE); α → 1 is π_ref.
             On 8×6 cyclic games with N = 2 the exact iteration converges for α ≥ 0.2 and can
             cycle for α ≤ 0.1 (then the fixed point comes from Newton continuation).
+        normalizer: q_θ's normalizer in sample mode, ``"exact"`` (a sum over every response) or
+            ``"sampled"`` (learned offset, no enumeration); None: ``"exact"`` where the game's
+            responses can be listed (``game.enumerable``), else ``"sampled"``.
         selection: ``"comparisons"`` (tournament by oracle comparisons; both modes) or
             ``"reward"`` (exact mode only: BoN by the hidden reward, :func:`best_of_n`; e.g. true
             Best-of-N on ``bt`` games, where noisy comparisons select differently for N > 2).
@@ -176,31 +211,36 @@ class IterativeBoN(Algorithm):
             to the target grows instead of shrinking.
 
     Raises:
-        ValueError: n < 2, mixing outside (0, 1), an unknown selection, ``"reward"`` in sample
-            mode or on a game without a hidden reward.
+        ValueError: n < 2, mixing outside (0, 1), an unknown selection or normalizer, ``"reward"``
+            in sample mode or on a game without a hidden reward.
     """
 
-    needs_enumeration = True  # the distillation loss normalizes q_θ over every response
-    _extra_state = ("log_pi",)  # exact mode iterates log π (no underflow in kl_to_target)
+    _extra_state = ("log_pi", "offset")  # exact mode iterates log π (no underflow in kl_to_target)
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
-                 selection: str = "comparisons", policy: str = "tabular", lr: float = 0.005,
-                 batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):
+                 normalizer: str | None = None, selection: str = "comparisons", policy: str = "tabular",
+                 lr: float = 0.005, batch_size: int = 256, grad_steps: int = 5, device: str = "cpu"):
         n = check_int("n", n, low=2)
         mixing = check_probability("mixing", mixing, low_open=True, high_open=True)  # 0 has no fixed point
         check_choice("selection", selection, SELECTIONS)
+        if normalizer is not None:
+            check_choice("normalizer", normalizer, NORMALIZERS)
         if selection == "reward" and mode == "sample":
             raise ValueError("selection='reward' reads the hidden reward, which sample mode "
                              "(counted comparisons only) cannot; use selection='comparisons'")
+        self.needs_enumeration = normalizer == "exact"
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         if selection == "reward" and self.game.rewards is None:
             raise ValueError(f"selection='reward' needs a game with a hidden reward; family "
                              f"{self.game.family!r} has none")
         self.n, self.mixing = int(n), float(mixing)
+        self.normalizer = normalizer or ("exact" if self.game.enumerable else "sampled")
         self.beta = bon_beta(self.mixing, self.n)
-        self.log_pi = self.log_ref.copy()
-        self.order = (self.game.P if selection == "comparisons"
-                      else reward_order_preference(self.game.rewards))
+        self.offset = context_offset(self) if mode == "sample" and self.normalizer == "sampled" else None
+        self.log_pi = None if self.log_ref is None else self.log_ref.copy()
+        self.order = None  # the preference the exact step and the target read (exact games only)
+        if self.game.exact:
+            self.order = self.game.P if selection == "comparisons" else reward_order_preference(self.game.rewards)
         self._target: np.ndarray | None = None
         self._target_done = False
 
@@ -221,11 +261,26 @@ class IterativeBoN(Algorithm):
             self.log_pi = log_bon_step(self.log_pi, self.log_ref, self.order, self.n, self.mixing)
             self.pi = np.exp(self.log_pi)
             return {}
-        x, winner = self.sample_batch(self.batch_size)
-        for _ in range(self.n - 1):  # king-of-the-hill: one comparison per challenger
-            challenger = self.sample_responses(x)
-            winner = np.where(self.compare(x, winner, challenger) > 0.5, winner, challenger)
-        xs, ys = self.tensor(x, torch.long), self.tensor(winner, torch.long)
-        log_ref = self.policy.log_ref[xs]
-        loss = self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, ys, self.mixing))
-        return {metrics.LOSS: loss}
+        x = self.game.sample_contexts(self.batch_size, self.rng)
+        # the N candidates of every prompt in one batched draw (one generate call on an LM), [n, N]
+        candidates = self.sample_responses(np.tile(x, self.n)).reshape(self.n, -1).T
+        rows, champion = np.arange(len(x)), np.zeros(len(x), dtype=np.int64)
+        for k in range(1, self.n):  # king-of-the-hill: one comparison per challenger
+            beaten = self.compare(x, candidates[rows, champion], candidates[:, k]) <= 0.5
+            champion = np.where(beaten, k, champion)
+        xs, winner = self.tensor(x, torch.long), self.tensor(candidates[rows, champion], torch.long)
+        if self.normalizer == "exact":
+            log_ref = self.policy.log_ref[xs]
+            loss = self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, winner, self.mixing))
+            return {metrics.LOSS: loss}
+        xs_all, ys_all = self.tensor(np.tile(x, self.n), torch.long), self.tensor(candidates.T.ravel(), torch.long)
+        log_ref = self.policy.ref_log_prob(xs_all, ys_all).reshape(self.n, -1).T
+        with torch.no_grad():
+            log_old = self.policy.log_prob(xs_all, ys_all).reshape(self.n, -1).T
+        picked = self.tensor(champion, torch.long)[:, None]
+
+        def loss_fn():
+            g = demixed_logits(self.policy.log_prob(xs_all, ys_all).reshape(self.n, -1).T, log_ref, self.mixing)
+            return sampled_bond_loss(g.gather(1, picked)[:, 0], g, log_old, self.offset(xs)[:, 0])
+
+        return {metrics.LOSS: self.fit(loss_fn)}

@@ -62,7 +62,10 @@ class SPPO(Algorithm):
     L(θ) = E[(log π_θ(y) − log π_t(y) − η(P̂(y) − ½))²]. This is SPPO's c ≡ 0 approximation
     log Z_t ≈ η/2: the exact log-partition is η/2 + log E_{π_t} exp(η(P(y≻π_t) − ½)), whose second
     term is O(η²·Var) ≥ 0, so the minimizer (a normalized tabular π_θ cannot absorb the offset) is
-    close to, not equal to, the MWU step. The average iterate is tracked from ``policy_probs``.
+    close to, not equal to, the MWU step. The average iterate is tracked from ``policy_probs`` where
+    the game's responses can be listed (``game.enumerable``); on a game where they cannot (a language
+    model, a :class:`~prefzoo.envs.token.TokenOracle`) SPPO keeps the last iterate only, as the paper
+    does on language models (its §4: each iteration's model is the next one's π_t; no average).
 
     Args:
         eta: step size η > 0. Larger η moves faster but raises the η/8 floor of the average
@@ -77,7 +80,6 @@ class SPPO(Algorithm):
     """
 
     _extra_state = ("avg_pi",)
-    needs_enumeration = True  # the average iterate is the exact policy, enumerated each iteration
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", eta: float = 0.5, k: int = 5,
                  labels: str = "comparison", policy: str = "tabular", lr: float = 0.05,
@@ -86,15 +88,24 @@ class SPPO(Algorithm):
         check_choice("labels", labels, LABELS)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.eta, self.k, self.labels = float(eta), int(k), labels
-        self.avg_pi = self.policy_probs()  # π̄_0 = π_0 until the first step
+        # π̄_0 = π_0 until the first step; None where the responses cannot be listed (last iterate only)
+        self.avg_pi = self.policy_probs() if self.game.enumerable else None
 
     def average_policy_probs(self) -> np.ndarray:
-        """π̄_T = (1/T)·Σ_{t=1..T} π_t [X, Y] (π_0 before the first step)."""
+        """π̄_T = (1/T)·Σ_{t=1..T} π_t [X, Y] (π_0 before the first step).
+
+        Raises:
+            ValueError: the game's responses cannot be listed, so no average is tracked.
+        """
+        if self.avg_pi is None:
+            raise ValueError(f"no average iterate on a game whose responses cannot be listed "
+                             f"({type(self.game).__name__}); SPPO keeps the last iterate there")
         return self.avg_pi.copy()
 
     def evaluate(self) -> dict[str, float]:
         out = super().evaluate()
-        out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
+        if self.game.exact:
+            out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
         return out
 
     def _labels(self, x: np.ndarray, y: np.ndarray, y2: np.ndarray) -> np.ndarray:
@@ -120,5 +131,6 @@ class SPPO(Algorithm):
                 log_old = self.policy.log_prob(xs, ys_t)
             diagnostics[metrics.LOSS] = self.fit(
                 lambda: sppo_loss(self.policy.log_prob(xs, ys_t), log_old, target, self.eta))
-        self.avg_pi += (self.policy_probs() - self.avg_pi) / (self.iteration + 1)
+        if self.avg_pi is not None:
+            self.avg_pi += (self.policy_probs() - self.avg_pi) / (self.iteration + 1)
         return diagnostics

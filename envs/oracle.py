@@ -133,6 +133,15 @@ class PreferenceOracle:
                 raise ValueError(f"{name} must hold integer indices in [0, {n or 'inf'}), got {arr!r}")
         return x, y, y2
 
+    def counter_state(self) -> dict[str, Any]:
+        """The oracle's counters (plain data): an algorithm's checkpoint holds them, so a resumed
+        run counts on from where it stopped."""
+        return {"queries": self.queries, "exact_calls": self.exact_calls}
+
+    def load_counter_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`counter_state`."""
+        self.queries, self.exact_calls = state["queries"], state["exact_calls"]
+
     # ------------------------------------------------------------------ contexts and π_ref
     def sample_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` contexts drawn from ρ."""
@@ -154,6 +163,26 @@ class PreferenceOracle:
     def estimate_metrics(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
         """Estimated metrics of a sample-mode ``policy`` on a game without exact services (none here)."""
         return {}
+
+    def evaluation_contexts(self, rng: np.random.Generator) -> np.ndarray:
+        """The contexts on which policies are compared by estimates: 1,024 draws from ρ."""
+        return self.sample_contexts(1024, rng)
+
+    def estimate_win_rates(self, samplers: list, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """P̂(π_i ≻ π_j) and its standard error, [k, k] each, for ``samplers`` (callables
+        ``(contexts, rng) -> responses``, e.g. ``policy.sample`` or :meth:`sample_ref`): every
+        player answers each of the :meth:`evaluation_contexts` once, and (i, j) is the mean of
+        P(y_i ≻ y_j | x) over them (the probability, not a Bernoulli draw; uncounted), with
+        s.e. sd/√n. The matrix is antisymmetric about ½ when P is."""
+        contexts = self.evaluation_contexts(rng)
+        responses = [sample(contexts, rng) for sample in samplers]
+        k, n = len(samplers), len(contexts)
+        mean, se = np.full((k, k), 0.5), np.zeros((k, k))
+        for i, j in zip(*np.triu_indices(k, 1)):
+            p = self.preference(contexts, responses[i], responses[j])
+            mean[i, j], mean[j, i] = p.mean(), 1.0 - p.mean()
+            se[i, j] = se[j, i] = p.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        return mean, se
 
     # ------------------------------------------------------------------ policies as tables
     def check_policy(self, pi: Any, name: str = "pi") -> np.ndarray:

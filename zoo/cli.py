@@ -51,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = runner.load_run_config(run_dir)
         if args.iterations is not None:  # extends the run (the runner refuses fewer than it has)
             cfg.iterations = args.iterations
+        if args.max_calls is not None:  # raises the oracle's budget for the whole run
+            config.set_max_calls(cfg, args.max_calls)
     else:
         if not args.algo or not args.env:
             raise ConfigError("train needs --algo and --env")
@@ -59,6 +61,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, _device(args, overrides))
+        if args.max_calls is not None:
+            config.set_max_calls(cfg, args.max_calls)
         run_dir = runner.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
     print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
     try:
@@ -253,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate and log every N iterations (default: from the config)")
     p.add_argument("--save-freq", dest="save_freq", type=int_at_least(0), default=None,
                    help="checkpoint every N iterations, 0 = only at the end (default: from the config)")
+    p.add_argument("--max-calls", dest="max_calls", type=int_at_least(0), default=None,
+                   help="cap on the oracle's model or judge calls for the whole run (LM games; a capped run "
+                        "stops with a checkpoint, and a resume with a higher cap continues it)")
     p.add_argument("--log-folder", dest="log_folder", default="logs", help="root of the run directories")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                    help="continue a killed run from its last checkpoint (default: the latest run of --algo on --env)")
@@ -305,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_args(p)
     _common(p, hp=False)
 
-    p = sub.add_parser("tournament", help="round-robin exact win-rate matrix between saved policies")
+    p = sub.add_parser("tournament", help="round-robin win-rate matrix between saved policies (exact, or estimated on LM games)")
     p.add_argument("--runs", nargs="+", required=True,
                    help="run directories, checkpoints (.pt) or policy.npy files of one game")
     p.add_argument("--out", default="results/tournament", help="output folder")

@@ -217,21 +217,32 @@ def validate(cfg: RunConfig, source: str = "") -> RunConfig:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """SHA-256 of the resolved config except ``iterations`` (extending a run is the one change a
-    resume accepts), stored in every checkpoint."""
+    """SHA-256 of the resolved config except ``iterations`` and the oracle's ``max_calls`` (raising
+    the run's budgets is the one change a resume accepts), stored in every checkpoint."""
     return hashlib.sha256(json.dumps(fingerprint(cfg), sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The config a checkpoint belongs to, flattened (``hyperparams.lr``, ``env_kwargs.n_actions``),
-    without ``iterations``."""
+    without the budgets ``iterations`` and ``env_kwargs.oracle_kwargs.max_calls``."""
     flat = {}
     for key, value in cfg.to_dict().items():
         if isinstance(value, dict) and key in ("hyperparams", "env_kwargs"):
             flat.update({f"{key}.{name}": item for name, item in value.items()})
         elif key != "iterations":
             flat[key] = value
+    oracle_kwargs = flat.get("env_kwargs.oracle_kwargs")
+    if isinstance(oracle_kwargs, dict) and "max_calls" in oracle_kwargs:
+        flat["env_kwargs.oracle_kwargs"] = {k: v for k, v in oracle_kwargs.items() if k != "max_calls"}
     return flat
+
+
+def set_max_calls(cfg: RunConfig, max_calls: int) -> None:
+    """Set the run's oracle budget, ``env_kwargs.oracle_kwargs.max_calls`` (``--max-calls``)."""
+    oracle_kwargs = cfg.env_kwargs.get("oracle_kwargs") or {}
+    if not isinstance(oracle_kwargs, dict):
+        raise ConfigError(f"env_kwargs.oracle_kwargs must be a mapping, got {oracle_kwargs!r}")
+    cfg.env_kwargs = {**cfg.env_kwargs, "oracle_kwargs": {**oracle_kwargs, "max_calls": max_calls}}
 
 
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -159,15 +159,15 @@ def intact_checkpoint(run_dir: str | os.PathLike) -> tuple[int | None, dict[str,
 
 
 def check_resumable(cfg: RunConfig, checkpoint: dict[str, Any], iteration: int, run_dir: Path) -> None:
-    """``ConfigError`` unless ``cfg`` is the config the checkpoint was trained with, up to more
-    ``iterations`` (never fewer than the checkpoint's)."""
+    """``ConfigError`` unless ``cfg`` is the config the checkpoint was trained with, up to its
+    budgets: more ``iterations`` (never fewer than the checkpoint's) or another oracle ``max_calls``."""
     stored = checkpoint["meta"].get("config_sha256")
     if stored != config_hash(cfg):
         changed = changed_keys(checkpoint["meta"].get("config", {}), fingerprint(cfg))
         raise ConfigError(f"{run_dir / 'config.yml'} differs from the config its checkpoint (iteration {iteration}) "
                           f"was trained with: changed {', '.join(changed) or 'the config hash'}. A resume continues "
-                          "the same run; start a new run for a new config (only iterations may grow: "
-                          "--resume RUN --iterations N)")
+                          "the same run; start a new run for a new config (only the budgets may change: "
+                          "--resume RUN --iterations N --max-calls N)")
     if cfg.iterations < iteration:
         raise ConfigError(f"iterations={cfg.iterations} is below the {iteration} iterations {run_dir} already has; "
                           "a resume can only extend a run (nothing was changed)")
@@ -325,9 +325,9 @@ def write_run_files(cfg: RunConfig, run_dir: Path, command: str | None) -> None:
     (run_dir / "command.txt").write_text((command or shlex.join(["prefzoo", *sys.argv[1:]])) + "\n")
 
 
-def build(cfg: RunConfig):
-    """The env and the algorithm of a config (a fresh state)."""
-    env = gym.make(cfg.env_id, **cfg.env_kwargs)
+def build(cfg: RunConfig, env: gym.Env | None = None):
+    """The algorithm of a config (a fresh state) on ``env``, made from the config when None."""
+    env = gym.make(cfg.env_id, **cfg.env_kwargs) if env is None else env
     return prefzoo.make_algo(cfg.algo, env, seed=cfg.seed, **cfg.hyperparams)
 
 
@@ -372,7 +372,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     start, checkpoint = intact_checkpoint(run_dir) if resume else (None, None)  # None: a fresh start
     if start is not None:
         check_resumable(cfg, checkpoint, start, run_dir)
-        if start == cfg.iterations and (run_dir / "policy.npy").is_file():
+        if start == cfg.iterations and finished(run_dir):
             print(f"{run_dir} already finished its {start} iterations; nothing to do "
                   f"(extend it with --iterations N > {start})", file=sys.stderr)
             return {"run_dir": str(run_dir), "status": "already done", "iteration": start, "metrics": {},
@@ -380,7 +380,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
         algo.load_state_dict(checkpoint["state"])
         print(f"resuming {run_dir} from iteration {start}", file=sys.stderr)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if not (resume and (run_dir / "config.yml").is_file()) or load_run_config(run_dir).iterations != cfg.iterations:
+    if not (resume and (run_dir / "config.yml").is_file()) or load_run_config(run_dir) != cfg:  # new budgets
         old_command = run_dir / "command.txt"
         write_run_files(cfg, run_dir, old_command.read_text().strip() if resume and old_command.is_file() else command)
     logger = make_logger(run_dir, stdout=not progress if verbose is None else verbose, resume_iteration=start)

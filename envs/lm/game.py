@@ -307,13 +307,25 @@ class LMGame(PreferenceOracle):
         prompts = [self.prompts[i] for i in x.ravel()]
         return self.oracle.probability(prompts, self.store.text(y), self.store.text(y2)).reshape(x.shape)
 
+    def counter_state(self) -> dict[str, Any]:
+        """The base counters plus the text oracle's calls, cache hits and cache (a resumed run pays
+        no call twice, and its ``max_calls`` counts the whole run)."""
+        return {**super().counter_state(), "oracle": self.oracle.state()}
+
+    def load_counter_state(self, state: dict[str, Any]) -> None:
+        super().load_counter_state(state)
+        self.oracle.load_state(state["oracle"])
+
     # ------------------------------------------------------------------ estimated metrics
+    def evaluation_contexts(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The held-out prompts, ``eval_samples`` times each (the same set for every estimate)."""
+        return np.repeat(self.eval_contexts, self.eval_samples)
+
     def reference_eval_responses(self) -> np.ndarray:
         """π_ref's responses on the held-out prompts (``eval_samples`` each), drawn once with a
         generator seeded by the game's seed, so every evaluation compares against the same set."""
         if self._eval_ref is None:
-            contexts = np.repeat(self.eval_contexts, self.eval_samples)
-            self._eval_ref = self.sample_ref(contexts, np.random.default_rng([self.seed or 0, 1]))
+            self._eval_ref = self.sample_ref(self.evaluation_contexts(), np.random.default_rng([self.seed or 0, 1]))
         return self._eval_ref
 
     def estimate_metrics(self, policy, rng) -> dict[str, float]:
@@ -329,7 +341,7 @@ class LMGame(PreferenceOracle):
         import torch
 
         ref = self.reference_eval_responses()
-        contexts = np.repeat(self.eval_contexts, self.eval_samples)
+        contexts = self.evaluation_contexts()
         start = time.perf_counter()
         responses = policy.sample(contexts, rng)
         seconds = time.perf_counter() - start

@@ -6,7 +6,9 @@ draws the counted Bernoulli outcome itself (``game.compare``), exactly as the ex
 Every oracle caches its expensive evaluations (a score per (prompt, response), a judgement per
 (prompt, a, b)), counts them (``calls``: evaluations of the model or judge; ``cache_hits``), and
 can be capped (``max_calls``): the evaluation that would exceed the cap raises
-:class:`OracleBudgetExhausted`, which the runner catches to stop cleanly with a checkpoint.
+:class:`OracleBudgetExhausted`, which the runner catches to stop cleanly with a checkpoint. The
+counters and the cache are part of a run's checkpoint (:meth:`TextOracle.state`), so the cap is
+a budget for the whole run, across resumes and retries.
 
 - :class:`ScoreOracle`: any callable text → score, Bradley–Terry P = σ((s_a − s_b)/T);
   :func:`vader_oracle` is the shipped, offline one (VADER's compound sentiment).
@@ -46,7 +48,7 @@ class TextOracle:
     Args:
         name: shown in errors and ``repr``.
         max_calls: at most this many evaluations of the underlying model or judge (cache hits
-            are free); None: no cap.
+            are free) in the run, counted across resumes; None: no cap.
     """
 
     has_score = False  # a per-response score exists (logged as lm/score)
@@ -67,15 +69,26 @@ class TextOracle:
         if self.max_calls is not None and self.calls + n > self.max_calls:
             raise OracleBudgetExhausted(
                 f"{self!r} reached its cap of {self.max_calls} calls ({self.calls} made, {n} more needed); "
-                f"raise max_calls to continue (a run resumes from its checkpoint)")
+                f"raise max_calls to continue (`prefzoo train --resume RUN --max-calls N`)")
         self.calls += n
+
+    def state(self) -> dict:
+        """Calls, cache hits and the cache as plain data (a checkpoint's): the cache as
+        ``[*key, value]`` rows."""
+        return {"calls": self.calls, "cache_hits": self.cache_hits,
+                "cache": [[*key, value] for key, value in self._cache.items()]}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` (the cap stays this oracle's own ``max_calls``)."""
+        self.calls, self.cache_hits = state["calls"], state["cache_hits"]
+        self._cache = {tuple(row[:-1]): row[-1] for row in state["cache"]}
 
     def _cached(self, keys: list, evaluate: Callable[[list], Sequence[float]]) -> np.ndarray:
         """Values of ``keys`` from the cache; the missing ones (deduplicated) through ``evaluate``."""
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        self._charge(len(missing))  # before counting hits: a capped batch counts nothing
         self.cache_hits += len(keys) - len(missing)
         if missing:
-            self._charge(len(missing))
             self._cache.update(zip(missing, evaluate(missing), strict=True))
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
 
@@ -274,17 +287,16 @@ class PairwiseJudgeOracle(TextOracle):
         return value
 
     def probability(self, prompts, a, b) -> np.ndarray:
-        out = np.empty(len(a))
-        for i, (prompt, ya, yb) in enumerate(zip(prompts, a, b, strict=True)):
-            if ya == yb:
-                out[i] = 0.5
-            elif (prompt, ya, yb) in self._cache:
-                self.cache_hits += 1
-                out[i] = self._cache[prompt, ya, yb]
-            elif (prompt, yb, ya) in self._cache:
-                self.cache_hits += 1
-                out[i] = 1.0 - self._cache[prompt, yb, ya]
-            else:
-                self._charge(1)
-                out[i] = self._cache[prompt, ya, yb] = self._ask(prompt, ya, yb)
-        return out
+        keys = list(zip(prompts, a, b, strict=True))
+        missing: dict = {}  # unordered pairs to ask, each in its first ordering
+        for key in keys:
+            prompt, ya, yb = key
+            reverse = (prompt, yb, ya)
+            if ya != yb and not any(k in self._cache or k in missing for k in (key, reverse)):
+                missing[key] = None
+        self._charge(len(missing))  # the whole batch at once: a capped batch asks and counts nothing
+        self.cache_hits += sum(ya != yb for _, ya, yb in keys) - len(missing)
+        for key in missing:
+            self._cache[key] = self._ask(*key)
+        return np.array([0.5 if ya == yb else self._cache[p, ya, yb] if (p, ya, yb) in self._cache
+                         else 1.0 - self._cache[p, yb, ya] for p, ya, yb in keys])

@@ -74,6 +74,8 @@ def test_the_callable_is_the_oracle_counted_and_seeded():
     ("wind", {"beta": 0.1, "eta": 2.0, "lr": 0.01, "batch_size": 256, "grad_steps": 10}),
     ("online_dpo", {"beta": 0.1, "lr": 0.01, "batch_size": 256, "grad_steps": 4}),
     ("grpo", {"beta": 0.0, "lr": 0.01, "batch_size": 64}),
+    ("sppo", {"eta": 2.0, "k": 3, "lr": 0.01, "batch_size": 128, "grad_steps": 10}),  # last iterate
+    ("iterative_bon", {"n": 2, "mixing": 0.2, "lr": 0.01, "batch_size": 256, "grad_steps": 10}),  # sampled normalizer
 ])
 def test_sample_algorithms_train_on_a_callable_preference(name, hyperparams):
     env = callable_env()
@@ -98,8 +100,10 @@ def test_algorithms_that_need_exact_services_or_enumeration_refuse_it_by_name():
     with pytest.raises(ValueError, match=r"WIND in exact mode reads the game.s exact services .* exact=False, "
                                          r"enumerable=False; algorithms that play it \(default settings\): \[.*'wind'"):
         prefzoo.make_algo("wind", env, mode="exact")
-    with pytest.raises(ValueError, match=r"SPPO in sample mode .* reads every response's probability"):
-        prefzoo.make_algo("sppo", env, mode="sample", policy="gru")
+    with pytest.raises(ValueError, match=r"IterativeBoN in sample mode .* reads every response's probability"):
+        prefzoo.make_algo("iterative_bon", env, mode="sample", policy="gru", normalizer="exact")
+    with pytest.raises(ValueError, match=r"no average iterate .* SPPO keeps the last iterate"):
+        prefzoo.make_algo("sppo", env, mode="sample", policy="gru").average_policy_probs()
     with pytest.raises(AttributeError, match=r"nash is an exact service, and this game has none .* pair by pair"):
         env.unwrapped.game.nash(0.1)
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import prefzoo
-from prefzoo.algorithms.iterative_bon import best_of_n, bon_fixed_point, bon_ratio, bond_loss
+from prefzoo.algorithms.iterative_bon import (best_of_n, bon_fixed_point, bon_ratio, bond_loss, demixed_logits,
+                                             sampled_bond_loss)
 
 
 def make_env(env_id="prefzoo/PrefBandit-Cyclic-v0", **kw):
@@ -166,14 +167,65 @@ def test_distillation_loss_population_minimizer_is_the_geometric_step():
     assert np.abs((1 - alpha) * bon + alpha * game.ref - exact).max() > 1e-2
 
 
+def test_sampled_loss_population_minimizer_is_the_geometric_step():
+    """The sampled loss with every response listed once as a candidate under a uniform proposal
+    (log π_t = −log Y makes its mass term Σ_y e^{g−c} exactly), weighted by ρ·BoN: its L-BFGS
+    minimizer over tabular logits and a free offset c(x) is the geometric step, and e^c is the
+    normalizer Σ_y e^g of the de-mixed policy."""
+    game = make_env().unwrapped.game
+    alpha, pi_t = 0.3, game.nash(0.5)
+    exact = geometric_step(pi_t, game.ref, game.P, alpha)
+    X, Y = pi_t.shape
+    rows, cols = torch.arange(X).repeat_interleave(Y), torch.arange(Y).repeat(X)
+    log_ref = torch.tensor(np.log(game.ref))
+    weight = torch.tensor((game.rho[:, None] * 2 * pi_t * game.win_rates(pi_t)).ravel())
+    uniform = torch.full((X * Y, Y), -np.log(Y), dtype=torch.float64)
+    logits, offset = torch.zeros_like(log_ref, requires_grad=True), torch.zeros(X, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([logits, offset], lr=1, max_iter=2000, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        g = demixed_logits(torch.log_softmax(log_ref + logits, -1), log_ref, alpha)
+        loss = sampled_bond_loss(g[rows, cols], g[rows], uniform, offset[rows], weight)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    fitted = torch.softmax(log_ref + logits, -1).detach()
+    np.testing.assert_allclose(fitted.numpy(), exact, atol=1e-6)
+    g = demixed_logits(fitted.log(), log_ref, alpha)
+    np.testing.assert_allclose(offset.detach().numpy(), torch.logsumexp(g, -1).numpy(), atol=1e-6)
+
+
+def test_sampled_loss_is_unbiased_with_candidates_from_the_policy():
+    """Monte Carlo over 200,000 prompts of N = 2 candidates y_j ∼ π_t and a winner drawn from
+    BoN: the mean of the sampled loss equals its population value
+    −Σ_y BoN(y)(g(y) − c) + Σ_y e^{g(y) − c} within 4 standard errors (g, c arbitrary)."""
+    rng = np.random.default_rng(0)
+    pi_t, bon = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))
+    g, c = torch.tensor(rng.normal(size=6)), torch.tensor(0.3, dtype=torch.float64)
+    draws = 200_000
+    candidates = torch.tensor(rng.choice(6, size=(draws, 2), p=pi_t))
+    winners = torch.tensor(rng.choice(6, size=draws, p=bon))
+    log_old = torch.tensor(np.log(pi_t))[candidates]
+    estimate = float(sampled_bond_loss(g[winners], g[candidates], log_old, c.expand(draws)))
+    per_prompt = -(g[winners] - c) + torch.exp(g[candidates] - c - log_old).mean(-1)  # for the standard error
+    population = float(-(torch.tensor(bon) * (g - c)).sum() + torch.exp(g - c).sum())
+    assert abs(estimate - population) < 4 * float(per_prompt.std()) / np.sqrt(draws)
+
+
 def sample_algo(seed=0, **kw):
     hp = {"mode": "sample", "n": 2, "mixing": 0.2, "batch_size": 128, "lr": 0.005, "grad_steps": 5, **kw}
     return prefzoo.make_algo("iterative_bon", make_env(), seed=seed, **hp)
 
 
-def test_sample_mode_cuts_kl_to_its_exact_limit_five_fold():
-    """50k comparisons (N = 2: one per prompt): KL(target ‖ π) falls below a fifth of π_ref's."""
-    algo = sample_algo()
+@pytest.mark.parametrize("normalizer", ["exact", "sampled"])
+def test_sample_mode_cuts_kl_to_its_exact_limit_five_fold(normalizer):
+    """50k comparisons (N = 2: one per prompt): KL(target ‖ π) falls below a fifth of π_ref's,
+    with q_θ normalized over every response or by the learned offset (measured: 0.016 and 0.008
+    from 0.179)."""
+    algo = sample_algo(normalizer=normalizer)
     start = algo.evaluate()["game/kl_to_target"]
     while algo.queries < 50_000:
         algo.learn(10, eval_freq=10)

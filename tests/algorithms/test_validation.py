@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import prefzoo
+from prefzoo.algorithms.base import CHECKPOINT_FORMAT
 from prefzoo.envs.game import make_game
 
 ANSWER_SMALL = {"n_contexts": 3, "vocab_size": 4, "max_length": 3, "n_answers": 4, "ref_fit_steps": 5}
@@ -153,4 +154,4 @@ def test_checkpoints_are_data_only(name, envs, tmp_path):
                                                            prefzoo.ALGORITHMS[name].supported_modes else {}))
     algo.save(tmp_path / "a.pt")
     data = torch.load(tmp_path / "a.pt", weights_only=True)
-    assert data["format"] == 2 and data["state"]["class"] == type(algo).__name__
+    assert data["format"] == CHECKPOINT_FORMAT and data["state"]["class"] == type(algo).__name__

@@ -148,6 +148,17 @@ def test_pairwise_judge_cache_symmetry_and_query_cap():
         judge.probability(["q"], ["dddd"], ["b"])
     assert judge.calls == 2 and len(asked) == 2  # the capped call was never made
     np.testing.assert_allclose(judge.probability(["q"], ["b"], ["ccc"]), [0.1])  # cached answers stay free
+    hits = judge.cache_hits
+    with pytest.raises(oracles.OracleBudgetExhausted):  # a batch over the cap asks and counts nothing
+        judge.probability(["q", "q", "q"], ["aa", "e", "ffff"], ["b", "b", "b"])
+    assert judge.calls == 2 and len(asked) == 2 and judge.cache_hits == hits
+    resumed = oracles.PairwiseJudgeOracle(longer_wins, max_calls=3)  # a resumed run: its state, a higher cap
+    resumed.load_state(judge.state())
+    np.testing.assert_allclose(resumed.probability(["q", "q"], ["ccc", "b"], ["b", "aa"]), [0.9, 0.1])
+    assert resumed.calls == 2 and len(asked) == 2  # from the restored cache
+    resumed.probability(["q"], ["e"], ["b"])
+    with pytest.raises(oracles.OracleBudgetExhausted, match="cap of 3"):  # the cap counts the whole run
+        resumed.probability(["q"], ["ffff"], ["b"])
 
 
 @pytest.mark.parametrize("answer, match", [(float("nan"), "nan"), (1.5, "1.5"), ("maybe", "maybe"),
