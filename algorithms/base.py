@@ -170,6 +170,7 @@ class Algorithm:
     supported_games: ClassVar[tuple[str, ...] | None] = None
     needs_enumeration: bool = False  # sample mode too reads every response (a dense P, all log-probs, π each step)
     needs_exact: ClassVar[bool] = False  # sample mode too uses the game's exact services (e.g. its solvers)
+    trains_policy: ClassVar[bool] = True  # sample mode trains a torch policy (False: it computes ``self.pi``)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
@@ -196,7 +197,7 @@ class Algorithm:
         with np.errstate(divide="ignore"):  # log π_ref [X, Y], of the exact steps and the metrics' KLs
             self.log_ref = None if self.game.ref is None else np.log(self.game.ref)
         self.policy = self.optimizer = None
-        if mode == "sample":
+        if mode == "sample" and self.trains_policy:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.policy = make_policy(policy, self.game, self.device)

@@ -117,13 +117,13 @@ class DuelingBandit(Algorithm):
 
     supported_modes = ("sample",)
     needs_enumeration = True  # the win tables are dense [X, Y, Y]
+    trains_policy = False  # the policy is the recommendation (self.pi)
     rule: ClassVar[str] = "rucb"
     _extra_state = ("wins", "steps", "best")
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", alpha: float = 0.51, batch_size: int = 256):
         alpha = check_real("alpha", alpha, 0.5, low_open=True)  # the regret bounds of RUCB and Double TS need it
         super().__init__(env, seed, mode, batch_size=batch_size)
-        self.policy = self.optimizer = None  # no trained policy: the recommendation is the policy
         self.alpha = float(alpha)
         X, Y = self.game.n_contexts, self.game.n_actions
         self.wins = np.zeros((X, Y, Y))  # wins[x, y, y'] = comparisons of y against y' that y won

@@ -106,6 +106,7 @@ class EstimateThenSolve(Algorithm):
     supported_modes = ("sample",)
     needs_enumeration = True  # P̂ is dense and solved exactly
     needs_exact = True  # by the game's own solvers (PreferenceGame.nash)
+    trains_policy = False  # the policy is the solution of P̂ (self.pi)
     _extra_state = ("wins", "counts", "cursor")
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1, allocation: str = "uniform",
@@ -115,7 +116,6 @@ class EstimateThenSolve(Algorithm):
         prior_count = check_real("prior_count", prior_count, 0, low_open=True)  # pseudo-comparisons per pair
         explore = check_real("explore", explore, 0, 1, low_open=True)
         super().__init__(env, seed, mode, batch_size=batch_size)
-        self.policy = self.optimizer = None  # no trained policy: the solution of P̂ is self.pi
         self.beta, self.allocation = float(beta), allocation
         self.prior_count, self.explore = float(prior_count), float(explore)
         X, Y = self.game.n_contexts, self.game.n_actions
