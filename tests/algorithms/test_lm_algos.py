@@ -227,3 +227,24 @@ def test_tournament_of_lm_runs_estimates_their_win_rates_from_checkpoints(tmp_pa
     assert abs(matrix[0, 2] - own) < 4 * np.hypot(se[0, 2], own_se), (matrix[0, 2], own)
     assert logged[metrics.LM_WIN_RATE_VS_REF] < own  # one iteration moved less than twelve
     assert "± " in (tmp_path / "tour" / "tournament.md").read_text()
+
+
+def test_compare_on_an_lm_game_stops_at_the_budget_and_leaves_hf_policies(tmp_path):
+    """``compare`` over WIND and iterative BoN on LMGame (2 local workers): each run stops at its
+    first evaluation past 100 queries, the table holds the estimated LM metrics at the budget
+    (read from the runs' own progress.csv), and every run leaves a loadable Hugging Face folder."""
+    from prefzoo.zoo import compare
+
+    overrides = {"env_kwargs": {"prompts": PROMPTS, "max_new_tokens": 6, "eval_samples": 2}, "batch_size": 8,
+                 "mode": "sample", "policy": "hf", "grad_steps": 1}
+    result = compare.compare(["wind", "iterative_bon"], "prefzoo/LMGame-v0", [0], tmp_path, workers=2, budget=100,
+                             overrides=overrides, eval_freq=2, progress=False, device="cpu")
+    for run_dir in result["run_dirs"]:
+        queries = runner.progress_arrays(run_dir)[metrics.QUERIES]
+        assert queries[-1] >= 100 > queries[-2]
+        AutoModelForCausalLM.from_pretrained(f"{run_dir}/hf_policy")
+    rows = {(r["algo"], r["metric"], r["queries"]): r["mean"] for r in result["rows"]}
+    for algo, run_dir in zip(("wind", "iterative_bon"), result["run_dirs"]):
+        arrays = runner.progress_arrays(run_dir)
+        last = np.flatnonzero(arrays[metrics.QUERIES] <= 100)[-1]
+        assert rows[algo, metrics.LM_WIN_RATE_VS_REF, 100] == pytest.approx(arrays[metrics.LM_WIN_RATE_VS_REF][last])
