@@ -215,7 +215,8 @@ class IterativeBoN(Algorithm):
             in sample mode or on a game without a hidden reward.
     """
 
-    _extra_state = ("log_pi", "offset")  # exact mode iterates log π (no underflow in kl_to_target)
+    # exact mode iterates log π (no underflow in kl_to_target); the sampled normalizer learns an offset
+    _extra_state = ("log_pi", "offset")
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", n: int = 2, mixing: float = 0.2,
                  normalizer: str | None = None, selection: str = "comparisons", policy: str = "tabular",
