@@ -4,12 +4,16 @@ dashboard, a small object store). Under pytest-xdist these tests run in one work
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from zoo_helpers import ENV, read_csv, sweep, table_without_wall_time, without_wall_time
+from zoo_helpers import ENV, SWEEP_BUDGET, read_csv, sweep, table_without_wall_time, without_wall_time
 
-from prefzoo.zoo import backends, compare
+from prefzoo.zoo import backends, compare, runner
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 pytestmark = pytest.mark.xdist_group("sweeps")  # one Ray start, and the reference sweep of test_backends.py
@@ -57,3 +61,31 @@ def test_unreachable_address_is_a_clear_error(ray_instance, tiny_configs, tmp_pa
     with pytest.raises(ConfigError, match="--address must be host:port"):
         backends.RayBackend(address="nowhere").connect()
 
+
+
+def test_a_killed_ray_worker_resumes_its_run_to_the_same_curve(ray_instance, sweep_configs, reference_sweep, tmp_path):
+    """The Ray worker training WIND seed 0 is SIGKILLed (its PID read from the run's lock file) once
+    the iteration-10 checkpoint exists: the task is retried, resumes from a checkpoint and ends with
+    the progress.csv of the uninterrupted local run."""
+    reference_run = Path(reference_sweep[1]["run_dirs"][0])
+    cfg = runner.load_run_config(reference_run)
+    run_dir, killed = tmp_path / "run", []
+
+    def kill_the_worker():
+        checkpoint, deadline = run_dir / "checkpoints" / "iter_000010.pt", time.monotonic() + 120
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        pid = int((run_dir / runner.LOCK_FILE).read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    (outcome,) = backends.RayBackend().run([backends.Task("wind s0", cfg.to_dict(), str(run_dir), SWEEP_BUDGET)],
+                                           retries=1)
+    killer.join()
+    assert killed and os.getpid() not in killed
+    assert outcome.result is not None and len(outcome.retried) == 1, (outcome.retried, outcome.error)
+    assert outcome.retried[0].startswith("WorkerCrashedError"), outcome.retried
+    assert without_wall_time(read_csv(run_dir / "progress.csv")) == \
+        without_wall_time(read_csv(reference_run / "progress.csv"))
