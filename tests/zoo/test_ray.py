@@ -77,14 +77,16 @@ def test_a_killed_ray_worker_resumes_its_run_to_the_same_curve(ray_instance, swe
             time.sleep(0.002)
         pid = int((run_dir / runner.LOCK_FILE).read_text())
         os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        killed.append((pid, checkpoint.stat().st_ino))
 
     killer = threading.Thread(target=kill_the_worker)
     killer.start()
     (outcome,) = backends.RayBackend().run([backends.Task("wind s0", cfg.to_dict(), str(run_dir), SWEEP_BUDGET)],
                                            retries=1)
     killer.join()
-    assert killed and os.getpid() not in killed
+    ((pid, inode),) = killed
+    assert pid != os.getpid()
+    assert (run_dir / "checkpoints" / "iter_000010.pt").stat().st_ino == inode  # resumed: never rewritten
     assert outcome.result is not None and len(outcome.retried) == 1, (outcome.retried, outcome.error)
     assert outcome.retried[0].startswith("WorkerCrashedError"), outcome.retried
     assert without_wall_time(read_csv(run_dir / "progress.csv")) == \
