@@ -107,7 +107,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     overrides = config.parse_overrides(args.hp)
     tune.tune(args.algo, args.env, args.out, trials=args.trials, budget=args.budget, n_seeds=args.tuning_seeds,
-              seed=args.seed, directory=args.config_dir, device=_device(args, overrides), overrides=overrides)
+              seed=args.seed, directory=args.config_dir, device=_device(args, overrides), overrides=overrides,
+              workers=args.workers, backend=args.backend, address=args.address)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -225,14 +226,16 @@ def _common(p: argparse.ArgumentParser, hp: bool = True) -> None:
                    help="show a progress bar (--no-progress: SB3's table on stdout instead, for train)")
 
 
-def _backend_args(p: argparse.ArgumentParser) -> None:
+def _backend_args(p: argparse.ArgumentParser, retries: bool = True) -> None:
     from prefzoo.zoo import backends
 
     p.add_argument("--backend", default="local", choices=backends.BACKENDS,
-                   help="local: --workers processes; ray: one Ray task per run (pip install 'prefzoo[ray]')")
+                   help="local: --workers processes; ray: Ray tasks (pip install 'prefzoo[ray]')")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (host:port, ray://host:port or auto); default: start a local "
                         "Ray instance with --workers CPUs")
+    if not retries:
+        return
     p.add_argument("--retries", type=int, default=backends.DEFAULT_RETRIES,
                    help="resubmit a run whose worker died or raised, from its last checkpoint, up to N times "
                         f"(default {backends.DEFAULT_RETRIES})")
@@ -293,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs per trial, seeds 1000, 1001, … (never evaluation seeds); default 2")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("--out", default="results/tuned", help="folder of the study and of the tuned <algo>.yml")
+    p.add_argument("--workers", type=int_at_least(1), default=1,
+                   help="trials in parallel (default 1: reproducible trial by trial)")
+    _backend_args(p, retries=False)
     _common(p)
 
     from prefzoo.zoo import benchmark as suite

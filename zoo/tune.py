@@ -11,7 +11,8 @@ Objective (minimized): the algorithm's distance to its own target at ``budget`` 
 the tuning seeds (1000, 1001, …: never evaluation seeds). Seeded TPE sampler; median pruning on
 the values reported at query checkpoints (each quarter of the budget, per seed) through the
 runner's ``report`` callback. The study lives in a journal file inside ``out``, so an interrupted
-``tune`` resumes where it stopped and runs only the missing trials.
+``tune`` resumes where it stopped and runs only the missing trials, and trials can run in parallel
+(``--workers N`` local processes, or ``--backend ray``: Ray tasks) against the one journal.
 
 Writes ``<out>/<algo>.yml`` (entry keyed by the env id: the packaged config with the best values,
 usable as ``prefzoo train --config-dir <out>``) and records the effort (trials, budget) in
@@ -21,17 +22,22 @@ algorithm had the same.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
+import multiprocessing as mp
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from prefzoo.envs import metrics
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import backends, config, runner
 from prefzoo.zoo.compare import value_at
 from prefzoo.zoo.config import ConfigError
 
@@ -83,78 +89,151 @@ def _has_sample_mode(algo: str) -> bool:
     return names is None or "mode" in names
 
 
+@dataclasses.dataclass
+class Objective:
+    """The study's objective (minimized): the mean over the tuning seeds of ``metric`` at ``budget``
+    queries, with the pruner asked at each of :data:`CHECKPOINTS`. Plain data, so that trials run in
+    other processes too (local workers, Ray tasks)."""
+
+    algo: str
+    env_id: str
+    budget: int
+    seeds: list[int]
+    base: dict[str, Any]
+    directory: str | None
+    device: str
+    space: dict[str, dict[str, Any]]
+    metric: str
+    trial_root: str
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        params = suggest(trial, self.space)
+        values = []
+        for i, s in enumerate(self.seeds):
+            cfg = config.resolve(self.algo, self.env_id, s, {**self.base, **params}, self.directory, self.device)
+            run_dir = Path(self.trial_root) / f"trial_{trial.number}_seed_{s}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a trial interrupted before: start it over
+            marks = [int(f * self.budget) for f in CHECKPOINTS]
+
+            def report(m, i=i, marks=marks):
+                while marks and m.get(metrics.QUERIES, 0) >= marks[0]:
+                    trial.report(float(m[self.metric]), step=i * self.budget + marks.pop(0))
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+            runner.train(cfg, run_dir, progress=False, verbose=False, budget=self.budget, report=report,
+                         handle_sigint=False, command=f"prefzoo tune (trial {trial.number}, seed {s})")
+            arrays = runner.progress_arrays(run_dir)
+            values.append(float(value_at(arrays[metrics.QUERIES], arrays[self.metric], self.budget)[0]))
+        return float(np.mean(values))
+
+
+def open_study(journal: str | os.PathLike, name: str, sampler_seed: int):
+    """The study in ``journal`` (created when new) with a TPE sampler seeded ``sampler_seed`` and
+    median pruning. The journal file takes writers from several processes of one machine (or of
+    several, on a shared file system)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)  # the sampler's state is not stored
+    return study
+
+
+def run_trials(objective: Objective, journal: str, name: str, n: int, sampler_seed: int) -> None:
+    """``n`` trials of the study, one after the other, in this process (the main one, a local worker
+    or a Ray task), each printed when it ends."""
+    import optuna
+
+    def show(_study, trial) -> None:
+        value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4g}"
+        print(f"trial {trial.number}: {value}  {trial.params}", flush=True)
+
+    open_study(journal, name, sampler_seed).optimize(objective, n_trials=n, callbacks=[show])
+
+
+def _run_trials_in_worker(*job) -> None:
+    torch.set_num_threads(1)  # one process per core
+    run_trials(*job)
+
+
+def run_in_parallel(jobs: list[tuple], executor) -> None:
+    """``run_trials(*job)`` for each job: one Ray task each on a Ray ``executor``; on a local one,
+    in this process when there is one job, else each in its own spawned process."""
+    if executor.name == "ray":
+        ray = executor.connect()
+        try:
+            remote = ray.remote(num_cpus=1, max_retries=0)(_run_trials_in_worker)
+            ray.get([remote.remote(*job) for job in jobs])
+        finally:
+            executor.shutdown()
+    elif len(jobs) == 1:
+        run_trials(*jobs[0])
+    else:
+        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            for future in [pool.submit(_run_trials_in_worker, *job) for job in jobs]:
+                future.result()
+
+
 def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget: int, n_seeds: int = 2,
-         seed: int = 0, directory=None, device: str = "cpu", overrides: dict | None = None) -> dict:
-    """Run (or resume) the study and write the best values; returns them with the study summary."""
+         seed: int = 0, directory=None, device: str = "cpu", overrides: dict | None = None, workers: int = 1,
+         backend: str = "local", address: str | None = None) -> dict:
+    """Run (or resume) the study and write the best values; returns them with the study summary.
+
+    ``workers`` > 1 (or ``backend="ray"``) runs trials in parallel: ``workers`` processes (or Ray
+    tasks) each run their share of the missing trials against the one journal, each with its own
+    sampler seed. Parallel TPE sees whichever trials have finished, so only ``workers=1`` is
+    reproducible trial by trial."""
     try:
         import optuna
     except ImportError:
         raise ConfigError("prefzoo tune needs Optuna: pip install 'prefzoo[tune]'") from None
-    for name, value in (("--trials", trials), ("--budget", budget), ("--tuning-seeds", n_seeds)):
+    for name, value in (("--trials", trials), ("--budget", budget), ("--tuning-seeds", n_seeds),
+                        ("--workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    executor = backends.make_backend(backend, workers=workers, address=address)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = search_space(algo, directory)
     base = {"mode": "sample"} if _has_sample_mode(algo) else {}
     base.update(overrides or {})
     base.update({"iterations": 10**6, "eval_freq": 1, "save_freq": 0})
-    objective_metric = target_metric(algo, env_id, directory, device)
     seeds = [TUNING_SEED_BASE + i for i in range(n_seeds)]
-    trial_root = out / "trials" / algo / runner.env_dirname(env_id)
-
-    def objective(trial) -> float:
-        params = suggest(trial, space)
-        values = []
-        for i, s in enumerate(seeds):
-            cfg = config.resolve(algo, env_id, s, {**base, **params}, directory, device)
-            run_dir = trial_root / f"trial_{trial.number}_seed_{s}"
-            shutil.rmtree(run_dir, ignore_errors=True)  # a trial interrupted before: start it over
-            marks = [int(f * budget) for f in CHECKPOINTS]
-
-            def report(m, i=i, marks=marks):
-                while marks and m.get(metrics.QUERIES, 0) >= marks[0]:
-                    trial.report(float(m[objective_metric]), step=i * budget + marks.pop(0))
-                    if trial.should_prune():
-                        raise optuna.TrialPruned()
-
-            runner.train(cfg, run_dir, progress=False, verbose=False, budget=budget, report=report,
-                         handle_sigint=False, command=f"prefzoo tune (trial {trial.number}, seed {s})")
-            arrays = runner.progress_arrays(run_dir)
-            values.append(float(value_at(arrays[metrics.QUERIES], arrays[objective_metric], budget)[0]))
-        return float(np.mean(values))
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-        str(out / f"{algo}-{runner.env_dirname(env_id)}.journal")))
+    objective = Objective(algo, env_id, budget, seeds, base, None if directory is None else str(directory), device,
+                          space, target_metric(algo, env_id, directory, device),
+                          str(out / "trials" / algo / runner.env_dirname(env_id)))
+    journal, study_name = str(out / f"{algo}-{runner.env_dirname(env_id)}.journal"), f"{algo}-{env_id}"
+    study = open_study(journal, study_name, seed)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study = optuna.create_study(study_name=f"{algo}-{env_id}", storage=storage, load_if_exists=True,
-                                direction="minimize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     done = len(study.get_trials(states=finished))
-    # the sampler's own state is not stored: a resumed study reseeds it past the trials it has
-    study.sampler = optuna.samplers.TPESampler(seed=seed + done)
     if done:
         print(f"tune: resuming the study in {out} ({done} of {trials} trials done)", flush=True)
-    for _ in range(max(0, trials - done)):
-        study.optimize(objective, n_trials=1)
-        last = study.trials[-1]
-        value = "pruned" if last.state == optuna.trial.TrialState.PRUNED else f"{last.value:.4g}"
-        print(f"trial {last.number}: {value}  {last.params}", flush=True)
+    shares = [len(share) for share in np.array_split(np.arange(max(0, trials - done)), workers) if len(share)]
+    # a resumed study reseeds the sampler past the trials it has; parallel shares get seeds of their own
+    run_in_parallel([(objective, journal, study_name, n, seed + done + 10_000 * k) for k, n in enumerate(shares)],
+                    executor)
+    study = open_study(journal, study_name, seed)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise ConfigError(f"no trial of {algo} on {env_id} completed; nothing to write")
     best = study.best_trial
     n_finished = len(study.get_trials(states=finished))
+    metric = objective.metric
     path = write_best(algo, env_id, out, best.params, directory,
                       header=f"# Tuned: prefzoo tune --algo {algo} --env {env_id} --trials {trials} --budget {budget}\n"
-                             f"# best mean {objective_metric} over tuning seeds {seeds}: {best.value:.6g} "
+                             f"# best mean {metric} over tuning seeds {seeds}: {best.value:.6g} "
                              f"(trial {best.number} of {n_finished})\n")
-    record(out, algo, env_id, {"trials": trials, "budget": budget, "objective": objective_metric,
+    record(out, algo, env_id, {"trials": trials, "budget": budget, "objective": metric,
                                "best_value": float(best.value), "tuning_seeds": seeds, "sampler_seed": seed,
                                "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)})
-    print(f"best {objective_metric} {best.value:.4g} with {best.params} → {path}")
-    return {"best_params": best.params, "best_value": best.value, "objective": objective_metric,
+    print(f"best {metric} {best.value:.4g} with {best.params} → {path}")
+    return {"best_params": best.params, "best_value": best.value, "objective": metric,
             "config": path, "trials": n_finished, "study": study}
 
 

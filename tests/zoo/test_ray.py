@@ -5,13 +5,14 @@ dashboard, a small object store). Under pytest-xdist these tests run in one work
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from zoo_helpers import ENV, SWEEP_BUDGET, read_csv, sweep, table_without_wall_time, without_wall_time
+from zoo_helpers import ENV, SWEEP_BUDGET, TINY, read_csv, sweep, table_without_wall_time, without_wall_time
 
 from prefzoo.zoo import backends, compare, runner
 from prefzoo.zoo.config import ConfigError, RunConfig
@@ -91,3 +92,20 @@ def test_a_killed_ray_worker_resumes_its_run_to_the_same_curve(ray_instance, swe
     assert outcome.retried[0].startswith("WorkerCrashedError"), outcome.retried
     assert without_wall_time(read_csv(run_dir / "progress.csv")) == \
         without_wall_time(read_csv(reference_run / "progress.csv"))
+
+
+def test_tuning_trials_run_as_ray_tasks(ray_instance, tmp_path):
+    """``tune --backend ray --workers 2``: the trials run in Ray worker processes (recorded per
+    trial), all written to the one journal, and the tuned config is written."""
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install 'prefzoo[tune]')")
+    from prefzoo.zoo import config, tune
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "wind.yml").write_text(TINY)
+    shutil.copytree(Path(config.config_dir(None)) / "search", configs / "search")
+    result = tune.tune("wind", ENV, tmp_path / "tuned", trials=4, budget=320, n_seeds=1, directory=configs,
+                       device="cpu", workers=2, backend="ray")
+    workers = {t.user_attrs["worker"] for t in result["study"].trials}
+    assert result["trials"] == 4 and workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
+    assert ENV in config.load_yaml(result["config"])

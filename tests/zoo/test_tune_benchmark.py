@@ -3,6 +3,7 @@ leaderboard against the runs' own progress.csv)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -127,3 +128,16 @@ def test_benchmark_scores_and_leaderboard(tuned, configs, tmp_path, monkeypatch)
     assert (out / "games" / runner.env_dirname(ENV) / "table.csv").is_file()
     assert {p.name for p in result["aggregate"]["pngs"]} == {"aggregate_iqm.png", "performance_profile.png",
                                                               "improvement.png"}
+
+
+def test_parallel_trials_run_in_two_workers_against_one_journal(configs, tmp_path):
+    """``workers=2``: the 4 missing trials run 2 + 2 in two spawned processes (each trial records its
+    worker), all in the one journal, and a resume with more trials adds only the missing ones."""
+    result = tune.tune("wind", ENV, tmp_path, trials=4, budget=320, n_seeds=1, directory=configs, device="cpu",
+                       workers=2)
+    trials = result["study"].trials
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert len(trials) == 4 and len(set(workers)) == 2 and all(workers.count(w) == 2 for w in workers)
+    assert all(not w.endswith(f":{os.getpid()}") for w in workers)
+    assert tune.tune("wind", ENV, tmp_path, trials=5, budget=320, n_seeds=1, directory=configs, device="cpu",
+                     workers=2)["trials"] == 5
