@@ -231,9 +231,11 @@ def fingerprint(cfg: RunConfig) -> dict[str, Any]:
             flat.update({f"{key}.{name}": item for name, item in value.items()})
         elif key != "iterations":
             flat[key] = value
-    oracle_kwargs = flat.get("env_kwargs.oracle_kwargs")
-    if isinstance(oracle_kwargs, dict) and "max_calls" in oracle_kwargs:
-        flat["env_kwargs.oracle_kwargs"] = {k: v for k, v in oracle_kwargs.items() if k != "max_calls"}
+    oracle_kwargs = flat.pop("env_kwargs.oracle_kwargs", None)
+    if isinstance(oracle_kwargs, dict):
+        oracle_kwargs = {k: v for k, v in oracle_kwargs.items() if k != "max_calls"}
+    if oracle_kwargs:  # none left (or none given) is the game's default oracle either way
+        flat["env_kwargs.oracle_kwargs"] = oracle_kwargs
     return flat
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from prefzoo.algorithms.base import CheckpointError
 from prefzoo.zoo import runner
-from prefzoo.zoo.config import ConfigError, RunConfig
+from prefzoo.zoo.config import ConfigError, RunConfig, fingerprint
 
 
 def run_source(path: str | os.PathLike) -> tuple[RunConfig, Path]:
@@ -110,7 +110,7 @@ def tournament(paths: list[str], out: str | os.PathLike = "results/tournament", 
     from prefzoo.zoo import plots
 
     runs = [run_source(p) for p in paths]
-    games = {(c.env_id, repr(sorted(c.env_kwargs.items()))) for c, _ in runs}
+    games = {repr(sorted((k, v) for k, v in fingerprint(c).items() if k.startswith("env"))) for c, _ in runs}
     if len(games) != 1:
         raise ConfigError(f"the runs are on different games {sorted(games)}; a tournament needs one game")
     cfg = runs[0][0]

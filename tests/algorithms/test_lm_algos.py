@@ -211,9 +211,9 @@ def test_tournament_of_lm_runs_estimates_their_win_rates_from_checkpoints(tmp_pa
 
     hp = {"mode": "sample", "policy": "hf", "batch_size": 32, "beta": 0.1, "eta": 1.0, "lr": 2e-3, "grad_steps": 2}
     runs = []
-    for iterations in (12, 1):
+    for iterations, budget in ((12, {}), (1, {"oracle_kwargs": {"max_calls": 10**6}})):  # a budget is not the game
         cfg = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=iterations, eval_freq=iterations,
-                        save_freq=iterations, env_kwargs={"max_new_tokens": 12}, hyperparams=hp)
+                        save_freq=iterations, env_kwargs={"max_new_tokens": 12, **budget}, hyperparams=hp)
         runs.append(tmp_path / f"wind{iterations}")
         logged = runner.train(cfg, runs[-1], progress=False)["metrics"]
     trained = runner.progress_arrays(runs[0])
@@ -227,6 +227,11 @@ def test_tournament_of_lm_runs_estimates_their_win_rates_from_checkpoints(tmp_pa
     assert abs(matrix[0, 2] - own) < 4 * np.hypot(se[0, 2], own_se), (matrix[0, 2], own)
     assert logged[metrics.LM_WIN_RATE_VS_REF] < own  # one iteration moved less than twelve
     assert "± " in (tmp_path / "tour" / "tournament.md").read_text()
+    other = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=1, eval_freq=1, save_freq=1,
+                      env_kwargs={"max_new_tokens": 6}, hyperparams=hp)
+    runner.train(other, tmp_path / "other", progress=False)
+    with pytest.raises(config.ConfigError, match="different games"):
+        tournament.tournament([str(runs[0]), str(tmp_path / "other")], tmp_path / "tour2", verbose=False)
 
 
 def test_compare_on_an_lm_game_stops_at_the_budget_and_leaves_hf_policies(tmp_path):
