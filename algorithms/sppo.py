@@ -122,7 +122,7 @@ class SPPO(Algorithm):
             self.pi = sppo_step(self.pi, self.game.win_rates(self.pi), self.eta)
         else:
             x = self.game.sample_contexts(self.batch_size, self.rng)
-            ys = np.stack([self.sample_responses(x) for _ in range(self.k)], axis=1)  # [n, K]
+            ys = self.sample_responses(np.tile(x, self.k)).reshape(self.k, -1).T  # [n, K], one batched draw
             i, j = np.triu_indices(self.k, 1)
             win_hat = row_mean_win_rates(self._labels(x[:, None], ys[:, i], ys[:, j]), self.k)
             xs = self.tensor(np.repeat(x, self.k), torch.long)

@@ -1,21 +1,23 @@
 """Cost of one training iteration on LMGame against the bare model cost of the same batch.
 
-For WIND, online DPO and GRPO (``policy="hf"`` on ``prefzoo/LMGame-v0``, VADER oracle, one
-gradient step per batch: ``grad_steps=1`` / ``n_epochs=1``) one iteration is timed by
-``algo.step()`` (no evaluation). The bare cost, measured in the same process on the same device
-and interleaved with the iterations: one ``model.generate`` call over the iteration's whole batch
-(WIND and online DPO: 2·B responses for B prompts; GRPO: B·G) plus one forward and backward pass
-of the summed sequence log-probabilities over it. ``overhead_vs_bare`` = iteration time / bare
-time per algorithm; the RESULT line reports the largest (target ≤ 1.5). ``tokens_per_s`` is the
-generated tokens per second of the bare ``generate``.
+For WIND, online DPO, GRPO, SPPO (K = 2) and iterative BoN (N = 2, sampled normalizer)
+(``policy="hf"`` on ``prefzoo/LMGame-v0``, VADER oracle, one gradient step per batch:
+``grad_steps=1`` / ``n_epochs=1``) one iteration is timed by ``algo.step()`` (no evaluation). The
+bare cost, measured in the same process on the same device and interleaved with the iterations:
+one ``model.generate`` call over the iteration's whole batch (2·B responses for B prompts; GRPO:
+B·G) plus one forward and backward pass of the summed sequence log-probabilities over it.
+``overhead_vs_bare`` = iteration time / bare time per algorithm; the RESULT line reports the
+largest (target ≤ 1.5). ``tokens_per_s`` is the generated tokens per second of the bare
+``generate``.
 
-The iteration does more than the bare floor by design: a π_ref forward (``ref_log_prob``), WIND's
-π_t forward, the oracle (decode + VADER, cached) and the numpy glue. WIND and online DPO draw y and
-y' in one batched call: with two calls of B the small model's per-token overhead is paid twice
-(measured on CPU: WIND x1.75, DPO x1.60 against this floor; x1.13 and x1.09 against a floor split
-into the same two calls). Measured (CPU, built-in model, B = 32, one thread, a shared and loaded 2-core box, so ±0.2):
-WIND x1.31-1.44, online DPO x1.21-1.31, GRPO x1.02-1.14, 2,000-3,750 generated tokens/s. No GPU
-figure yet (no GPU was available to this task).
+The iteration does more than the bare floor by design: a π_ref forward (``ref_log_prob``), the
+π_t forward of WIND, SPPO and iterative BoN, the oracle (decode + VADER, cached) and the numpy
+glue. Every algorithm draws its responses in one batched call: with one call per response slot the
+small model's per-token overhead is paid again (measured on CPU: WIND x1.75, DPO x1.60 with two
+calls of B; SPPO x1.59 with two, x1.20 with one). Measured (CPU, built-in model, B = 32, one thread,
+idle 2-core box): WIND x1.34-1.42, online DPO x1.25-1.31, GRPO x1.32-1.34, SPPO x1.20, iterative
+BoN x1.34, 10,000-11,600 generated tokens/s. No GPU figure yet (no GPU was available to this
+task); ``--size small`` (the GPT-2-small-sized model) on CPU, one round of B = 8: WIND x1.40.
 
 Models: on CPU the built-in model (2 layers, width 64); on CUDA a GPT-2-small-sized model (12
 layers, width 768) built from a config with random weights and the built-in tokenizer, saved with
@@ -41,7 +43,9 @@ from prefzoo.algorithms.base import resolve_device
 
 ALGOS = {"wind": {"mode": "sample", "grad_steps": 1, "lr": 1e-4},
          "online_dpo": {"grad_steps": 1, "lr": 1e-4},
-         "grpo": {"n_epochs": 1, "group_size": 4, "lr": 1e-4, "lr_decay_start": 0}}
+         "grpo": {"n_epochs": 1, "group_size": 4, "lr": 1e-4, "lr_decay_start": 0},
+         "sppo": {"mode": "sample", "k": 2, "grad_steps": 1, "lr": 1e-4},  # 2 responses per prompt, as WIND
+         "iterative_bon": {"mode": "sample", "n": 2, "grad_steps": 1, "lr": 1e-4}}
 
 
 def sync(device: torch.device) -> None:

@@ -69,7 +69,7 @@ def test_sample_algorithms_raise_the_win_rate_against_the_reference(algo, hyperp
     """The built-in model and VADER (default prompts, 30 held-out prompts x 4 samples): after 12
     iterations of 32 prompts the held-out win rate exceeds ½ (π_ref's own, exactly, by symmetry)
     and the estimate at the start by 3 standard errors; the sentiment score rises. Measured win
-    rates from 0.455: WIND 0.626, online DPO 0.607, SPPO 0.654, iterative BoN 0.643."""
+    rates from 0.455: WIND 0.626, online DPO 0.607, SPPO 0.638, iterative BoN 0.643."""
     env = gym.make("prefzoo/LMGame-v0", max_new_tokens=12)
     algorithm = prefzoo.make_algo(algo, env, seed=0, policy="hf", batch_size=32, **hyperparams)
     before = algorithm.evaluate()
