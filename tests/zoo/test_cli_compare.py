@@ -18,6 +18,9 @@ from prefzoo.zoo.config import ConfigError
 BUDGET = 1000  # 32 queries per iteration → 32 iterations per run
 
 
+pytestmark = pytest.mark.xdist_group("test_cli_compare")  # one worker builds the module's `compared` once
+
+
 @pytest.fixture(scope="module")
 def compared(tiny_configs, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")

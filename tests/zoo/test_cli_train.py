@@ -25,6 +25,9 @@ METRICS = {metrics.EXPLOITABILITY, metrics.REG_EXPLOITABILITY, metrics.KL_TO_REF
            metrics.QUERIES, metrics.SAMPLES, metrics.WALL_S, metrics.LOSS, metrics.ETA, metrics.ITERATIONS}
 
 
+pytestmark = pytest.mark.xdist_group("test_cli_train")  # one worker builds the module's `reference` once
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_configs, tmp_path_factory) -> Path:
     """One uninterrupted 300-iteration run (checkpoints every 10)."""

@@ -22,6 +22,9 @@ KEYS = ("thm1_max_expl", "fig1a_final_kl", "fig1b_max_kl", "fig1b_max_kl_half", 
         "wind_vs_bon_queries", "runtime_s")
 
 
+pytestmark = pytest.mark.xdist_group("test_reproduce_wind")  # one worker builds the module's `quick` once
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     return reproduce("wind", tmp_path_factory.mktemp("wind"), seeds=[0, 1], quick=True, progress=False)
