@@ -93,8 +93,12 @@ def estimated_matrix(env, runs: list[tuple[RunConfig, Path]], seed: int = 0):
     game = env.unwrapped.game
     labels, samplers = [], []
     for cfg, source in runs:
-        if source.suffix != ".pt":
-            raise ConfigError(f"{source}: on {cfg.env_id} (no exact services) a player is a checkpoint, not a table")
+        if source.suffix != ".pt":  # a table cannot be sampled here: the run's latest checkpoint instead
+            saved = runner.checkpoints(source.parent)
+            if not saved:
+                raise ConfigError(f"{source}: on {cfg.env_id} (no exact services) a player is a checkpoint, and "
+                                  f"{source.parent} has none")
+            source = saved[max(saved)]
         algo = restore(cfg, source, env)
         labels.append(f"{cfg.algo}/s{cfg.seed}@{algo.iteration}")
         samplers.append(algo.policy.sample)
