@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_args(p)
     _common(p, hp=False)
 
-    p = sub.add_parser("tournament", help="round-robin win-rate matrix between saved policies (exact, or estimated on LM games)")
+    p = sub.add_parser("tournament", help="round-robin win-rate matrix between saved policies (exact, or estimated where the game has no exact services)")
     p.add_argument("--runs", nargs="+", required=True,
                    help="run directories, checkpoints (.pt) or policy.npy files of one game")
     p.add_argument("--out", default="results/tournament", help="output folder")
