@@ -121,7 +121,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def cmd_tournament(args: argparse.Namespace) -> None:
-    """Round-robin exact win rates between saved policies, π_ref and the Nash equilibrium."""
+    """Round-robin win rates between saved policies, π_ref (and the Nash equilibrium on exact games)."""
     from prefzoo.zoo import tournament
 
     tournament.tournament(args.runs, args.out)
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_args(p)
     _common(p, hp=False)
 
-    p = sub.add_parser("tournament", help="round-robin win-rate matrix between saved policies (exact, or estimated where the game has no exact services)")
+    p = sub.add_parser("tournament", help="round-robin win-rate matrix between saved policies (exact, or "
+                                          "estimated where the game has no exact services)")
     p.add_argument("--runs", nargs="+", required=True,
                    help="run directories, checkpoints (.pt) or policy.npy files of one game")
     p.add_argument("--out", default="results/tournament", help="output folder")
