@@ -43,7 +43,7 @@ FRACTIONS = (0.25, 0.5, 1.0)
 # game/avg_exploitability: the average iterate, reported by algorithms whose last iterate may cycle (SPPO)
 TABLE_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET, WIN_RATE_VS_REF,
                  LM_WIN_RATE_VS_REF, LM_KL_TO_REF, LM_SCORE, WALL_S)  # lm/: estimates on LM games
-PLOT_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET)
+PLOT_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET, LM_WIN_RATE_VS_REF, LM_KL_TO_REF)
 
 BUDGET_ONLY_CAP = 10**6  # iteration cap when a query budget is given and --iterations is not
 

@@ -12,24 +12,27 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from prefzoo.envs.metrics import (  # noqa: E402
-    AVG_EXPLOITABILITY, EXPLOITABILITY, KL_TO_TARGET, QUERIES, REG_EXPLOITABILITY, WALL_S)
+    AVG_EXPLOITABILITY, EXPLOITABILITY, KL_TO_TARGET, LM_KL_TO_REF, LM_WIN_RATE_VS_REF, QUERIES, REG_EXPLOITABILITY,
+    WALL_S)
 from prefzoo.zoo.compare import PLOT_METRICS, value_at  # noqa: E402
 
 LABELS = {EXPLOITABILITY: "exploitability  max_y P(y≻π) − ½",
           KL_TO_TARGET: "KL(π_target ‖ π)",
-          AVG_EXPLOITABILITY: "exploitability of the average iterate", REG_EXPLOITABILITY: "regularized exploitability"}
+          AVG_EXPLOITABILITY: "exploitability of the average iterate", REG_EXPLOITABILITY: "regularized exploitability",
+          LM_WIN_RATE_VS_REF: "win rate vs π_ref (held-out, estimated)", LM_KL_TO_REF: "KL(π ‖ π_ref) (estimated)"}
+LINEAR = (LM_WIN_RATE_VS_REF, LM_KL_TO_REF)  # estimates that start at ½ / 0 (and may dip below): no log axis
 GRID = 200
 
 
-def _band(ax, x, curves, label, color):
-    """Mean over seeds with a shaded ±1 s.e. band (columns where every seed is defined)."""
+def _band(ax, x, curves, label, color, floor: float = 1e-12):
+    """Mean over seeds with a shaded ±1 s.e. band (columns where every seed is defined), clipped
+    below at ``floor`` (a log axis; -inf: none)."""
     curves = np.asarray(curves)
     ok = np.isfinite(curves).all(axis=0)
     if not ok.any():
         return
     mean = curves[:, ok].mean(axis=0)
     se = curves[:, ok].std(axis=0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else 0 * mean
-    floor = 1e-12  # log axis
     ax.plot(x[ok], np.maximum(mean, floor), label=f"{label} (n={len(curves)})", color=color, lw=1.8)
     ax.fill_between(x[ok], np.maximum(mean - se, floor), np.maximum(mean + se, floor), color=color, alpha=0.25, lw=0)
 
@@ -57,8 +60,10 @@ def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None
             if not have:
                 continue
             x = grid_for(have)
-            _band(ax, x, [value_at(a[xkey], a[metric], x) for a in have], algo, colors[i % len(colors)])
-        _log_y(ax)
+            _band(ax, x, [value_at(a[xkey], a[metric], x) for a in have], algo, colors[i % len(colors)],
+                  -np.inf if metric in LINEAR else 1e-12)
+        if metric not in LINEAR:
+            _log_y(ax)
         if xkey == QUERIES:
             ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 50k, 100k, 1M
         ax.set_xlabel(xlabel)

@@ -248,6 +248,7 @@ def test_compare_on_an_lm_game_stops_at_the_budget_and_leaves_hf_policies(tmp_pa
         queries = runner.progress_arrays(run_dir)[metrics.QUERIES]
         assert queries[-1] >= 100 > queries[-2]
         AutoModelForCausalLM.from_pretrained(f"{run_dir}/hf_policy")
+    assert [p.name for p in result["plots"]] == ["vs_queries.png", "vs_wall_time.png"]  # lm/ curves
     rows = {(r["algo"], r["metric"], r["queries"]): r["mean"] for r in result["rows"]}
     for algo, run_dir in zip(("wind", "iterative_bon"), result["run_dirs"]):
         arrays = runner.progress_arrays(run_dir)
