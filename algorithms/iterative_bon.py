@@ -263,8 +263,11 @@ class IterativeBoN(Algorithm):
             self.pi = np.exp(self.log_pi)
             return {}
         x = self.game.sample_contexts(self.batch_size, self.rng)
-        # the N candidates of every prompt in one batched draw (one generate call on an LM), [n, N]
-        candidates = self.sample_responses(np.tile(x, self.n)).reshape(self.n, -1).T
+        # the N candidates of every prompt in one batched draw (one generate call on an LM): flat
+        # candidate-major ys (x tiled N times), [n, N] per prompt
+        tiled = np.tile(x, self.n)
+        flat = self.sample_responses(tiled)
+        candidates = flat.reshape(self.n, -1).T
         rows, champion = np.arange(len(x)), np.zeros(len(x), dtype=np.int64)
         for k in range(1, self.n):  # king-of-the-hill: one comparison per challenger
             beaten = self.compare(x, candidates[rows, champion], candidates[:, k]) <= 0.5
@@ -274,14 +277,18 @@ class IterativeBoN(Algorithm):
             log_ref = self.policy.log_ref[xs]
             loss = self.fit(lambda: bond_loss(self.policy.log_probs(xs), log_ref, winner, self.mixing))
             return {metrics.LOSS: loss}
-        xs_all, ys_all = self.tensor(np.tile(x, self.n), torch.long), self.tensor(candidates.T.ravel(), torch.long)
-        log_ref = self.policy.ref_log_prob(xs_all, ys_all).reshape(self.n, -1).T
+        xs_all, ys_all = self.tensor(tiled, torch.long), self.tensor(flat, torch.long)
+
+        def per_prompt(flat_values: torch.Tensor) -> torch.Tensor:  # [n·N] candidate-major → [n, N]
+            return flat_values.reshape(self.n, -1).T
+
+        log_ref = per_prompt(self.policy.ref_log_prob(xs_all, ys_all))
         with torch.no_grad():
-            log_old = self.policy.log_prob(xs_all, ys_all).reshape(self.n, -1).T
+            log_old = per_prompt(self.policy.log_prob(xs_all, ys_all))
         picked = self.tensor(champion, torch.long)[:, None]
 
         def loss_fn():
-            g = demixed_logits(self.policy.log_prob(xs_all, ys_all).reshape(self.n, -1).T, log_ref, self.mixing)
+            g = demixed_logits(per_prompt(self.policy.log_prob(xs_all, ys_all)), log_ref, self.mixing)
             return sampled_bond_loss(g.gather(1, picked)[:, 0], g, log_old, self.offset(xs)[:, 0])
 
         return {metrics.LOSS: self.fit(loss_fn)}

@@ -168,13 +168,13 @@ class PreferenceOracle:
         """The contexts on which policies are compared by estimates: 1,024 draws from ρ."""
         return self.sample_contexts(1024, rng)
 
-    def estimate_win_rates(self, samplers: list, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def estimate_win_rates(self, samplers: list, contexts: np.ndarray,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """P̂(π_i ≻ π_j) and its standard error, [k, k] each, for ``samplers`` (callables
         ``(contexts, rng) -> responses``, e.g. ``policy.sample`` or :meth:`sample_ref`): every
-        player answers each of the :meth:`evaluation_contexts` once, and (i, j) is the mean of
-        P(y_i ≻ y_j | x) over them (the probability, not a Bernoulli draw; uncounted), with
-        s.e. sd/√n. The matrix is antisymmetric about ½ when P is."""
-        contexts = self.evaluation_contexts(rng)
+        player answers each of ``contexts`` (e.g. :meth:`evaluation_contexts`) once, and (i, j) is
+        the mean of P(y_i ≻ y_j | x) over them (the probability, not a Bernoulli draw; uncounted),
+        with s.e. sd/√n. The matrix is antisymmetric about ½ when P is."""
         responses = [sample(contexts, rng) for sample in samplers]
         k, n = len(samplers), len(contexts)
         mean, se = np.full((k, k), 0.5), np.zeros((k, k))

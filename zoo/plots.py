@@ -96,7 +96,7 @@ def comparison_plots(runs: dict[str, list[dict[str, np.ndarray]]], budget: float
 
 
 def heatmap(matrix: np.ndarray, names: list[str], path: Path, title: str) -> Path:
-    """Win-rate matrix: row player's exact win rate against the column player."""
+    """Win-rate matrix: row player's win rate against the column player (exact or estimated)."""
     n = len(names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.6 * n))
     spread = max(float(np.abs(matrix - 0.5).max()), 0.01)  # colour range symmetric about ½
@@ -109,7 +109,7 @@ def heatmap(matrix: np.ndarray, names: list[str], path: Path, title: str) -> Pat
         for j in range(n):
             ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(matrix[i, j] - 0.5) > 0.6 * spread else "black")
-    fig.colorbar(image, ax=ax, label="P(row ≻ column), ρ-weighted")
+    fig.colorbar(image, ax=ax, label="P(row ≻ column)")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

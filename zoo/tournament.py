@@ -31,15 +31,20 @@ def run_source(path: str | os.PathLike) -> tuple[RunConfig, Path]:
     if path.is_dir():
         run_dir, source = path, path / "policy.npy"
         if not source.is_file():
-            saved = runner.checkpoints(run_dir)
-            if not saved:
-                raise ConfigError(f"{run_dir} has neither policy.npy nor a checkpoint")
-            source = saved[max(saved)]
+            source = latest_checkpoint(run_dir, f"{run_dir} has neither policy.npy nor a checkpoint")
     elif path.suffix in (".pt", ".npy") and path.is_file():
         run_dir, source = (path.parent.parent if path.suffix == ".pt" else path.parent), path
     else:
         raise ConfigError(f"{path}: expected a run directory, a checkpoint .pt or a policy .npy")
     return runner.load_run_config(run_dir), source
+
+
+def latest_checkpoint(run_dir: Path, missing: str) -> Path:
+    """The run's latest checkpoint; ``ConfigError(missing)`` when it has none."""
+    saved = runner.checkpoints(run_dir)
+    if not saved:
+        raise ConfigError(missing)
+    return saved[max(saved)]
 
 
 def restore(cfg: RunConfig, source: Path, env: gym.Env | None = None):
@@ -94,17 +99,24 @@ def estimated_matrix(env, runs: list[tuple[RunConfig, Path]], seed: int = 0):
     labels, samplers = [], []
     for cfg, source in runs:
         if source.suffix != ".pt":  # a table cannot be sampled here: the run's latest checkpoint instead
-            saved = runner.checkpoints(source.parent)
-            if not saved:
-                raise ConfigError(f"{source}: on {cfg.env_id} (no exact services) a player is a checkpoint, and "
-                                  f"{source.parent} has none")
-            source = saved[max(saved)]
+            source = latest_checkpoint(source.parent, f"{source}: on {cfg.env_id} (no exact services) a player is "
+                                                      f"a checkpoint, and {source.parent} has none")
         algo = restore(cfg, source, env)
         labels.append(f"{cfg.algo}/s{cfg.seed}@{algo.iteration}")
         samplers.append(algo.policy.sample)
-    matrix, se = game.estimate_win_rates(samplers + [game.sample_ref], np.random.default_rng(seed))
-    n = len(game.evaluation_contexts(np.random.default_rng(seed)))
-    return unique(labels) + ["π_ref"], matrix, se, f"estimated from the oracle's probabilities on {n} contexts, ± s.e."
+    rng = np.random.default_rng(seed)
+    contexts = game.evaluation_contexts(rng)
+    matrix, se = game.estimate_win_rates(samplers + [game.sample_ref], contexts, rng)
+    return (unique(labels) + ["π_ref"], matrix, se,
+            f"estimated from the oracle's probabilities on {len(contexts)} contexts, ± s.e.")
+
+
+def write_matrix(path: Path, names: list[str], matrix: np.ndarray) -> None:
+    """A players × players CSV: a ``player`` column, then one column per player."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["player", *names])
+        writer.writerows([name, *row] for name, row in zip(names, matrix))
 
 
 def tournament(paths: list[str], out: str | os.PathLike = "results/tournament", verbose: bool = True) -> dict:
@@ -124,15 +136,9 @@ def tournament(paths: list[str], out: str | os.PathLike = "results/tournament", 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tournament.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["player", *names])
-        writer.writerows([name, *row] for name, row in zip(names, matrix))
+    write_matrix(out / "tournament.csv", names, matrix)
     if se is not None:
-        with open(out / "tournament_se.csv", "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["player", *names])
-            writer.writerows([name, *row] for name, row in zip(names, se))
+        write_matrix(out / "tournament_se.csv", names, se)
     lines = [f"## Tournament on {cfg.env_id}: P(row ≻ column), {how}", "",
              "| row ≻ column | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
     for i, (name, row) in enumerate(zip(names, matrix)):
