@@ -241,6 +241,8 @@ def test_sample_mode_costs_and_validation():
         sample_algo(n=1)
     with pytest.raises(ValueError, match="sample mode"):
         sample_algo(selection="reward")
+    with pytest.raises(ValueError, match=r"unknown normalizer 'approximate'; expected one of \('exact', 'sampled'\)"):
+        sample_algo(normalizer="approximate")
     with pytest.raises(ValueError, match="hidden reward"):
         prefzoo.make_algo("iterative_bon", make_env("prefzoo/PrefBandit-Mixed-v0"), selection="reward")
 

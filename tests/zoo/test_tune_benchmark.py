@@ -96,6 +96,11 @@ def test_bad_search_space_is_named(tmp_path):
         tune.search_space("wind", tmp_path)
     with pytest.raises(ConfigError, match="no search space for sppo"):
         tune.search_space("sppo", tmp_path)
+    for bad, match in (({"workers": 0}, "--workers must be a positive integer, got 0"),
+                       ({"backend": "slurm"}, "unknown backend 'slurm'")):
+        with pytest.raises(ConfigError, match=match):
+            tune.tune("wind", ENV, tmp_path / "out", trials=1, budget=320, **bad)
+        assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_benchmark_scores_and_leaderboard(tuned, configs, tmp_path, monkeypatch):
