@@ -81,7 +81,7 @@ class AQPALFT(Algorithm):
     """
 
     supported_modes = ("sample",)
-    supported_games = ("answer",)
+    supported_payoffs = ("answer_utility",)
     _extra_state = ("pool",)
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", utility: str = "kl", estimator: str = "aqp",
@@ -150,16 +150,9 @@ class AQPALFT(Algorithm):
 
     # ------------------------------------------------------------------ exact metrics
     def evaluate(self) -> dict[str, float]:
-        """``alft/objective`` (E_x F(ν_π)), ``alft/kl_answer_to_target`` (E_x KL(ν*‖ν_π); for
-        ``kl``: KL(ρ_target‖ν_π)), ``game/kl_to_ref`` (sequence level) and the costs. The
-        sequence-preference metrics of the base (exploitability, win rates) are not computed:
-        the answer game's payoff is F, not the inherited P."""
-        game, pi = self.game, self.policy_probs()
-        return {
-            metrics.ALFT_OBJECTIVE: game.objective(pi, self.utility),
-            metrics.ALFT_KL_TO_TARGET: game.kl_answer_to_target(pi, self.utility),
-            metrics.KL_TO_REF: game.expectation(game.kl(pi, game.ref)),
-            metrics.QUERIES: self.queries,
-            metrics.SAMPLES: self.samples,
-            metrics.WALL_S: self.wall_s,
-        }
+        """The game's metrics (``game/kl_to_ref``, sequence level) and the costs, plus the answer-level
+        ones of this algorithm's utility: ``alft/objective`` (E_x F(ν_π)) and
+        ``alft/kl_answer_to_target`` (E_x KL(ν*‖ν_π); for ``kl``: KL(ρ_target‖ν_π))."""
+        pi = self.policy_probs()
+        return {**super().evaluate(), metrics.ALFT_OBJECTIVE: self.game.objective(pi, self.utility),
+                metrics.ALFT_KL_TO_TARGET: self.game.kl_answer_to_target(pi, self.utility)}

@@ -1,24 +1,23 @@
 """The thin base every prefzoo algorithm shares: the game check, the learn loop, metrics, save/load.
 
-A subclass declares what it needs of a game — the game kinds it plays (``supported_games``; by
-default every game whose payoff is its pairwise preference), its modes (``exact`` mode needs a game
-with exact services) and whether its sample mode reads every response (``needs_enumeration``) — and
-the base checks those declarations against the game's own (``game.kind``, ``game.pairwise``,
-``game.exact``, ``game.enumerable``) once (:func:`unmet_need`). It implements ``step()`` (one
-iteration, returning its training diagnostics) and sets up its state in ``__init__``; in
-``exact`` mode the state is a numpy policy ``self.pi`` [X, Y], in ``sample`` mode a torch policy
-``self.policy`` trained with ``self.optimizer``. Metrics come from the exact game (design §6),
-never from the algorithm's own samples; a game without exact services reports its own estimates
-(``game.estimate_metrics``) besides the costs, which are read from the game's counters.
+A subclass declares what it needs of a game — the policy families it supports
+(``supported_responses``), the payoffs its loss is for (``supported_payoffs``), its modes (``exact``
+mode needs a game with exact services and a response table) and whether its sample mode reads every
+response each iteration (``reads_every_response``) — and the base checks those declarations against
+the game's own (``responses``, ``payoff``, ``exact``, ``listed``; :mod:`prefzoo.envs.oracle`) once
+(:func:`unmet_need`). It implements ``step()`` (one iteration, returning its training diagnostics)
+and sets up its state in ``__init__``; in ``exact`` mode the state is a numpy policy ``self.pi``
+[X, Y], in ``sample`` mode a torch policy ``self.policy`` trained with ``self.optimizer``. Metrics
+come from the game (``game.evaluate``: exact where it has exact services, estimates otherwise),
+never from the algorithm's own samples; the costs are read from the game's counters.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import pickle
 import time
-import zipfile
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
@@ -28,14 +27,20 @@ from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import duel, metrics
 from prefzoo.envs.checks import check_choice, check_int, check_real
-from prefzoo.envs.lm.oracles import OracleBudgetExhausted
-from prefzoo.envs.oracle import PreferenceOracle, kl_divergence
+from prefzoo.envs.oracle import (
+    MAX_LISTED_READ,
+    RESPONSES,
+    BudgetExhausted,
+    PreferenceOracle,
+    TablePolicy,
+    declarations,
+    kl_divergence,
+)
 
+from .checkpoint import read_checkpoint, write_checkpoint
 from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
-CHECKPOINT_FORMAT = 3  # data only (tensors and plain Python values), loaded with weights_only=True; 3: + the game's counters
-_NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -67,84 +72,22 @@ def as_env(env: str | gym.Env) -> gym.Env:
 
 def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, mode: str) -> str | None:
     """What ``algorithm`` (a class, or an instance with its settings) needs in ``mode`` that ``game``'s
-    declarations (``kind``, ``pairwise``, ``exact``, ``enumerable``) do not offer, or None."""
-    kinds = algorithm.supported_games
-    if not (game.kind in kinds if kinds else game.pairwise):
-        return (f"plays games of kind {' / '.join(kinds)}" if kinds
-                else "plays games whose payoff is the pairwise preference")
-    if (mode == "exact" or algorithm.needs_exact) and not game.exact:
-        return (f"in {mode} mode reads the game's exact services (a dense P, its solvers, expectations over every "
-                "response)")
-    if algorithm.needs_enumeration and not game.enumerable:
+    declarations (``responses``, ``payoff``, ``exact``, ``listed``) do not offer, or None."""
+    if game.responses not in algorithm.supported_responses:
+        return f"plays games whose responses are {' / '.join(algorithm.supported_responses)}"
+    if game.payoff not in algorithm.supported_payoffs:
+        return f"plays games whose payoff is {' / '.join(algorithm.supported_payoffs)}"
+    if mode == "exact" and not (game.exact and game.listed):
+        return "in exact mode reads the game's exact services over its response table"
+    if algorithm.reads_every_response and not game.table_readable:
         return (f"in {mode} mode with these settings reads every response's probability or the whole policy "
-                "each iteration")
+                f"each iteration (listed responses, at most {MAX_LISTED_READ:,} per context)")
     return None
 
 
 def plays(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle) -> bool:
     """Whether ``algorithm`` plays ``game`` in at least one of its modes."""
     return any(unmet_need(algorithm, game, mode) is None for mode in algorithm.supported_modes)
-class CheckpointError(ValueError):
-    """A file that is not a readable prefzoo checkpoint (empty, truncated, corrupted or foreign)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint that holds objects other than tensors and plain data (it could run code when
-    unpickled); it is refused, never unpickled."""
-
-
-def to_checkpoint_data(value: Any) -> Any:
-    """``value`` with every numpy array turned into a marked tensor and numpy scalars into Python
-    ones, so that ``torch.load(weights_only=True)`` can read it back (:func:`from_checkpoint_data`)."""
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError("a checkpoint holds numeric arrays only, not object arrays")
-        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(value).copy())}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {key: to_checkpoint_data(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_checkpoint_data(item) for item in value)
-    return value
-
-
-def from_checkpoint_data(value: Any) -> Any:
-    """Inverse of :func:`to_checkpoint_data`."""
-    if isinstance(value, dict):
-        if set(value) == {_NDARRAY}:
-            return value[_NDARRAY].numpy().copy()
-        return {key: from_checkpoint_data(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(from_checkpoint_data(item) for item in value)
-    return value
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The state stored by :meth:`Algorithm.save`, read with ``torch.load(weights_only=True)``:
-    only tensors and plain Python data are unpickled, so a crafted file cannot run code.
-
-    Raises:
-        UnsafeCheckpointError: the file asks to unpickle anything else (refused, nothing ran).
-        CheckpointError: an empty, truncated or corrupted file, or not a prefzoo checkpoint.
-    """
-    path = os.fspath(path)
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err) or "Weights only load failed" in str(err):
-            raise UnsafeCheckpointError(
-                f"{path} holds objects other than tensors and plain data (it could run code when loaded); "
-                "refusing to load it. prefzoo checkpoints are data only") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupted: {str(err).splitlines()[0]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a prefzoo checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
-    return from_checkpoint_data(state)
 
 
 class Algorithm:
@@ -164,12 +107,11 @@ class Algorithm:
     """
 
     supported_modes: ClassVar[tuple[str, ...]] = MODES
-    # game kinds (``game.kind``) the algorithm's loss is meant for; None: every game whose payoff is
-    # its pairwise preference (``game.pairwise``), whatever its kind, so a new kind of preference game
-    # is played without editing the algorithms
-    supported_games: ClassVar[tuple[str, ...] | None] = None
-    needs_enumeration: bool = False  # sample mode too reads every response (a dense P, all log-probs, π each step)
-    needs_exact: ClassVar[bool] = False  # sample mode too uses the game's exact services (e.g. its solvers)
+    # the policy families (``game.responses``) it trains, and the payoffs (``game.payoff``) its loss is
+    # for: a new game whose declarations match is played without editing the algorithms
+    supported_responses: ClassVar[tuple[str, ...]] = RESPONSES
+    supported_payoffs: ClassVar[tuple[str, ...]] = ("preference",)
+    reads_every_response: bool = False  # sample mode too reads every response (a dense P, all log-probs, π)
     trains_policy: ClassVar[bool] = True  # sample mode trains a torch policy (False: it computes ``self.pi``)
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
@@ -212,9 +154,10 @@ class Algorithm:
 
         game = self.game
         players = [key for key, cls in ALGORITHMS.items() if plays(cls, game)]
-        raise ValueError(f"{type(self).__name__} {need}, but this game ({type(game).__name__}) is of kind "
-                         f"{game.kind!r} with pairwise={game.pairwise}, exact={game.exact}, "
-                         f"enumerable={game.enumerable}; algorithms that play it (default settings): {players}")
+        declared = ", ".join(f"{k}={v!r}" for k, v in declarations(type(game)).items())
+        raise ValueError(f"{type(self).__name__} {need}, but this game ({type(game).__name__}) declares {declared}"
+                         f"{f' with {game.n_actions:,} responses per context' if game.listed else ''}; "
+                         f"algorithms that play it (default settings): {players}")
 
     # ------------------------------------------------------------------ to implement
     def step(self) -> dict[str, float]:
@@ -249,7 +192,7 @@ class Algorithm:
         before = self.game.queries
         wins = self.game.compare(contexts, y, y2, self.rng)
         self.queries += self.game.queries - before
-        if self.game.exact:
+        if self.exact_preference:
             self.duel_regret.add(self.game.P, contexts, y, y2)
         return wins.astype(np.float64)
 
@@ -268,6 +211,12 @@ class Algorithm:
         frozen.requires_grad_(False)
         return frozen
 
+    def frozen_log_probs(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π_t(y|x), log π_ref(y|x)) [n] under the current torch policy, both without gradient:
+        the fixed anchor and reference terms of a sample-mode loss, read once before ``fit``."""
+        with torch.no_grad():
+            return self.policy.log_prob(xs, ys), self.policy.ref_log_prob(xs, ys)
+
     def fit(self, loss_fn: Callable[[], torch.Tensor]) -> float:
         """``grad_steps`` Adam steps on ``loss_fn()``; returns the last loss."""
         for _ in range(self.grad_steps):
@@ -280,31 +229,45 @@ class Algorithm:
     def tensor(self, array, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
 
-    def evaluate(self) -> dict[str, float]:
-        """The exact metrics of design §6 for the current policy. On a game without exact services
-        (``game.exact`` False, e.g. a :class:`~prefzoo.envs.token.TokenOracle`) the ``game/``
-        metrics are off: the game's own estimates (:meth:`~prefzoo.envs.oracle.PreferenceOracle.estimate_metrics`,
-        drawn with a generator of their own so that evaluating never changes training) and the costs.
-        KLs are computed in log space (:func:`~prefzoo.envs.oracle.kl_divergence`), so a probability
-        below float64's range does not make them infinite."""
-        costs = {metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
+    @property
+    def exact_preference(self) -> bool:
+        """The game's exact preference services apply (a P over a response table, ``nash``,
+        ``exploitability``): the algorithm-specific exact metrics are logged."""
         game = self.game
-        if not game.exact:
-            return {**game.estimate_metrics(self.policy, np.random.default_rng([self.seed, self.iteration])), **costs}
-        pi, log_pi = self.policy_probs(), self.policy_log_probs()
-        out = {
-            metrics.EXPLOITABILITY: game.exploitability(pi),
-            metrics.KL_TO_REF: game.expectation(kl_divergence(log_pi, self.log_ref)),
-            metrics.WIN_RATE_VS_REF: game.expectation(game.win_rate(pi, game.ref)),
-            metrics.WIN_RATE_VS_NASH: game.expectation(game.win_rate(pi, game.nash(0.0))),
-            **costs,
-        }
+        return game.exact and game.listed and game.payoff == "preference"
+
+    def evaluation_policy(self) -> Any:
+        """What the game evaluates: a :class:`~prefzoo.envs.oracle.TablePolicy` of the current
+        policy where the game is exact or no torch policy is trained, else the trained policy (a
+        sampler)."""
+        if self.game.exact or self.policy is None:
+            return TablePolicy(self.policy_probs(), self.policy_log_probs())
+        return self.policy
+
+    def export(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Write the final policy into ``run_dir`` by the policy's own ``export``: a table
+        (``policy.npy``) where the game's responses are listed, else the trained policy's artifact
+        (a language model: ``hf_policy/``). Returns the paths written."""
+        policy = TablePolicy(self.policy_probs()) if self.game.listed else self.policy
+        return policy.export(run_dir)
+
+    def evaluate(self) -> dict[str, float]:
+        """The game's metrics of the current policy (``game.evaluate``, drawing from a generator of
+        its own so that evaluating never changes training), the costs, and, on exact preference
+        games, the metrics of the algorithm's own game (design §6): the regularized
+        exploitability, KL(π_target‖π) from its exact limit point, the duel regrets. KLs are
+        computed in log space (:func:`~prefzoo.envs.oracle.kl_divergence`)."""
+        game, policy = self.game, self.evaluation_policy()
+        out = {**game.evaluate(policy, np.random.default_rng([self.seed, self.iteration])),
+               metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
+        if not self.exact_preference:
+            return out
         if self.regularization() > 0:
-            out[metrics.REG_EXPLOITABILITY] = game.exploitability(pi, self.regularization())
+            out[metrics.REG_EXPLOITABILITY] = game.exploitability(policy.table, self.regularization())
         target = self.target_policy()
         if target is not None:
             with np.errstate(divide="ignore"):
-                out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), log_pi))
+                out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), policy.log_table))
         if self.duel_regret.pairs:
             out[metrics.DUEL_WEAK_REGRET], out[metrics.DUEL_STRONG_REGRET] = self.duel_regret.averages()
         return out
@@ -321,7 +284,7 @@ class Algorithm:
             rng_state, samples = copy.deepcopy(self.rng.bit_generator.state), self.samples
             try:
                 diagnostics = self.step()
-            except OracleBudgetExhausted:  # undo the unfinished iteration's draws: a resumed run redoes it exactly
+            except BudgetExhausted:  # undo the unfinished iteration's draws: a resumed run redoes it exactly
                 self.rng.bit_generator.state, self.samples = rng_state, samples
                 raise
             self.wall_s += time.perf_counter() - start
@@ -371,23 +334,17 @@ class Algorithm:
                 setattr(self, name, state[name])
 
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
-        """Write a data-only checkpoint atomically (a temporary file, fsynced, then renamed):
-        tensors and plain Python values only (:func:`to_checkpoint_data`), so it loads with
+        """Write a data-only checkpoint atomically
+        (:func:`~prefzoo.algorithms.checkpoint.write_checkpoint`), so it loads with
         ``torch.load(weights_only=True)``. ``meta`` (plain data) is stored beside the state."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        data = {"format": CHECKPOINT_FORMAT, "meta": dict(meta or {}), "state": self.state_dict()}
-        with open(tmp, "wb") as f:
-            torch.save(to_checkpoint_data(data), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_checkpoint(path, {"meta": dict(meta or {}), "state": self.state_dict()})
 
     def load(self, path: str | os.PathLike) -> "Algorithm":
         """Restore a checkpoint written by :meth:`save` into this (identically built) algorithm.
 
         Raises:
-            UnsafeCheckpointError, CheckpointError: see :func:`read_checkpoint` (nothing is loaded).
+            UnsafeCheckpointError, CheckpointError: see
+                :func:`~prefzoo.algorithms.checkpoint.read_checkpoint` (nothing is loaded).
         """
         self.load_state_dict(read_checkpoint(path)["state"])
         return self

@@ -116,7 +116,7 @@ class DuelingBandit(Algorithm):
     """
 
     supported_modes = ("sample",)
-    needs_enumeration = True  # the win tables are dense [X, Y, Y]
+    reads_every_response = True  # the win tables are dense [X, Y, Y]
     trains_policy = False  # the policy is the recommendation (self.pi)
     rule: ClassVar[str] = "rucb"
     _extra_state = ("wins", "steps", "best")

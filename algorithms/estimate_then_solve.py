@@ -1,4 +1,4 @@
-"""Estimate-then-solve: the statistical floor of query efficiency on an enumerable game. Compare
+"""Estimate-then-solve: the statistical floor of query efficiency on a game of listed responses. Compare
 response pairs, estimate the preference tensor P̂, and report the exact equilibrium of the
 estimated game. Helpers: the posterior-mean estimate (:func:`estimated_preferences`), the
 sensitivity weight of a pair (:func:`pair_costs`) and the batch split toward the Neyman
@@ -99,13 +99,12 @@ class EstimateThenSolve(Algorithm):
         mode: ``"sample"`` only (the estimate uses counted comparisons).
 
     Raises:
-        ValueError: a game that is not enumerable (``game.exact`` False), beta < 0, an unknown
+        ValueError: a game whose responses are not listed (or too many to read), beta < 0, an unknown
             allocation, prior_count ≤ 0 or explore outside (0, 1].
     """
 
     supported_modes = ("sample",)
-    needs_enumeration = True  # P̂ is dense and solved exactly
-    needs_exact = True  # by the game's own solvers (PreferenceGame.nash)
+    reads_every_response = True  # P̂ is dense [X, Y, Y] and solved exactly
     trains_policy = False  # the policy is the solution of P̂ (self.pi)
     _extra_state = ("wins", "counts", "cursor")
 
@@ -127,7 +126,7 @@ class EstimateThenSolve(Algorithm):
         # self.pi starts at π_ref, the solution of the all-½ prior estimate for every β > 0
 
     def target_policy(self):
-        return self.game.nash(self.beta) if self.beta > 0 else None
+        return self.game.nash(self.beta) if self.beta > 0 and self.exact_preference else None
 
     def regularization(self) -> float:
         return self.beta

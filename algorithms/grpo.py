@@ -50,9 +50,7 @@ def clipped_policy_update(algo: Algorithm, x: np.ndarray, y: np.ndarray, advanta
     """``algo.fit`` on −E[clipped ratio objective − kl_coef·k3] over the samples (x, y) drawn from
     the current policy (π_old = a frozen copy of its log-probs); returns the last loss."""
     xs, ys = algo.tensor(x, torch.long), algo.tensor(y, torch.long)
-    log_ref = algo.policy.ref_log_prob(xs, ys)
-    with torch.no_grad():
-        log_old = algo.policy.log_prob(xs, ys)
+    log_old, log_ref = algo.frozen_log_probs(xs, ys)
 
     def loss_fn():
         log_new = algo.policy.log_prob(xs, ys)

@@ -201,7 +201,7 @@ class IterativeBoN(Algorithm):
             cycle for α ≤ 0.1 (then the fixed point comes from Newton continuation).
         normalizer: q_θ's normalizer in sample mode, ``"exact"`` (a sum over every response) or
             ``"sampled"`` (learned offset, no enumeration); None: ``"exact"`` where the game's
-            responses can be listed (``game.enumerable``), else ``"sampled"``.
+            response table may be read each iteration (``game.table_readable``), else ``"sampled"``.
         selection: ``"comparisons"`` (tournament by oracle comparisons; both modes) or
             ``"reward"`` (exact mode only: BoN by the hidden reward, :func:`best_of_n`; e.g. true
             Best-of-N on ``bt`` games, where noisy comparisons select differently for N > 2).
@@ -229,18 +229,18 @@ class IterativeBoN(Algorithm):
         if selection == "reward" and mode == "sample":
             raise ValueError("selection='reward' reads the hidden reward, which sample mode "
                              "(counted comparisons only) cannot; use selection='comparisons'")
-        self.needs_enumeration = normalizer == "exact"
+        self.reads_every_response = normalizer == "exact"
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         if selection == "reward" and self.game.rewards is None:
             raise ValueError(f"selection='reward' needs a game with a hidden reward; family "
                              f"{self.game.family!r} has none")
         self.n, self.mixing = int(n), float(mixing)
-        self.normalizer = normalizer or ("exact" if self.game.enumerable else "sampled")
+        self.normalizer = normalizer or ("exact" if self.game.table_readable else "sampled")
         self.beta = bon_beta(self.mixing, self.n)
         self.offset = context_offset(self) if mode == "sample" and self.normalizer == "sampled" else None
         self.log_pi = None if self.log_ref is None else self.log_ref.copy()
         self.order = None  # the preference the exact step and the target read (exact games only)
-        if self.game.exact:
+        if self.exact_preference:
             self.order = self.game.P if selection == "comparisons" else reward_order_preference(self.game.rewards)
         self._target: np.ndarray | None = None
         self._target_done = False
@@ -282,9 +282,7 @@ class IterativeBoN(Algorithm):
         def per_prompt(flat_values: torch.Tensor) -> torch.Tensor:  # [n·N] candidate-major → [n, N]
             return flat_values.reshape(self.n, -1).T
 
-        log_ref = per_prompt(self.policy.ref_log_prob(xs_all, ys_all))
-        with torch.no_grad():
-            log_old = per_prompt(self.policy.log_prob(xs_all, ys_all))
+        log_old, log_ref = map(per_prompt, self.frozen_log_probs(xs_all, ys_all))
         picked = self.tensor(champion, torch.long)[:, None]
 
         def loss_fn():

@@ -5,7 +5,7 @@ the sequence policies do), with responses as the game's int64 handles:
 ``sample(contexts, rng)`` (batched ``model.generate`` with the KV cache; the torch seed is drawn
 from the numpy generator), ``log_prob(contexts, responses)`` (log π_θ(y|x): one teacher-forced
 forward pass over [left-padded prompt, response]) and ``ref_log_prob`` (the same pass through a
-frozen copy of the initial model, π_ref). The policy is not enumerable: ``probs()`` and
+frozen copy of the initial model, π_ref). The policy has no table: ``probs()`` and
 ``log_probs()`` raise. π_θ = π_ref at init (the same weights), dropout off (eval mode, so
 log-probabilities are deterministic), bf16 autocast on CUDA, optional LoRA adapters (``peft``).
 """
@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,11 +49,11 @@ class LMPolicy(nn.Module):
 
     def __init__(self, game, device: torch.device):
         super().__init__()
-        if getattr(game, "kind", None) != "lm":
+        if getattr(game, "responses", None) != "text":
             raise ValueError(f"LMPolicy needs an LM game (prefzoo/LMGame-v0), got a {type(game).__name__}")
         from transformers import AutoModelForCausalLM
 
-        from prefzoo.envs.lm.game import load_pretrained
+        from prefzoo.envs.lm.hf import load_pretrained
 
         self._game, self.device = Shared(game), torch.device(device)
         self.autocast = self.device.type == "cuda"
@@ -165,18 +168,25 @@ class LMPolicy(nn.Module):
         return game.store.add([row[:n] for row, n in zip(rows, lengths.cpu().numpy(), strict=True)])
 
     def probs(self) -> np.ndarray:
-        raise ValueError("an LM policy is not enumerable (its responses are all token sequences): probs() and "
-                         "policy_probs() exist only on bandit and token games; LMGame.estimate_metrics estimates "
-                         "its metrics from samples")
+        raise ValueError("an LM policy has no table (its responses, all token sequences, are not listed): probs() "
+                         "and policy_probs() exist only on games whose responses are listed; LMGame.evaluate "
+                         "estimates its metrics from samples")
 
     log_probs = probs
 
     # ------------------------------------------------------------------ export
-    def save_pretrained(self, path) -> None:
-        """The policy as a plain Hugging Face model folder (LoRA adapters merged into a copy) plus
-        the tokenizer: it loads with ``AutoModelForCausalLM.from_pretrained`` alone."""
+    def export(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Write the final artifact into ``run_dir``: ``hf_policy/``, a plain Hugging Face model folder
+        (LoRA adapters merged into a copy) plus the tokenizer, which loads with
+        ``AutoModelForCausalLM.from_pretrained`` alone; and ``generations.txt``, sample generations on
+        held-out prompts (fixed seed, also printed). Returns the paths written."""
+        folder, text = Path(run_dir) / "hf_policy", Path(run_dir) / "generations.txt"
         model = self.model
         if hasattr(model, "merge_and_unload"):
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(path)
-        self.game.tokenizer.save_pretrained(path)
+        model.save_pretrained(folder)
+        self.game.tokenizer.save_pretrained(folder)
+        lines = self.game.show_generations(self)
+        text.write_text("\n".join(lines) + "\n")
+        print("sample generations after training:\n  " + "\n  ".join(lines), file=sys.stderr, flush=True)
+        return [folder, text]

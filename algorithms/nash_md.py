@@ -87,7 +87,7 @@ class NashMD(_RegularizedNash):
 
     Paper: Munos, Valko, Calandriello, Azar, Rowland, Guo, Tang, Geist, Mesnard, Michi,
     Selvi, Girgin, Momchev, Bachem, Mankowitz, Precup, Piot (2023), "Nash Learning from Human
-    Feedback", arXiv:2312.00886 (Nash-MD); "Nash Mirror Prox" (2025), arXiv:2505.19731 (Nash-MP).
+    Feedback", arXiv:2312.00886.
 
     Nash-MD, exact: π^μ_t ∝ π_t^{1−ητ}·μ^{ητ};  π_{t+1} ∝ π^μ_t·exp(η·P(y≻π^μ_t)).
     Parametrization: τ = β/(1+ηβ) (:func:`md_tau`). At a fixed point the mixture m satisfies
@@ -104,10 +104,9 @@ class NashMD(_RegularizedNash):
 
     Args:
         beta: KL regularization β > 0 of the game; the target is π*_β = ``game.nash(beta)``.
-        eta: step size η > 0 (ητ = ηβ/(1+ηβ) < 1 for every η). Exact mode on the 8×6 cyclic
-            game: converges at β = 0.1 for η = 1 but not η = 5, at β = 0.02 not even for η = 1
-            (its mixture is WIND with step η/(1+ηβ), which needs η = O(β)). In sample mode the
-            regression noise scales with η (zoo_configs: η = 0.2).
+        eta: step size η > 0 (ητ = ηβ/(1+ηβ) < 1 for every η). The mixture is WIND with step
+            η/(1+ηβ), so last-iterate convergence needs η = O(β) when β is small (measured:
+            ``zoo_configs/nash_md.yml``). In sample mode the regression noise scales with η.
         mixture: how sample mode draws the opponent y' ~ π^μ_t.
             ``"sequence"`` (default): from the exact sequence-level mixture ∝ π_t^{1−ητ}·μ^{ητ},
             enumerated over every response (``policy_probs``), so the population minimizer is
@@ -124,13 +123,13 @@ class NashMD(_RegularizedNash):
             per regression.
     """
 
-    needs_enumeration = True  # with the default mixture="sequence"; each instance sets its own
+    reads_every_response = True  # with the default mixture="sequence"; each instance sets its own
 
     def __init__(self, env, seed: int = 0, mode: str = "exact", beta: float = 0.1, eta: float = 1.0,
                  mixture: str = "sequence", policy: str = "tabular", lr: float = 0.05, batch_size: int = 256,
                  grad_steps: int = 20, device: str = "cpu"):
         check_choice("mixture", mixture, MIXTURES)
-        self.needs_enumeration = mixture == "sequence"
+        self.reads_every_response = mixture == "sequence"
         super().__init__(env, seed, mode, beta, eta, policy, lr, batch_size, grad_steps, device)
         if mixture == "token" and not hasattr(self.policy, "sample_mixture"):
             raise ValueError(f"mixture='token' samples Nash-MD's opponent token by token from the policy's and "
@@ -150,9 +149,7 @@ class NashMD(_RegularizedNash):
             return {}
         x, y = self.sample_batch(self.batch_size)
         xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
-        log_ref = self.policy.ref_log_prob(xs, ys)
-        with torch.no_grad():
-            log_old = self.policy.log_prob(xs, ys)
+        log_old, log_ref = self.frozen_log_probs(xs, ys)
         y_mix = (self.policy.sample_mixture(x, self.rng, eta * self.tau) if self.mixture == "token"
                  else sample_categorical(self.policy_probs()[x], self.rng))
         self.samples += len(x)
@@ -164,9 +161,7 @@ class NashMD(_RegularizedNash):
 class NashMP(_RegularizedNash):
     """Nash-MP (Nash mirror prox) for the β-regularized game.
 
-    Paper: Munos, Valko, Calandriello, Azar, Rowland, Guo, Tang, Geist, Mesnard, Michi,
-    Selvi, Girgin, Momchev, Bachem, Mankowitz, Precup, Piot (2023), "Nash Learning from Human
-    Feedback", arXiv:2312.00886 (Nash-MD); "Nash Mirror Prox" (2025), arXiv:2505.19731 (Nash-MP).
+    Paper: "Nash Mirror Prox" (2025), arXiv:2505.19731 (the game and Nash-MD: :class:`NashMD`).
 
     Nash-MP, exact: two prox steps anchored at π_k (:func:`prox_step`),
     π_{k+½} ∝ exp((log π_k + ηβ log μ + η P(y≻π_k))/(1+ηβ)),
@@ -177,12 +172,11 @@ class NashMP(_RegularizedNash):
     iteration). Each step minimizes (s − (b−½))² with s = :func:`prox_score` (anchor π_k), whose
     population minimizer is the corresponding exact prox step.
 
-
     Args:
         beta: KL regularization β > 0 of the game; the target is π*_β = ``game.nash(beta)``.
-        eta: step size η > 0. Exact mode on the 8×6 cyclic game: the extragradient converges at
-            β = 0.1 for η ≤ 5 and at β = 0.02 for η = 1, not η = 10. In sample mode the
-            regression noise scales with η (zoo_configs: η = 0.2).
+        eta: step size η > 0. A large η can keep the last iterate cycling when β is small; the
+            extragradient tolerates larger steps than Nash-MD (measured:
+            ``zoo_configs/nash_mp.yml``). In sample mode the regression noise scales with η.
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
             per regression (two regressions per iteration).
     """
@@ -203,9 +197,7 @@ class NashMP(_RegularizedNash):
         y2 = self.sample_responses(x)  # step ½: both duel sides come from π_k
         b = self.compare(x, y, y2)
         xx, yy = np.concatenate([x, x]), np.concatenate([y, y2])
-        with torch.no_grad():
-            log_anchor = self.policy.log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
-        log_ref = self.policy.ref_log_prob(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
+        log_anchor, log_ref = self.frozen_log_probs(self.tensor(xx, torch.long), self.tensor(yy, torch.long))
         self._regress(xx, yy, np.concatenate([b, 1 - b]),
                       lambda lp, c: prox_score(lp, log_anchor, log_ref, c, eta, beta))
         y_half = self.sample_responses(x)  # step 1: y ~ π_k against y'' ~ π_{k+½}

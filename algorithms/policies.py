@@ -84,7 +84,7 @@ POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # 
 
 
 def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> BanditPolicy:
-    if game.kind == "lm":  # a real language model: only its own Hugging Face policy
+    if game.responses == "text":  # a real language model: only its own Hugging Face policy
         if kind != "hf":
             raise ValueError(f"on an LM game (prefzoo/LMGame-v0) the policy is the game's Hugging Face model: use "
                              f"policy='hf', got {kind!r}")

@@ -89,7 +89,7 @@ class PPO(Algorithm):
     """
 
     supported_modes = ("sample",)
-    supported_games = ("bandit",)  # SB3 PPO acts on the bandit env itself
+    supported_responses = ("indexed",)  # SB3 PPO acts on the bandit env itself
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1,
                  n_steps_per_iteration: int = 256, n_epochs: int = 10, clip: float = 0.2, lr: float = 3e-3,

@@ -28,8 +28,6 @@ from prefzoo.envs.oracle import PreferenceOracle
 from prefzoo.envs.sequences import sequence_index
 from prefzoo.envs.token_lm import masked_sequence_log_prob, sample_tokens, teacher_inputs
 
-SEQUENCE_KINDS = ("token", "answer")  # game kinds whose responses are token sequences (``game.sequences``)
-
 
 class SequencePolicy(nn.Module):
     """π_θ(y|x) = Π_t π_θ(y_t | x, y_<t) over the enumerated sequences of a token game.
@@ -45,15 +43,15 @@ class SequencePolicy(nn.Module):
             are summed in float32 either way.
 
     Raises:
-        ValueError: ``game`` is not a token game (its kind is not in ``SEQUENCE_KINDS``).
+        ValueError: ``game``'s responses are not token sequences (``game.responses != "tokens"``).
     """
 
     def __init__(self, game: PreferenceOracle, device: torch.device, autocast: bool = False):
         super().__init__()
-        if game.kind not in SEQUENCE_KINDS:
-            raise ValueError(f"policy {type(self).__name__} needs a game whose responses are token sequences (kind "
-                             f"in {SEQUENCE_KINDS}, e.g. prefzoo/TokenGame-*), got a game of kind {game.kind!r}; "
-                             "use policy='tabular' or 'mlp' on bandit games")
+        if game.responses != "tokens":
+            raise ValueError(f"policy {type(self).__name__} needs a game whose responses are token sequences "
+                             f"(responses='tokens', e.g. prefzoo/TokenGame-*), got responses={game.responses!r}; "
+                             "use policy='tabular' or 'mlp' on games of indexed responses")
         sequences = game.sequences
         self.vocab_size, self.max_length = sequences.vocab_size, sequences.max_length
         self.autocast = bool(autocast) and torch.device(device).type == "cuda"

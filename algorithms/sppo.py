@@ -63,8 +63,8 @@ class SPPO(Algorithm):
     log Z_t ≈ η/2: the exact log-partition is η/2 + log E_{π_t} exp(η(P(y≻π_t) − ½)), whose second
     term is O(η²·Var) ≥ 0, so the minimizer (a normalized tabular π_θ cannot absorb the offset) is
     close to, not equal to, the MWU step. The average iterate is tracked from ``policy_probs`` where
-    the game's responses can be listed (``game.enumerable``); on a game where they cannot (a language
-    model, a :class:`~prefzoo.envs.token.TokenOracle`) SPPO keeps the last iterate only, as the paper
+    the game's response table may be read each iteration (``game.table_readable``); elsewhere (a
+    language model, a large :class:`~prefzoo.envs.token.TokenOracle`) SPPO keeps the last iterate only, as the paper
     does on language models (its §4: each iteration's model is the next one's π_t; no average).
 
     Args:
@@ -89,22 +89,22 @@ class SPPO(Algorithm):
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.eta, self.k, self.labels = float(eta), int(k), labels
         # π̄_0 = π_0 until the first step; None where the responses cannot be listed (last iterate only)
-        self.avg_pi = self.policy_probs() if self.game.enumerable else None
+        self.avg_pi = self.policy_probs() if self.game.table_readable else None
 
     def average_policy_probs(self) -> np.ndarray:
         """π̄_T = (1/T)·Σ_{t=1..T} π_t [X, Y] (π_0 before the first step).
 
         Raises:
-            ValueError: the game's responses cannot be listed, so no average is tracked.
+            ValueError: the game's response table cannot be read each iteration, so no average is tracked.
         """
         if self.avg_pi is None:
-            raise ValueError(f"no average iterate on a game whose responses cannot be listed "
+            raise ValueError(f"no average iterate on a game whose response table is not read each iteration "
                              f"({type(self.game).__name__}); SPPO keeps the last iterate there")
         return self.avg_pi.copy()
 
     def evaluate(self) -> dict[str, float]:
         out = super().evaluate()
-        if self.game.exact:
+        if self.exact_preference:
             out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
         return out
 

@@ -93,11 +93,9 @@ class WIND(Algorithm):
 
     Args:
         beta: KL regularization β > 0 of the game.
-        eta: step size η, 0 < ηβ ≤ 1. Last-iterate convergence needs η = O(β): measured on
-            ``PrefBandit-Cyclic-v0`` (8×6, seed 0) for β ∈ {0.02, 0.05, 0.1, 0.2}, exact WIND
-            converges for η ≤ 20β and cycles from η ≈ 40β (η = 1/β cycles for every β ≤ 0.2).
-            Default η = 1 with β = 0.1 (ηβ = 0.1, ~150 iterations to KL 1e-10). Sample mode
-            prefers smaller η (the label noise is scaled by η).
+        eta: step size η, 0 < ηβ ≤ 1. Linear last-iterate convergence needs η = O(β) when β is
+            small (measured: ``zoo_configs/wind.yml``). Sample mode prefers smaller η (the label
+            noise is scaled by η).
         loss: sample-mode loss, ``"sq"``, ``"kl"`` or ``"nce"``.
         offset: ``"learned"`` (per-context c) or ``"none"`` (c ≡ 0).
         eta_decay: use η_t = min(η, 2/(β(t+1))) at iteration t (Robbins–Monro). With a constant
@@ -147,9 +145,7 @@ class WIND(Algorithm):
         b = self.compare(x, y, y2)
         xs, ys = self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
         label = self.tensor(np.concatenate([b, 1 - b]))
-        log_ref = self.policy.ref_log_prob(xs, ys)
-        with torch.no_grad():
-            log_old = self.policy.log_prob(xs, ys)
+        log_old, log_ref = self.frozen_log_probs(xs, ys)
 
         def loss_fn():
             score = wind_score(self.policy.log_prob(xs, ys), log_old, log_ref, self.offset(xs)[:, 0], eta, self.beta)

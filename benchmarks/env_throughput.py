@@ -20,7 +20,8 @@ scored steps (rates are per comparison, so the counts need not match; the vector
 steps only so that its timed span is not a few milliseconds). Threads are limited to 1 and the
 process is pinned to one CPU (``--no-pin`` to skip) for the one-core figure.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py``.
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/env_throughput.py`` (``--quick``: tiny sizes, a
+smoke test of the same code).
 The last line is ``RESULT speedup_vs_syncvector=<x> comparisons_per_s=<y>``.
 """
 
@@ -43,6 +44,7 @@ from gymnasium.vector import AutoresetMode  # noqa: E402
 import prefzoo  # noqa: E402
 
 ENV_ID = "prefzoo/PrefBandit-v0"
+QUICK = {"num_envs": 64, "rounds": 3, "vec_steps": 100, "sync_steps": 4}  # --quick (explicit flags win)
 
 
 def timed_run(env, action_batches, calls: int, game) -> tuple[int, float]:
@@ -63,7 +65,11 @@ def main() -> None:
     parser.add_argument("--sync-steps", type=int, default=10,
                         help="scored SyncVectorEnv steps per round")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
 
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

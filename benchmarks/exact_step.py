@@ -3,7 +3,7 @@
 The exact step reads P once (P(y ≻ π_t) for every response), like the matvec, then does O(X·Y)
 elementwise work; the ratio should stay near 1. Both are timed interleaved in one run.
 
-    python benchmarks/exact_step.py [--contexts 10000] [--actions 64] [--repeats 15]
+    python benchmarks/exact_step.py [--contexts 10000] [--actions 64] [--repeats 15] [--quick]
 """
 
 import argparse
@@ -15,13 +15,19 @@ from scipy.special import softmax
 from prefzoo.algorithms.wind import wind_step
 from prefzoo.envs.game import PreferenceGame
 
+QUICK = {"contexts": 1000, "actions": 32, "repeats": 5}  # --quick (explicit flags win)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", type=int, default=10_000)
     parser.add_argument("--actions", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     rng = np.random.default_rng(0)
     X, Y = args.contexts, args.actions
     upper = rng.random((X, Y, Y))

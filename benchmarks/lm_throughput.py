@@ -23,7 +23,8 @@ Models: on CPU the built-in model (2 layers, width 64); on CUDA a GPT-2-small-si
 layers, width 768) built from a config with random weights and the built-in tokenizer, saved with
 ``save_pretrained`` and loaded as a user's model would be (``--size small`` forces it on CPU).
 
-Run: ``.venv/bin/python benchmarks/lm_throughput.py [--device auto|cpu|cuda] [--size builtin|small]``.
+Run: ``.venv/bin/python benchmarks/lm_throughput.py [--device auto|cpu|cuda] [--size builtin|small] [--quick]``
+(``--quick``: 4 prompts, one round, a smoke test of the same code).
 Last line: ``RESULT overhead_vs_bare=<x> tokens_per_s=<y> device=<cpu|cuda>``.
 """
 
@@ -46,6 +47,7 @@ ALGOS = {"wind": {"mode": "sample", "grad_steps": 1, "lr": 1e-4},
          "grpo": {"n_epochs": 1, "group_size": 4, "lr": 1e-4, "lr_decay_start": 0},
          "sppo": {"mode": "sample", "k": 2, "grad_steps": 1, "lr": 1e-4},  # 2 responses per prompt, as WIND
          "iterative_bon": {"mode": "sample", "n": 2, "grad_steps": 1, "lr": 1e-4}}
+QUICK = {"batch_size": 4, "rounds": 1}  # --quick (explicit flags win)
 
 
 def sync(device: torch.device) -> None:
@@ -93,7 +95,11 @@ def main() -> None:
                         help="model: the built-in one (CPU default) or GPT-2-small-sized (CUDA default)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per iteration (CPU 32, CUDA 64)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     device = resolve_device(args.device)
     size = args.size or ("small" if device.type == "cuda" else "builtin")
     batch = args.batch_size or (64 if device.type == "cuda" else 32)

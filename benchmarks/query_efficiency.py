@@ -12,6 +12,9 @@ Table (b): at equal query budgets, the common metrics — win rate against π_re
 and the regularized exploitability of WIND's game — so cheaper can be checked against worse.
 
     python benchmarks/query_efficiency.py [--budget 150000] [--seeds 0 1 2]   # ~17 min on 2 busy cores
+
+``--quick``: a 2,000-query budget, one seed, WIND, iterative BoN and SPPO, learning rates ×{1, 2} (a
+smoke test of the same code).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ GAMES = {"transitive": "prefzoo/PrefBandit-v0", "cyclic": "prefzoo/PrefBandit-Cy
 CANDIDATES = ["wind", "iterative_bon", "sppo", "nash_md", "online_ipo", "grpo"]
 KL_TARGET, EXPLOIT_TARGET = 0.01, 0.02
 LR_GRID, TUNING_SEED = (0.5, 1.0, 2.0, 4.0), 100
+QUICK = {"budget": 2000, "seeds": [0], "algos": ["wind", "iterative_bon", "sppo"], "lr_grid": [1.0, 2.0]}  # --quick
 
 
 def matched(algo: str, game: str) -> dict:
@@ -63,12 +67,12 @@ def run(algo: str, game: str, seed: int, budget: int, lr_scale: float = 1.0) -> 
     return {k: np.array([r.get(k, np.nan) for r in rows], dtype=float) for k in keys}
 
 
-def tuned_lr_scale(algo: str, game: str, budget: int) -> float:
+def tuned_lr_scale(algo: str, game: str, budget: int, grid=LR_GRID) -> float:
     """The learning-rate multiplier with the smallest final distance on the tuning seed."""
     def final(scale):
         trace = run(algo, game, TUNING_SEED, budget, scale)
         return float(trace[first_hit(trace)[0]][-1])
-    return min(LR_GRID, key=final)
+    return min(grid, key=final)
 
 
 def first_hit(trace: dict[str, np.ndarray]) -> tuple[str, float, float, float]:
@@ -104,9 +108,15 @@ def main():
     parser.add_argument("--budget", type=int, default=150_000, help="oracle queries per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algos", nargs="+", default=[a for a in CANDIDATES if a in ALGORITHMS])
+    parser.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID),
+                        help="learning-rate multipliers tried on the tuning seed")
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:  # explicit flags win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     torch.set_num_threads(1)
-    scales = {(g, a): tuned_lr_scale(a, g, args.budget) for g in GAMES for a in args.algos}
+    scales = {(g, a): tuned_lr_scale(a, g, args.budget, args.lr_grid) for g in GAMES for a in args.algos}
     print("learning-rate multiplier chosen per (game, algorithm):", scales)
     traces = {(g, a, s): run(a, g, s, args.budget, scales[g, a])
               for g in GAMES for a in args.algos for s in args.seeds}

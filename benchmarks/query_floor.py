@@ -15,6 +15,7 @@ at least 256), which is the resolution of their counts.
 Caps (so that the script runs in minutes on 2 cores): a floor stops at 16M queries; an online
 algorithm at ``max(MIN_CAP, CAP_FACTOR × the better floor's mean)`` (at most ``MAX_CAP``): not
 reaching the target within as many queries as the floor needs already decides who wins that size.
+``--quick`` (a smoke test of the same code) runs |Y| ∈ {6, 16}, one seed, with the caps ``QUICK_CAPS``.
 The table gives how many seeds reached the target; a mean or ratio built from a cap is a bound
 (written with > or <).
 
@@ -54,6 +55,7 @@ BANDIT, TOKEN = "prefzoo/PrefBandit-Cyclic-v0", "prefzoo/TokenGame-v0"
 ONLINE = ("wind", "iterative_bon", "sppo")
 FLOORS = ("uniform", "adaptive")
 FLOOR_CAP, MIN_CAP, MAX_CAP, CAP_FACTOR = 16_000_000, 150_000, 2_000_000, 1.0
+QUICK_CAPS = (40_000, 4_000, 8_000)  # --quick: FLOOR_CAP, MIN_CAP, MAX_CAP
 ONLINE_EVAL_FREQ = 4  # iterations between evaluations of the online algorithms
 FIGURE_COPY = Path(__file__).parent / "figures" / "query_floor.png"
 
@@ -167,27 +169,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (processes)")
     parser.add_argument("--out", default="results/query_floor", help="folder of the PNG and table")
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES), help="|Y| of the bandit games")
-    parser.add_argument("--quick", action="store_true", help="|Y| ∈ {6, 16}, one seed (smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"|Y| ∈ {{6, 16}}, one seed, caps {QUICK_CAPS} (floor, online min, online max; smoke test)")
     parser.add_argument("--token", action="store_true", help="also TokenGame-v0 (781 sequences; slow, see above)")
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.quick else args.seeds
     sizes = QUICK_SIZES if args.quick else tuple(args.sizes)
+    floor_cap, min_cap, max_cap = QUICK_CAPS if args.quick else (FLOOR_CAP, MIN_CAP, MAX_CAP)
     games = [f"Y{n}" for n in sizes] + (["token"] if args.token else [])
     game_sizes = list(sizes) + ([781] if args.token else [])
     start = time.perf_counter()
     results = {}
     with ProcessPoolExecutor(args.workers) as pool:
-        tasks = [(g, a, s, FLOOR_CAP) for g in games for a in FLOORS for s in seeds]
+        tasks = [(g, a, s, floor_cap) for g in games for a in FLOORS for s in seeds]
         results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
         caps = {}
         for g in games:
-            best = min(summary([results[g, a, s][0] for s in seeds], FLOOR_CAP)[0] for a in FLOORS)
-            caps[g] = int(min(MAX_CAP, max(MIN_CAP, CAP_FACTOR * best)))
+            best = min(summary([results[g, a, s][0] for s in seeds], floor_cap)[0] for a in FLOORS)
+            caps[g] = int(min(max_cap, max(min_cap, CAP_FACTOR * best)))
         tasks = [(g, a, s, caps[g]) for g in games for a in ONLINE for s in seeds]
         results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
 
     n = len(seeds)
-    table = {(g, a): summary([results[g, a, s][0] for s in seeds], FLOOR_CAP if a in FLOORS else caps[g])
+    table = {(g, a): summary([results[g, a, s][0] for s in seeds], floor_cap if a in FLOORS else caps[g])
              for g in games for a in FLOORS + ONLINE}
     header = "| algorithm | " + " | ".join(f"|Y| = {s}" if g != "token" else "TokenGame-v0 (781)"
                                             for g, s in zip(games, game_sizes, strict=True)) + " |"
@@ -195,7 +199,7 @@ def main() -> None:
              + ", ".join(f"{g} {c:,}" for g, c in caps.items()), "", header, "|---" * (len(games) + 1) + "|"]
     for algo in FLOORS + ONLINE:
         name = f"estimate_then_solve ({algo})" if algo in FLOORS else algo
-        cap_of = (lambda g: FLOOR_CAP) if algo in FLOORS else caps.get  # noqa: E731
+        cap_of = (lambda g: floor_cap) if algo in FLOORS else caps.get  # noqa: E731
         lines.append(f"| {name} | " + " | ".join(fmt(*table[g, algo], n, cap_of(g)) for g in games) + " |")
     walls = {a: sum(results[g, a, s][1] for g in games for s in seeds) for a in FLOORS + ONLINE}
     lines += ["", "wall seconds per algorithm (all runs): " + ", ".join(f"{a} {w:.0f}" for a, w in walls.items())]

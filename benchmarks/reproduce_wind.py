@@ -14,6 +14,8 @@ the headline numbers as the last line:
     runtime_s           seconds for the whole reproduction
 
     python benchmarks/reproduce_wind.py [--out results/reproduce_wind] [--seeds 0 1 2] [--quick]
+
+``--quick``: the reproduction's own tiny budgets (``WindSettings.quick``) and seed 0 only (a smoke test).
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ import torch
 
 from prefzoo.zoo.papers import format_summary, reproduce
 
+QUICK = {"seeds": [0]}  # --quick (explicit flags win)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/reproduce_wind", help="output folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the timing runs")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny budgets (a smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     torch.set_num_threads(1)
     print(format_summary(reproduce("wind", args.out, seeds=args.seeds, quick=args.quick, progress=False)))
 

@@ -5,7 +5,9 @@ the same query budget; the time is ``compare``'s wall time of the runs (worker s
 included; the one-off ``ray.init`` is not: a cluster is up before a sweep is sent to it). The
 tables of the three sweeps must agree (wall time aside), else the script fails.
 
-    python benchmarks/sweep_scaling.py [--budget 40000] [--runs 12]
+    python benchmarks/sweep_scaling.py [--budget 40000] [--runs 12] [--quick]
+
+``--quick``: 2 runs of 1,000 queries (a smoke test of the same code; the speedups mean nothing there).
 """
 
 import argparse
@@ -18,6 +20,7 @@ from prefzoo.envs.metrics import WALL_S
 from prefzoo.zoo import backends, compare
 
 ENV = "prefzoo/PrefBandit-Cyclic-v0"
+QUICK = {"budget": 1000, "runs": 2}  # --quick (explicit flags win)
 
 
 def table(out: Path) -> list[dict]:
@@ -29,7 +32,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=40_000, help="oracle queries per run")
     parser.add_argument("--runs", type=int, default=12, help="seeds in the sweep")
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     import ray
 
     t0 = time.perf_counter()

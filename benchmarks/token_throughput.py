@@ -12,7 +12,8 @@ rounds: sampling WIND's batch (2·B sequences for B prompts) with the same polic
 forward and backward pass of the summed sequence log-probs over it. ``overhead_vs_model`` =
 WIND iteration time / floor time (target ≤ 2). On CUDA every timed region is synchronized.
 
-Run: ``.venv/bin/python benchmarks/token_throughput.py [--device auto|cpu|cuda] [--autocast]``.
+Run: ``.venv/bin/python benchmarks/token_throughput.py [--device auto|cpu|cuda] [--autocast] [--quick]``
+(``--quick``: a tiny batch and one round, a smoke test of the same code).
 The last line is ``RESULT wind_seq_per_s=<x> oracle_share=<y> overhead_vs_model=<z>``.
 
 Measured (defaults: 8 prompts × 781 sequences, GRU hidden 32, B = 1024 prompts, one thread):
@@ -35,6 +36,7 @@ import platform
 import statistics
 import time
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -42,6 +44,7 @@ import prefzoo
 from prefzoo.algorithms.base import resolve_device
 
 ENV_ID = "prefzoo/TokenGame-Cyclic-v0"
+QUICK = {"batch_size": 16, "n_contexts": 2, "iterations": 1, "rounds": 1}  # --quick (explicit flags win)
 
 
 def sync(device: torch.device) -> None:
@@ -73,7 +76,7 @@ def build(name: str, args, device: torch.device):
     common = {"mode": "sample", "policy": policy, "device": str(device), "batch_size": args.batch_size}
     extra = {"wind": {"grad_steps": 1, "lr": 0.002}, "sppo": {"grad_steps": 1, "k": 2, "lr": 0.002},
              "grpo": {"n_epochs": 1, "group_size": 2, "lr": 0.002}}[name]
-    env = prefzoo.envs.token.TokenGameEnv(family="cyclic", n_contexts=args.n_contexts)
+    env = gym.make(ENV_ID, n_contexts=args.n_contexts)
     return prefzoo.make_algo(name, env, seed=0, **common, **extra)
 
 
@@ -110,7 +113,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast on CUDA (policy gru_bf16)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

@@ -46,13 +46,14 @@ from typing import Any
 import numpy as np
 from scipy.special import rel_entr
 
+from . import metrics
 from .checks import check_choice, check_int, check_real, closest_hint
 from .estimators import LOG_ESTIMATORS, table
 from .game import env_game
-from .oracle import PreferenceOracle
+from .oracle import PreferenceOracle, TablePolicy
 from .sequences import count_sequences
 from .token import MAX_EXACT_SEQUENCES, TokenGame, check_token_sizes, make_token_game
-from .token_env import _UNDECIDED, TokenGameEnv
+from .token_episode import Ending, TokenEpisodeEnv, sequence_episode
 
 UTILITIES = ("kl", "entropy", "gini", "coherence")
 EXTRACTORS = ("sum_mod", "last")
@@ -207,18 +208,22 @@ class AnswerGame(PreferenceOracle):
     """An answer-level game over the traces of a :class:`TokenGame` it holds (``token_game``):
     the same prompts, π_ref, ``sequences`` and ``ref_lm`` (so sequence policies apply unchanged),
     plus an answer map and exact answer-level services (``answer_marginal``, ``objective``,
-    ``kl_answer_to_target``, ``optimum``). Kind ``"answer"``; enumerable (the traces are listed),
-    not ``exact`` in the preference-game sense (its payoff is the utility F of the answer marginal,
-    not a P). Its pairwise oracle is the token game's trace preference, which ALFT does not use.
+    ``kl_answer_to_target``, ``optimum``). Its responses are token sequences (listed), its payoff
+    the utility F of the answer marginal (``payoff = "answer_utility"``), and it is exact: the
+    equilibrium ν* = argmax F and the metrics are computed by enumeration. It has no preference
+    services (``nash``, ``exploitability`` of a P); its pairwise oracle is the token game's trace
+    preference, which ALFT does not use.
 
     Extra attributes: ``n_answers`` A, ``extract`` (rule), ``answers`` [S], ``M`` [S, A] (the
     0/1 extraction matrix), ``target`` [X, A] (ρ_target of the ``kl`` utility), ``reachable``
     [X, A] (answers of positive π_ref mass).
     """
 
-    kind = "answer"
-    pairwise = False
-    enumerable = True
+    responses = "tokens"
+    payoff = "answer_utility"
+    exact = True
+    listed = True
+    headline = metrics.ALFT_KL_TO_TARGET
     why_not_exact = "its payoff is a utility F of the answer marginal, not a preference P (see objective)"
 
     def __init__(self, token_game: TokenGame, *, n_answers: int, extract: str, target: np.ndarray,
@@ -234,6 +239,11 @@ class AnswerGame(PreferenceOracle):
 
     def preference(self, x, y, y2) -> np.ndarray:
         return self.token_game.preference(x, y, y2)
+
+    def evaluate(self, policy: TablePolicy, rng: np.random.Generator | None = None) -> dict[str, float]:
+        """The sequence-level KL(π‖π_ref), exact (the answer-level metrics depend on the utility F a
+        learner maximizes: :meth:`objective`, :meth:`kl_answer_to_target`)."""
+        return {metrics.KL_TO_REF: self.expectation(self.kl(policy.table, self.ref))}
 
     def answer_marginal(self, pi) -> np.ndarray:
         """ν_π [X, A] = π [X, S] @ M [S, A]."""
@@ -286,33 +296,34 @@ def make_answer_game(n_contexts: int = 8, vocab_size: int = 5, max_length: int =
 
 
 # ---------------------------------------------------------------- the environment
-class AnswerGameEnv(TokenGameEnv):
+class AnswerGameEnv(TokenEpisodeEnv):
     """Answer-level fine-tuning game: write a trace token by token; its answer is scored.
 
     ## Description
-    A prompt x ~ ρ is drawn; the agent writes a trace y (V token ids, 0 = EOS, at most L
-    tokens, exactly as in ``prefzoo/TokenGame-v0``); its answer z = extract(y) (``sum_mod``:
-    sum of the tokens mod A; many traces per answer) is scored by the answer-level reward of a
-    concave utility F of the answer marginal ν (``utility``: ``kl`` to a target ρ_target,
-    ``entropy``, ``gini``, ``coherence``; see :mod:`prefzoo.envs.answer`). ``env.unwrapped.game``
-    is an exact :class:`AnswerGame`: ν_π, F, its argmax and the ALFT metrics by enumeration.
+    A prompt x ~ ρ is drawn; the agent writes a trace y (V token ids, 0 = EOS, at most L tokens:
+    :class:`~prefzoo.envs.token_episode.TokenEpisodeEnv`'s episode, as in ``TokenGame-v0``); its
+    answer z = extract(y) (``sum_mod``: sum of the tokens mod A; many traces per answer) is scored
+    by the answer-level reward of a concave utility F of the answer marginal ν (``utility``: ``kl``
+    to a target ρ_target, ``entropy``, ``gini``, ``coherence``; see :mod:`prefzoo.envs.answer`).
+    ``env.unwrapped.game`` is an :class:`AnswerGame`, not a preference game (its payoff is F(ν), not
+    a P: no ``nash``, no ``exploitability``); its answer-level services are exact, by enumeration
+    of the traces: ν_π, F (``objective``), its argmax (``optimum``), ``kl_answer_to_target``.
 
-    An env cannot know the learner's policy, so ν is that of a settable **opponent** sequence
-    distribution (π_ref by default; ``set_opponent(algo.policy_probs())`` tracks a learner,
-    which makes the env's reward the learner's ALFT reward).
+    An env cannot know the learner's policy, so ν is that of a settable **opponent** (π_ref by
+    default; ``set_opponent(algo.policy_probs())`` makes the env's reward the learner's ALFT reward).
 
     ## Action Space
     ``Discrete(V)``: the next token (0 = EOS).
 
     ## Observation Space
-    ``Dict`` (same as TokenGame): ``prompt`` ``Box(-B, B, (feature_dim,), float32)``,
-    ``tokens`` ``MultiDiscrete([V+1]*L)`` (padded with V), ``length`` ``Discrete(L+1)``.
+    ``Dict``, as TokenGame's: ``prompt`` ``Box(-B, B, (feature_dim,), float32)``, ``tokens``
+    ``MultiDiscrete([V+1]*L)`` (padded with V), ``length`` ``Discrete(L+1)``.
 
     ## Rewards (``reward_mode``, at the last step; 0 before)
     | mode | reward |
     |---|---|
     | ``group`` (default) | K−1 = ``group_size``−1 opponent traces are drawn; the answer seen k times among the K (the agent's included) is rewarded with the estimator table (``estimator``) for log ν and the U-statistic (k−1)/(K−1) for ν |
-    | ``exact`` | r(z) at ν_opponent, exact (e.g. log ρ_target(z) − log ν_opp(z)) |
+    | ``exact`` | r(z) at ν_opponent, computed exactly (e.g. log ρ_target(z) − log ν_opp(z)) |
 
     ## Starting State
     x ~ ρ from ``self.np_random``; no tokens.
@@ -334,11 +345,11 @@ class AnswerGameEnv(TokenGameEnv):
 
     ## info
     ``context`` always; at the last step ``sequence`` (trace index), ``answer``, ``count`` (k,
-    ``group`` mode; 0 in ``exact``) and ``exact_reward`` (r(z) at ν_opponent); before it −1, −1,
-    0 and NaN.
+    ``group`` mode; 0 in ``exact``) and ``exact_reward`` (r(z) at ν_opponent); before it −1, −1, −1
+    and −1.0 (``UNDECIDED``, see :mod:`prefzoo.envs.token_episode`; r(z) may be −1: read ``terminated``).
 
     ## Vectorized
-    None: use ``gym.make_vec(..., vectorization_mode="sync")``. ``prefzoo.algorithms.aqp_alft``
+    No vector entry point: use ``gym.make_vec(..., vectorization_mode="sync")``. ``aqp_alft``
     samples whole groups from a batched policy on the same game instead of stepping the env.
 
     ## Version History
@@ -352,39 +363,36 @@ class AnswerGameEnv(TokenGameEnv):
     ((341, 6), 1.0)
     """
 
+    outcome_info = {"sequence": int, "answer": int, "count": int, "exact_reward": float}
+
     def __init__(self, game: AnswerGame | None = None, utility: str = "kl", reward_mode: str = "group",
                  estimator: str = "aqp", group_size: int = 8, opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
-        group_size = check_int("group_size", group_size, low=2)
-        game = env_game(make_answer_game, game, **game_kwargs)
-        self.utility, self.estimator, self.group_size = utility, estimator, int(group_size)
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
+        self.group_size = check_int("group_size", group_size, low=2)
         self.g_log, self.g_poly = estimator_tables(utility, estimator, self.group_size)
-        super().__init__(game=game, reward_mode=reward_mode, opponent=opponent, render_mode=render_mode)
-
-    reward_modes = REWARD_MODES
+        game = env_game(make_answer_game, game, **game_kwargs)
+        super().__init__(game, sequence_episode(game), render_mode)
+        self.utility, self.estimator, self.reward_mode = utility, estimator, reward_mode
+        self.set_opponent(game.ref if opponent is None else opponent)
 
     def set_opponent(self, policy: np.ndarray) -> None:
-        """Set the opponent's sequence distribution [X, S] (its answer marginal is the ν of the
-        reward; π_ref by default)."""
-        super().set_opponent(policy)
+        """Set the opponent's sequence distribution [X, S]: its answer marginal is the reward's ν."""
+        self.opponent = self.game.check_policy(policy, "opponent")
         self.opponent_marginal = self.game.answer_marginal(self.opponent)
-        self._opponent_cdf = np.cumsum(self.opponent, axis=1)
 
-    _pending_info = {"sequence": -1, "answer": -1, "count": 0, "exact_reward": _UNDECIDED}
-
-    def _score(self, x: int, seq: int) -> tuple[float, dict, str]:
-        game = self.game
+    def finish(self, context: int, tokens: np.ndarray, length: int) -> Ending:
+        """Reward the finished trace's answer at the opponent's answer marginal (module table)."""
+        game, seq = self.game, int(self.game.sequences.index(tokens[None])[0])
         z = int(game.answers[seq])
-        exact = float(game.answer_rewards(self.opponent_marginal[[x]], self.utility, [x])[0, z])
+        exact = float(game.answer_rewards(self.opponent_marginal[[context]], self.utility, [context])[0, z])
         if self.reward_mode == "exact":
             reward, count = exact, 0
         else:
-            cdf = self._opponent_cdf[x]
-            others = np.minimum(np.searchsorted(cdf, self.np_random.random(self.group_size - 1) * cdf[-1],
-                                                side="right"), len(cdf) - 1)
+            others = game.sample_responses(self.opponent, np.full(self.group_size - 1, context), self.np_random)
             group = np.concatenate([[z], game.answers[others]])[None]
             count = int(group_counts(group)[0, 0])
-            reward = float(group_rewards(group, np.log(game.target[[x]]), self.utility, self.g_log,
-                                         self.g_poly)[0, 0])
-        text = f"-> answer {z} (k={count}), exact r(z)={exact:.3f}"
-        return reward, {"answer": z, "count": count, "exact_reward": exact}, text
+            log_target = np.log(game.target[[context]])
+            reward = float(group_rewards(group, log_target, self.utility, self.g_log, self.g_poly)[0, 0])
+        return Ending(reward, {"sequence": seq, "answer": z, "count": count, "exact_reward": exact},
+                      f"'{game.sequences.decode(seq)}' -> answer {z} (k={count}), exact r(z)={exact:.3f}")

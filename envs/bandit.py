@@ -1,7 +1,8 @@
-"""Contextual dueling bandit environments over a :class:`~prefzoo.envs.game.PreferenceGame`.
+"""Contextual dueling bandit environments over any game of indexed, listed responses (a
+:class:`~prefzoo.envs.game.PreferenceGame` for the registered ``PrefBandit`` ids).
 
 The single env and the batched vector env hold the same game and call the same
-:func:`duel` function, so the reward is defined once.
+:func:`play_duels` function, so the reward is defined once.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .checks import check_choice, check_int
-from .game import PreferenceGame, env_game, make_game
+from .game import env_game, make_game
 from .oracle import PreferenceOracle
 
 REWARD_MODES = ("comparison", "win_prob", "log_win_rate")
 
 
-def duel(game: PreferenceOracle, contexts: np.ndarray, actions: np.ndarray, opponent: np.ndarray,
-         reward_mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def play_duels(game: PreferenceOracle, contexts: np.ndarray, actions: np.ndarray, opponent: np.ndarray,
+               reward_mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Play ``actions`` against responses drawn from ``opponent`` [X, Y]; batched.
 
     Returns ``(reward, opponent_action, win_prob)`` where ``win_prob = P(a ≻ a' | x)`` is the
@@ -69,8 +70,10 @@ class PrefBanditEnv(_BanditBase, gym.Env):
     opponent response a' ~ opponent(·|x) (π_ref by default) is drawn and the preference oracle
     P(a ≻ a' | x) of the game decides the reward. Families: ``bt`` (transitive),
     ``cyclic`` (rock-paper-scissors skew), ``mixed`` (annotator mixture), ``reward_order``
-    (reward ranking with ties). The game is exact: ``env.unwrapped.game`` has P, π_ref, ρ,
-    ``nash(beta)`` and ``exploitability(pi, beta)``.
+    (reward ranking with ties). These games are exact: ``env.unwrapped.game`` has P, π_ref, ρ,
+    ``nash(beta)`` and ``exploitability(pi, beta)``. Any other game whose responses are indexed
+    and listed (a :class:`~prefzoo.envs.oracle.PreferenceOracle` with a ``ref`` table) is played the
+    same way: pass it as ``game``, or register its class (:func:`~prefzoo.envs.register_game`).
 
     ## Action Space
     ``Discrete(n_actions)``: the response index.
@@ -99,7 +102,8 @@ class PrefBanditEnv(_BanditBase, gym.Env):
     | ``n_contexts``, ``n_actions``, ``feature_dim`` | 8, 6, 4 | game size |
     | ``seed`` | 0 | seed of the game itself (``reset(seed=…)`` seeds the episodes) |
     | other :func:`~prefzoo.envs.game.make_game` kwargs | | ``reward_scale``, ``cyclic_strength``, … |
-    | ``game`` | None | a prebuilt :class:`PreferenceGame` instead of the kwargs above |
+    | ``game`` | None | a prebuilt game of indexed, listed responses instead of the kwargs above, or a |
+    | | | ``"module:Class"`` built as ``Class(**kwargs)`` (a registered game class) |
     | ``reward_mode`` | ``"comparison"`` | see Rewards |
     | ``opponent`` | π_ref | opponent policy [X, Y]; change later with ``set_opponent`` |
     | ``render_mode`` | None | ``"ansi"`` renders text; other modes render nothing (gym.make warns) |
@@ -130,7 +134,7 @@ class PrefBanditEnv(_BanditBase, gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
-    def __init__(self, family: str = "bt", game: PreferenceGame | None = None,
+    def __init__(self, family: str = "bt", game: PreferenceOracle | str | None = None,
                  reward_mode: str = "comparison", opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
         self._setup(family, game, reward_mode, opponent, game_kwargs)
@@ -153,8 +157,8 @@ class PrefBanditEnv(_BanditBase, gym.Env):
             raise ValueError(f"action must be an integer in {self.action_space} (0..{self.game.n_actions - 1}), "
                              f"got {action!r}")
         x = np.array([self._context])
-        reward, opp, win_prob = duel(self.game, x, np.array([int(action)]), self.opponent,
-                                     self.reward_mode, self.np_random)
+        reward, opp, win_prob = play_duels(self.game, x, np.array([int(action)]), self.opponent,
+                                           self.reward_mode, self.np_random)
         info = {"context": self._context, "opponent_action": int(opp[0]), "win_prob": float(win_prob[0])}
         self._last = (f"context {self._context}: response {int(action)} vs {int(opp[0])}, "
                       f"P(win)={win_prob[0]:.3f}, reward={reward[0]:.3f}")
@@ -179,7 +183,7 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 1, family: str = "bt", game: PreferenceGame | None = None,
+    def __init__(self, num_envs: int = 1, family: str = "bt", game: PreferenceOracle | str | None = None,
                  reward_mode: str = "comparison", opponent: np.ndarray | None = None,
                  render_mode: str | None = None, **game_kwargs: Any):
         num_envs = check_int("num_envs", num_envs, low=1)
@@ -206,7 +210,8 @@ class PrefBanditVectorEnv(_BanditBase, VectorEnv):
             raise ValueError(f"actions must be an integer array of shape ({self.num_envs},) with values in "
                              f"[0, {self.game.n_actions}), got shape {actions.shape} dtype {actions.dtype}")
         acted = self._contexts
-        reward, opp, win_prob = duel(self.game, acted, actions, self.opponent, self.reward_mode, self.np_random)
+        reward, opp, win_prob = play_duels(self.game, acted, actions, self.opponent, self.reward_mode,
+                                           self.np_random)
         self._contexts = self.game.sample_contexts(self.num_envs, self.np_random)
         info = {"context": acted, "opponent_action": opp, "win_prob": win_prob,
                 "next_context": self._contexts.copy(), "final_obs": self._obs_table[acted],

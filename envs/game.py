@@ -11,6 +11,7 @@ Notation: ``P(y ≻ π | x) = Σ_y' π(y'|x) P(y ≻ y'|x)``, i.e. ``P[x] @ pi[x
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -18,8 +19,9 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import expit, log_softmax, logsumexp, softmax
 
+from . import metrics
 from .checks import check_array, check_choice, check_int, check_memory, check_real
-from .oracle import PreferenceOracle, kl_divergence
+from .oracle import PreferenceOracle, TablePolicy, kl_divergence
 
 FAMILIES = ("bt", "cyclic", "mixed", "reward_order")
 _DENSE_COPIES = 5  # [X, Y, Y] float64 arrays alive at make_game's peak (measured, tests/envs/test_checks.py)
@@ -70,9 +72,11 @@ class PreferenceGame(PreferenceOracle):
         ValueError: if the shapes disagree, an array has NaN/inf, or P is not a preference tensor.
     """
 
-    kind = "bandit"
+    responses = "indexed"
+    payoff = "preference"
     exact = True
-    enumerable = True
+    listed = True
+    headline = metrics.EXPLOITABILITY
 
     def __init__(
         self,
@@ -114,6 +118,18 @@ class PreferenceGame(PreferenceOracle):
         """P(π ≻ μ | x) per context, [X]."""
         pi, mu = self.check_policy(pi, "pi"), self.check_policy(mu, "mu")
         return np.einsum("xi,xi->x", pi, self.win_rates(mu))
+
+    def evaluate(self, policy: TablePolicy, rng: np.random.Generator | None = None) -> dict[str, float]:
+        """Exact metrics of a table policy: exploitability (β = 0), KL(π‖π_ref) (in log space, so
+        a probability below float64's range keeps it finite), and the win rates against π_ref and
+        against a von Neumann winner, each ρ-weighted; ``rng`` is unused (nothing is sampled)."""
+        pi = policy.table
+        with np.errstate(divide="ignore"):
+            kl_to_ref = kl_divergence(policy.log_table, np.log(self.ref))
+        return {metrics.EXPLOITABILITY: self.exploitability(pi),
+                metrics.KL_TO_REF: self.expectation(kl_to_ref),
+                metrics.WIN_RATE_VS_REF: self.expectation(self.win_rate(pi, self.ref)),
+                metrics.WIN_RATE_VS_NASH: self.expectation(self.win_rate(pi, self.nash(0.0)))}
 
     # ------------------------------------------------------------------ equilibria
     def exploitability(self, pi, beta: float = 0.0) -> float:
@@ -337,17 +353,34 @@ def make_game(
     return PreferenceGame(P, ref, rho, features, rewards, family=family, seed=seed)
 
 
-def env_game(factory, game: PreferenceGame | None, *args: Any, **kwargs: Any) -> PreferenceGame:
-    """The game an env constructor holds: ``game`` as given, else ``factory(*args, **kwargs)``.
+def import_game_class(path: str) -> type:
+    """The class at ``"module:Class"`` (e.g. a game class named in a registration)."""
+    module, _, name = path.partition(":")
+    if not name:
+        raise ValueError(f"a game class is named 'module:Class', got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def env_game(factory, game: PreferenceOracle | str | None, *args: Any, max_queries: int | None = None,
+             **kwargs: Any) -> PreferenceOracle:
+    """The game an env constructor holds: ``game`` as given; a ``"module:Class"`` string built as
+    ``Class(**kwargs)`` (a registered game class, :func:`~prefzoo.envs.register_game`; ``args``, the
+    built-in family, is not its); else ``factory(*args, **kwargs)``. The run's budget
+    ``max_queries`` is set on it (:meth:`~prefzoo.envs.oracle.PreferenceOracle.set_budget`).
 
     Gymnasium passes ``gym.make`` kwargs straight through, so an unknown keyword is a
-    ``ValueError`` naming the valid ones, and ``game=`` together with game keywords is an error.
+    ``ValueError`` naming the valid ones, and a game object together with game keywords is an error.
     """
+    if isinstance(game, str):
+        factory, game, args = import_game_class(game), None, ()
     if game is not None:
         if kwargs:
             raise ValueError(f"pass either game= or game arguments, not both (got {sorted(kwargs)})")
-        return game
-    valid = list(inspect.signature(factory).parameters)[len(args):]
-    for name in kwargs:
-        check_choice("game argument", name, valid)
-    return factory(*args, **kwargs)
+    else:
+        valid = [*list(inspect.signature(factory).parameters)[len(args):], "max_queries"]
+        for name in kwargs:
+            check_choice("game argument", name, valid)
+        game = factory(*args, **kwargs)
+    if max_queries is not None:
+        game.set_budget(max_queries)
+    return game

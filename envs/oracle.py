@@ -5,28 +5,32 @@ A game has contexts x (prompts) with a distribution ρ and a feature vector each
 π_ref to sample from, and a preference P(y ≻ y' | x). Learners see the preference only through
 the counted oracle: :meth:`PreferenceOracle.compare` draws Bernoulli outcomes (``queries``) and
 :meth:`PreferenceOracle.prob` reads probabilities (``exact_calls``), so no algorithm ever
-estimates its own cost.
+estimates its own cost. Every game takes one budget, ``max_queries``: the paid evaluations of a
+run (:meth:`PreferenceOracle.spend`; :class:`BudgetExhausted` when it is spent).
 
-Each game class declares what it is (as OpenSpiel's ``GameType`` does), and algorithms read the
-declarations instead of the class:
+Each game class declares what it is (as OpenSpiel's ``GameType`` does), with no default — a class
+that leaves one out is refused when it is created — and algorithms read the declarations instead
+of the class:
 
-- ``kind``: ``"bandit"``, ``"token"``, ``"answer"``, … — the structure of a response (which
-  policies apply);
-- ``pairwise``: the payoff is the preference P itself (False for the answer game, whose payoff is a
-  utility of the answer marginal) — which losses apply;
-- ``exact``: a dense P and the exact services (``nash``, ``exploitability``, ``win_rates``) —
-  :class:`~prefzoo.envs.game.PreferenceGame` and its subclasses;
-- ``enumerable``: the responses can be listed, so π_ref is a table ``ref`` [X, Y] and a policy
-  can be read whole every iteration.
+- ``responses``: which policy family applies — ``"indexed"`` (a table over Y responses),
+  ``"tokens"`` (token sequences, sequence policies) or ``"text"`` (generated text, a language model);
+- ``payoff``: ``"preference"`` (the payoff is P itself) or ``"answer_utility"`` (a utility of the
+  answer marginal) — which losses apply;
+- ``exact``: the exact services (equilibria, exploitability, exact metrics), by whatever method;
+- ``listed``: the responses are a table — π_ref is ``ref`` [X, Y] and a policy can be read whole
+  (:data:`MAX_LISTED_READ` bounds what an algorithm may read each iteration).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .checks import check_array
+from . import metrics
+from .checks import check_array, check_int
 
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,6 +57,42 @@ def kl_divergence(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
 
 
 EXACT_SERVICES = ("P", "nash", "exploitability", "win_rates", "win_rate", "reward")  # PreferenceGame's
+RESPONSES = ("indexed", "tokens", "text")  # the policy families, by what a response is
+PAYOFFS = ("preference", "answer_utility")
+DECLARATIONS = {"responses": RESPONSES, "payoff": PAYOFFS, "exact": (False, True), "listed": (False, True)}
+BUDGET_KEYWORD = "max_queries"  # every game's one budget keyword (PreferenceOracle, gym.make)
+MAX_LISTED_READ = 8192  # responses per context up to which a listed game's table may be read every iteration
+
+
+class BudgetExhausted(RuntimeError):
+    """The game's ``max_queries`` is spent; the run stops (with a checkpoint) instead of paying more."""
+
+
+def declarations(game_class: type) -> dict[str, Any]:
+    """The declarations of a game class, read from the class (no game is built)."""
+    return {name: getattr(game_class, name) for name in DECLARATIONS}
+
+
+class TablePolicy:
+    """A policy given as a table [X, Y] (and its logarithm, when the owner keeps it in log space),
+    with the sampler interface of the trained policies (``sample(contexts, rng)``): how exact-mode
+    algorithms, and those that train no policy, are evaluated (:meth:`PreferenceOracle.evaluate`)."""
+
+    def __init__(self, probs: np.ndarray, log_probs: np.ndarray | None = None):
+        self.table = np.asarray(probs, dtype=np.float64)
+        if log_probs is None:
+            with np.errstate(divide="ignore"):
+                log_probs = np.log(self.table)
+        self.log_table = np.asarray(log_probs, dtype=np.float64)
+
+    def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return sample_categorical(self.table[np.asarray(contexts)], rng)
+
+    def export(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Write the table as ``policy.npy`` in ``run_dir``; returns the path written."""
+        path = Path(run_dir) / "policy.npy"
+        np.save(path, self.table)
+        return [path]
 
 
 class PreferenceOracle:
@@ -62,26 +102,39 @@ class PreferenceOracle:
         n_contexts: number of contexts X.
         rho: context distribution [X] (default uniform).
         features: context feature vectors [X, d] (default the identity: one-hot contexts).
-        ref: π_ref as a table [X, Y] when the responses can be listed (enumerable games and
-            token games, whose sequence set is listed), else ``None`` (the subclass then
-            implements :meth:`sample_ref`).
+        ref: π_ref as a table [X, Y] when the responses are listed, else ``None`` (the subclass
+            then implements :meth:`sample_ref`).
         seed: seed of the oracle's own generator, used by :meth:`compare` when no ``rng`` is given.
+        max_queries: the run's budget of paid evaluations (:meth:`spend`; None: no budget).
 
     A subclass implements :meth:`preference` (the uncounted probability; the ground truth an env
-    reports in ``info``) and declares ``kind``, ``pairwise``, ``exact`` and ``enumerable``.
+    reports in ``info``), declares ``responses``, ``payoff``, ``exact`` and ``listed`` (module
+    docstring) and may override :meth:`evaluate` and ``headline``.
 
     Raises:
         ValueError: an array of the wrong shape, with NaN/inf, or not a distribution.
+        TypeError: (at class creation) a declaration missing or outside its values.
     """
 
-    kind: ClassVar[str] = "bandit"
-    pairwise: ClassVar[bool] = True
-    exact: ClassVar[bool] = False
-    enumerable: ClassVar[bool] = False
+    headline: ClassVar[str] = metrics.EST_WIN_RATE_VS_REF  # the metric a run is judged by
+    # the oracle's comparisons are its paid evaluations; False: the game charges its own (a judge's)
+    pays_per_query: ClassVar[bool] = True
     why_not_exact: ClassVar[str] = "it is known only through its counted oracle"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in DECLARATIONS if not hasattr(cls, name)]
+        if missing:
+            allowed = ", ".join(f"{name} in {DECLARATIONS[name]}" for name in missing)
+            raise TypeError(f"game class {cls.__name__} must declare {', '.join(missing)} (class attributes; "
+                            f"allowed values: {allowed})")
+        for name, allowed in DECLARATIONS.items():
+            value = getattr(cls, name)
+            if value not in allowed or type(value) is not type(allowed[0]):
+                raise TypeError(f"game class {cls.__name__} declares {name}={value!r}; expected one of {allowed}")
+
     def __init__(self, n_contexts: int, rho: Any = None, features: Any = None, ref: Any = None,
-                 seed: int | None = None):
+                 seed: int | None = None, max_queries: int | None = None):
         self.n_contexts = int(n_contexts)
         X = self.n_contexts
         self.rho = np.full(X, 1.0 / X) if rho is None else check_array("rho", rho, (X,), simplex=True)
@@ -89,8 +142,10 @@ class PreferenceOracle:
         self.n_actions = None if ref is None else np.shape(ref)[-1]
         self.ref = None if ref is None else self.check_policy(ref, "ref")
         self.rng = np.random.default_rng(seed)
+        self.set_budget(max_queries)
         self.queries = 0  # Bernoulli comparisons drawn
         self.exact_calls = 0  # probabilities read through prob()
+        self.spent = 0  # paid evaluations, counted against max_queries
 
     def __getattr__(self, name: str):
         """Called only for a missing attribute: an exact service asked of a game without them gets
@@ -114,6 +169,7 @@ class PreferenceOracle:
         generator: the env's ``np_random`` or the algorithm's ``rng``), else the oracle's own.
         """
         x, y, y2 = self.check_indices(x, y, y2)
+        self._pay(x.size)
         p = self.preference(x, y, y2)
         self.queries += x.size
         return (rng or self.rng).random(x.shape) < p
@@ -121,8 +177,10 @@ class PreferenceOracle:
     def prob(self, x, y, y2) -> np.ndarray:
         """P(y ≻ y2 | x) (each element counted in ``exact_calls``)."""
         x, y, y2 = self.check_indices(x, y, y2)
+        self._pay(x.size)
+        p = self.preference(x, y, y2)
         self.exact_calls += x.size
-        return self.preference(x, y, y2)
+        return p
 
     def check_indices(self, x, y, y2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Broadcast integer arrays: contexts in [0, X), responses in [0, Y) where Y is known."""
@@ -133,14 +191,46 @@ class PreferenceOracle:
                 raise ValueError(f"{name} must hold integer indices in [0, {n or 'inf'}), got {arr!r}")
         return x, y, y2
 
+    # ------------------------------------------------------------------ the budget
+    def set_budget(self, max_queries: int | None) -> None:
+        """Cap the run's paid evaluations at ``max_queries`` (None: no cap); a resumed run may raise it.
+
+        Raises:
+            TypeError, ValueError: not an integer >= 0 (a bool, a float such as inf, a string).
+        """
+        self.max_queries = None if max_queries is None else check_int("max_queries", max_queries, low=0)
+
+    def spend(self, n: int) -> None:
+        """Charge ``n`` paid evaluations against ``max_queries``, or raise before paying any.
+
+        Raises:
+            BudgetExhausted: ``spent + n`` would pass ``max_queries`` (nothing is counted).
+        """
+        if self.max_queries is not None and self.spent + n > self.max_queries:
+            raise BudgetExhausted(
+                f"{type(self).__name__} has spent {self.spent} of its budget of {self.max_queries} queries "
+                f"({n} more needed); raise it to continue (`prefzoo train --resume RUN --max-calls N`)")
+        self.spent += n
+
+    def _pay(self, n: int) -> None:
+        if self.pays_per_query:
+            self.spend(n)
+
+    @property
+    def table_readable(self) -> bool:
+        """Whether an algorithm may read the whole response table each iteration (every response's
+        probability, the policy as a table): the responses are listed, at most
+        :data:`MAX_LISTED_READ` per context."""
+        return self.listed and self.n_actions <= MAX_LISTED_READ
+
     def counter_state(self) -> dict[str, Any]:
         """The oracle's counters (plain data): an algorithm's checkpoint holds them, so a resumed
-        run counts on from where it stopped."""
-        return {"queries": self.queries, "exact_calls": self.exact_calls}
+        run counts on from where it stopped and its budget counts the whole run."""
+        return {"queries": self.queries, "exact_calls": self.exact_calls, "spent": self.spent}
 
     def load_counter_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`counter_state`."""
-        self.queries, self.exact_calls = state["queries"], state["exact_calls"]
+        """Restore :meth:`counter_state` (the budget stays this game's own ``max_queries``)."""
+        self.queries, self.exact_calls, self.spent = state["queries"], state["exact_calls"], state["spent"]
 
     # ------------------------------------------------------------------ contexts and π_ref
     def sample_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -160,9 +250,14 @@ class PreferenceOracle:
         """ρ-weighted mean of a per-context quantity."""
         return float(self.rho @ per_context)
 
-    def estimate_metrics(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
-        """Estimated metrics of a sample-mode ``policy`` on a game without exact services (none here)."""
-        return {}
+    def evaluate(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
+        """The game's quality metrics of ``policy``, a sampler (``policy.sample(contexts, rng) ->
+        responses``; a :class:`TablePolicy` for a table). Here, on a game without exact services:
+        the estimated win rate against π_ref with its standard error on :meth:`evaluation_contexts`
+        (:meth:`estimate_win_rates`; uncounted). Games with exact services override it."""
+        contexts = self.evaluation_contexts(rng)
+        mean, se = self.estimate_win_rates([policy.sample, self.sample_ref], contexts, rng)
+        return {metrics.EST_WIN_RATE_VS_REF: float(mean[0, 1]), metrics.EST_WIN_RATE_VS_REF_SE: float(se[0, 1])}
 
     def evaluation_contexts(self, rng: np.random.Generator) -> np.ndarray:
         """The contexts on which policies are compared by estimates: 1,024 draws from ρ."""
@@ -192,7 +287,8 @@ class PreferenceOracle:
             ValueError: wrong shape, a NaN/inf, a negative entry, or a row not summing to 1.
         """
         if self.n_actions is None:
-            raise ValueError(f"this {self.kind} game has no response table: {name} cannot be a [X, Y] policy")
+            raise ValueError(f"this game's responses are not listed ({type(self).__name__}, listed=False): "
+                             f"{name} cannot be a [X, Y] policy")
         expected = (self.n_contexts, self.n_actions)
         if np.shape(pi) != expected:
             raise ValueError(f"{name} must be a policy of shape [X, Y] = {list(expected)}, got {list(np.shape(pi))}")

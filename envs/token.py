@@ -2,13 +2,13 @@
 
 A response is a token sequence, identified by its short-lex index (:mod:`prefzoo.envs.sequences`);
 π_ref is the enumerated distribution of a small GRU fitted in code (:mod:`prefzoo.envs.token_lm`).
-Two games share that structure (``sequences``, ``ref_lm``, kind ``"token"``):
+Two games share that structure (``sequences``, ``ref_lm``, ``responses = "tokens"``):
 
 - :class:`TokenGame`, an exact :class:`~prefzoo.envs.game.PreferenceGame` over the sequence indices
   (dense P, ``nash``, ``exploitability``, every exact-mode algorithm), while a dense P fits
   (S ≤ ``MAX_EXACT_SEQUENCES`` sequences per prompt);
 - :class:`TokenOracle`, a counted oracle that evaluates a preference *function* of the two
-  sequences' tokens on the fly, with no exact services (``exact`` and ``enumerable`` False):
+  sequences' tokens on the fly, with no exact services (``exact`` False; its sequences are listed):
   :func:`make_token_game` builds it above the dense-P limit (the same preference, entrywise), or
   around any Python callable ``preference(x, tokens, tokens2) -> P`` a user passes, so that
   sample-mode algorithms train against arbitrary sequence preferences unchanged.
@@ -98,7 +98,7 @@ class TokenGame(PreferenceGame):
     and ``sequence_preference`` (the :class:`SequencePreference` P was built from, when known).
     """
 
-    kind = "token"
+    responses = "tokens"
 
     def __init__(self, P, ref, rho, features, rewards, family, seed, *, sequences: SequenceSet,
                  ref_lm: ReferenceLM, sequence_preference: SequencePreference | None = None):
@@ -110,9 +110,9 @@ class TokenOracle(PreferenceOracle):
     """A token game known through its oracle only: P(y ≻ y'|x) = ``preference(x, tokens_y, tokens_y')``
     evaluated on the fly for the compared pairs (counted as usual), no dense P, no exact services.
 
-    π_ref is still enumerated (``ref`` [X, S], S ≤ ``MAX_SEQUENCES``), so sampling, the env's default
-    opponent and the policies' ``log_ref`` work as on any token game; ``Algorithm.evaluate`` reports
-    costs and time only.
+    π_ref is still enumerated (``ref`` [X, S], S ≤ ``MAX_SEQUENCES``: its responses are listed), so
+    sampling, the env's default opponent and the policies' ``log_ref`` work as on any token game;
+    :meth:`~prefzoo.envs.oracle.PreferenceOracle.evaluate` estimates the win rate against π_ref.
 
     Args:
         preference: ``preference(x [n], tokens [n, L], tokens2 [n, L]) -> [n]`` probabilities in
@@ -122,7 +122,10 @@ class TokenOracle(PreferenceOracle):
         sequences, ref_lm, ref, rho, features, family, seed: as for :class:`TokenGame`.
     """
 
-    kind = "token"
+    responses = "tokens"
+    payoff = "preference"
+    exact = False
+    listed = True
 
     def __init__(self, preference: Callable[[np.ndarray, np.ndarray, np.ndarray], Any], ref, rho, features,
                  family: str, seed: int | None, *, sequences: SequenceSet, ref_lm: ReferenceLM):

@@ -11,10 +11,14 @@ The local backend keeps ``workers`` spawned processes, each with its own pipe to
 dying worker takes only its own run with it (a ``ProcessPoolExecutor`` breaks as a whole). The Ray
 backend (extra ``[ray]``, imported only when chosen) runs each task as a Ray task with
 ``num_cpus=1``; run directories must then be on a filesystem every node sees.
+
+A backend is a context manager: ``with make_backend(...) as backend:`` stops what it started (the
+local workers, a local Ray instance) however the block ends (:meth:`Backend.close`).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import multiprocessing as mp
@@ -23,8 +27,10 @@ import signal
 import sys
 import time
 import traceback
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
-from typing import Any, Callable
+from multiprocessing.process import BaseProcess
+from typing import Any, Callable, ClassVar
 
 from prefzoo.envs import metrics as metric_names
 from prefzoo.zoo.config import ConfigError
@@ -35,7 +41,7 @@ PROGRESS_EVERY_S = 0.2  # a worker reports its run's progress at most this often
 RAY_CONNECT_TIMEOUT_S = 10  # an unreachable --address fails after this long
 RAY_OBJECT_STORE_BYTES = 80 * 1024**2  # runs return small dicts; Ray's minimum is 75 MiB
 
-Progress = Callable[[str, float, float], None]  # (key, queries, exploitability)
+Progress = Callable[[str, float, str, float], None]  # (key, queries, headline metric, its value)
 
 
 @dataclasses.dataclass
@@ -46,6 +52,7 @@ class Task:
     cfg: dict[str, Any]
     run_dir: str
     budget: int | None = None
+    imports: tuple[str, ...] = ()  # modules that register the env id (:func:`prefzoo.envs.registering_modules`)
 
 
 @dataclasses.dataclass
@@ -63,11 +70,13 @@ class Outcome:
         return len(self.retried) + 1
 
 
-def execute(task: Task, attempt: int, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+def execute(task: Task, attempt: int, report: Callable[[dict[str, float], str], None] | None = None) -> dict[str, Any]:
     """Run one attempt of a task in the current process (attempts after the first resume)."""
+    from prefzoo.envs import import_modules
     from prefzoo.zoo import runner
     from prefzoo.zoo.config import RunConfig
 
+    import_modules(task.imports)
     return runner.train(RunConfig.from_dict(task.cfg), task.run_dir, resume=attempt > 0, progress=False,
                         verbose=False, budget=task.budget, report=report, handle_sigint=False,
                         command=f"prefzoo compare (run {task.key}, attempt {attempt + 1})")
@@ -83,29 +92,71 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+def _retry(outcome: Outcome, attempt: int, retries: int, error: str) -> bool:
+    """Record a failed attempt in ``outcome``; whether to run it again (``retries`` not spent)."""
+    if attempt < retries:
+        outcome.retried.append(error)
+        return True
+    outcome.error = error
+    return False
+
+
+def _progress_fields(metrics: dict[str, float], headline: str) -> tuple[float, str, float]:
+    """What a :data:`Progress` callback gets of a run's metrics: (queries, headline, its value)."""
+    return metrics.get(metric_names.QUERIES, 0), headline, metrics.get(headline, float("nan"))
+
+
+class Backend(abc.ABC):
+    """Runs a sweep's tasks in parallel. Use it as a context manager: leaving the ``with`` block
+    calls :meth:`close`, which stops whatever the backend started."""
+
+    name: ClassVar[str]
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the runs go, for the sweep's first line (``4 local workers``)."""
+
+    @abc.abstractmethod
+    def run(self, tasks: list[Task], retries: int = DEFAULT_RETRIES, progress: Progress | None = None) -> list[Outcome]:
+        """One outcome per task, in order; a failed attempt is resumed up to ``retries`` times."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop what the backend started (idempotent)."""
+
+
 # ---------------------------------------------------------------------- local processes
-def _reporter(conn, key: str) -> Callable[[dict[str, float]], None]:
-    """Send ``("progress", key, queries, exploitability)`` at most every :data:`PROGRESS_EVERY_S`."""
+def _reporter(conn, key: str) -> Callable[[dict[str, float], str], None]:
+    """Send ``("progress", key, queries, headline, value)`` at most every :data:`PROGRESS_EVERY_S`."""
     last = [0.0]
 
-    def report(metrics: dict[str, float]) -> None:
+    def report(metrics: dict[str, float], headline: str) -> None:
         now = time.monotonic()
         if now - last[0] > PROGRESS_EVERY_S:
             last[0] = now
-            conn.send(("progress", key, metrics.get(metric_names.QUERIES, 0),
-                       metrics.get(metric_names.EXPLOITABILITY, float("nan"))))
+            conn.send(("progress", key, *_progress_fields(metrics, headline)))
 
     return report
 
 
 def _worker_main(conn) -> None:
-    """A local worker: receive ``(task, attempt)``, send progress and ``("done"|"error", key, …)``."""
+    """A local worker: receive ``(task, attempt)``, send progress and ``("done"|"error", key, …)``;
+    exit on ``None`` or when the parent's end of the pipe is gone."""
     import torch
 
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
         if message is None:
             return
         task, attempt = message
@@ -116,85 +167,109 @@ def _worker_main(conn) -> None:
             conn.send(("error", task.key, _short_error(exc)))
 
 
-class LocalBackend:
-    """``workers`` spawned processes (one torch thread each); a dead worker is replaced."""
+@dataclasses.dataclass
+class Worker:
+    """One spawned worker process, the parent's end of its pipe, and the attempt it runs."""
+
+    process: BaseProcess
+    conn: Connection
+    job: tuple[int, int] | None = None  # (task index, attempt); None while idle
+
+
+class LocalBackend(Backend):
+    """``workers`` spawned processes (one torch thread each); a dead worker is replaced.
+
+    The workers are started as needed and kept between :meth:`run` calls; :meth:`close` (the end
+    of the ``with`` block) stops them, and so does a :meth:`run` that raises (Ctrl-C included),
+    so that no run goes on behind the caller's back."""
 
     name = "local"
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool: list[Worker] = []  # the started workers, busy or idle
 
     def describe(self) -> str:
         return f"{self.workers} local worker{'s' * (self.workers > 1)}"
 
     def run(self, tasks: list[Task], retries: int = DEFAULT_RETRIES, progress: Progress | None = None) -> list[Outcome]:
         retries = check_retries(retries)
-        ctx = mp.get_context("spawn")
         outcomes = [Outcome(t.key) for t in tasks]  # by position: keys are labels, not ids
         todo = [(i, 0) for i in range(len(tasks))]  # (task index, attempt), run in order
-        busy: dict[Any, tuple[Any, Any, int, int]] = {}  # sentinel → (process, conn, task index, attempt)
-        idle: list[tuple[Any, Any]] = []
-
-        def start_worker():
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            proc.start()
-            child.close()
-            return proc, parent
-
-        def failed(i: int, attempt: int, error: str) -> None:
-            outcome = outcomes[i]
-            if attempt < retries:
-                outcome.retried.append(error)
-                todo.insert(0, (i, attempt + 1))  # resume it first
-            else:
-                outcome.error = error
-
         try:
-            while todo or busy:
-                idle = [(proc, conn) for proc, conn in idle if proc.is_alive()]
-                while todo and len(busy) < self.workers:
-                    proc, conn = idle.pop() if idle else start_worker()
-                    i, attempt = todo.pop(0)
-                    conn.send((tasks[i], attempt))
-                    busy[proc.sentinel] = (proc, conn, i, attempt)
-                wait_any([*busy, *(entry[1] for entry in busy.values())], timeout=1.0)
-                for sentinel, (proc, conn, i, attempt) in list(busy.items()):
-                    finished = False
-                    try:
-                        while not finished and conn.poll():
-                            kind, key, *payload = conn.recv()
-                            if kind == "progress":
-                                if progress is not None:
-                                    progress(key, *payload)
-                                continue
-                            finished = True
-                            if kind == "done":
-                                outcomes[i].result = payload[0]
-                            else:
-                                failed(i, attempt, payload[0])
-                    except (EOFError, OSError):
-                        pass  # the worker died: its exit code says how, below
-                    if finished:
-                        del busy[sentinel]
-                        idle.append((proc, conn))
-                    elif not proc.is_alive():
-                        proc.join()
-                        del busy[sentinel]
-                        code = proc.exitcode
-                        why = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-                        failed(i, attempt, f"worker process died ({why})")
-        finally:
-            for _, conn in idle:
-                with contextlib.suppress(OSError):
-                    conn.send(None)
-            for proc, _ in idle:
-                proc.join(timeout=2)
-            for proc, *_ in [*idle, *busy.values()]:
-                if proc.is_alive():
-                    proc.terminate()
-                    proc.join()
+            while todo or self._busy():
+                self.pool = [w for w in self.pool if w.job is not None or w.process.is_alive()]
+                while todo and len(self._busy()) < self.workers:
+                    self._assign(tasks, todo.pop(0))
+                busy = self._busy()
+                wait_any([*(w.process.sentinel for w in busy), *(w.conn for w in busy)], timeout=1.0)
+                for worker in busy:
+                    i, attempt = worker.job
+                    error = self._collect(worker, outcomes[i], progress)
+                    if error is not None and _retry(outcomes[i], attempt, retries, error):
+                        todo.insert(0, (i, attempt + 1))  # resume it first
+        except BaseException:
+            self.close()
+            raise
         return outcomes
+
+    def close(self) -> None:
+        """Ask the idle workers to exit (2 s each at most), then terminate whatever still runs."""
+        idle = [w for w in self.pool if w.job is None]
+        for worker in idle:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+        for worker in idle:
+            worker.process.join(timeout=2)
+        for worker in self.pool:
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join()
+            worker.conn.close()
+        self.pool = []
+
+    def _busy(self) -> list[Worker]:
+        return [w for w in self.pool if w.job is not None]
+
+    def _assign(self, tasks: list[Task], job: tuple[int, int]) -> None:
+        """Send attempt ``job`` to an idle worker, or to a new one."""
+        worker = next((w for w in reversed(self.pool) if w.job is None), None)
+        if worker is None:
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe()
+            worker = Worker(ctx.Process(target=_worker_main, args=(child,), daemon=True), parent)
+            worker.process.start()
+            child.close()
+            self.pool.append(worker)
+        i, attempt = job
+        worker.conn.send((tasks[i], attempt))
+        worker.job = job
+
+    def _collect(self, worker: Worker, outcome: Outcome, progress: Progress | None) -> str | None:
+        """Read what ``worker`` sent (progress is passed on); the error of its attempt when that
+        failed or the worker died, else None (done: ``outcome.result`` set; or still running)."""
+        try:
+            while worker.conn.poll():
+                kind, key, *payload = worker.conn.recv()
+                if kind == "progress":
+                    if progress is not None:
+                        progress(key, *payload)
+                    continue
+                worker.job = None
+                if kind == "done":
+                    outcome.result = payload[0]
+                    return None
+                return payload[0]
+        except (EOFError, OSError):
+            pass  # the worker died: its exit code says how, below
+        if worker.process.is_alive():
+            return None
+        worker.process.join()
+        worker.conn.close()
+        self.pool.remove(worker)
+        code = worker.process.exitcode
+        why = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        return f"worker process died ({why})"
 
 
 # ---------------------------------------------------------------------- Ray
@@ -213,7 +288,7 @@ def _ray_execute(task: Task, attempt: int) -> dict[str, Any]:
     return execute(task, attempt)
 
 
-class RayBackend:
+class RayBackend(Backend):
     """Each run a Ray task (``num_cpus=1``). Without ``address``: a local Ray instance with
     ``num_cpus`` CPUs (default: this machine's), no dashboard and a small object store."""
 
@@ -261,7 +336,9 @@ class RayBackend:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
         return f"{where} with {cpus} CPU{'s' * (cpus != 1)}"
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Shut down the local Ray instance this backend started (never a cluster, nor a Ray
+        someone else started)."""
         if self.started:
             _import_ray().shutdown()
             self.started = False
@@ -282,21 +359,16 @@ class RayBackend:
                 except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
                     cause = getattr(exc, "cause", None)
                     error = _short_error(cause) if isinstance(cause, BaseException) else _short_error(exc)
-                    error = error.splitlines()[0]
-                    if attempt < retries:
-                        outcome.retried.append(error)
+                    if _retry(outcome, attempt, retries, error.splitlines()[0]):
                         pending[remote.remote(task, attempt + 1)] = (i, attempt + 1)
-                    else:
-                        outcome.error = error
                 if progress is not None and outcome.result is not None:
-                    metrics = outcome.result["metrics"]
-                    progress(task.key, metrics.get(metric_names.QUERIES, 0),
-                             metrics.get(metric_names.EXPLOITABILITY, float("nan")))
+                    progress(task.key, *_progress_fields(outcome.result["metrics"], outcome.result["headline"]))
         return outcomes
 
 
-def make_backend(name: str = "local", *, workers: int | None = None, address: str | None = None):
-    """The backend called ``name`` (``local`` or ``ray``)."""
+def make_backend(name: str = "local", *, workers: int | None = None, address: str | None = None) -> Backend:
+    """The backend called ``name`` (``local`` or ``ray``); nothing is started until it is used.
+    Use it as ``with make_backend(...) as backend:``."""
     if name == "local":
         if address:
             raise ConfigError("--address is for --backend ray")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from prefzoo.envs import metrics
-from prefzoo.zoo import aggregate, backends, compare, config, runner, tune
+from prefzoo.zoo import aggregate, backends, compare, config, rundir, tune
 from prefzoo.zoo.config import ConfigError
 
 BANDITS = ("prefzoo/PrefBandit-v0", "prefzoo/PrefBandit-Cyclic-v0", "prefzoo/PrefBandit-Mixed-v0",
@@ -39,12 +39,13 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_BUDGET = 50_000
 
 
-def normalized_score(arrays: dict[str, np.ndarray], budget: float) -> float:
-    """Exploitability at ``budget`` queries / exploitability at iteration 0 (π_ref)."""
+def normalized_score(arrays: dict[str, np.ndarray], budget: float, headline: str) -> float:
+    """The game's ``headline`` metric's distance to its ideal (:func:`~prefzoo.envs.metrics.shortfall`:
+    the exploitability itself on exact games) at ``budget`` queries / the same at iteration 0 (π_ref)."""
     if arrays[metrics.ITERATIONS][0] != 0:
         raise ValueError("progress.csv does not start at iteration 0 (π_ref)")
-    at_budget = compare.value_at(arrays[metrics.QUERIES], arrays[metrics.EXPLOITABILITY], budget)[0]
-    return float(at_budget / arrays[metrics.EXPLOITABILITY][0])
+    at_budget = rundir.value_at(arrays[metrics.QUERIES], arrays[headline], budget)[0]
+    return float(metrics.shortfall(headline, at_budget) / metrics.shortfall(headline, arrays[headline][0]))
 
 
 def plan_suite(algos, games, seeds, budget, tuned, device) -> list[config.RunConfig]:
@@ -80,16 +81,12 @@ def benchmark(out: str | os.PathLike, *, algos=DEFAULT_ALGOS, games=DEFAULT_GAME
     out = Path(out)
     configs = plan_suite(list(algos), list(games), list(seeds), budget, tuned, device)
     note = suite_note(tuned, algos, games) if tuned is not None else None
-    executor = backends.make_backend(backend, workers=workers, address=address)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"benchmark: {len(algos)} algorithms × {len(games)} games × {len(seeds)} seeds = {len(configs)} runs, "
-          f"budget {budget:,} queries, {executor.describe()} → {out}", flush=True)
-    t0 = time.perf_counter()
-    try:
+    with backends.make_backend(backend, workers=workers, address=address) as executor:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"benchmark: {len(algos)} algorithms × {len(games)} games × {len(seeds)} seeds = {len(configs)} runs, "
+              f"budget {budget:,} queries, {executor.describe()} → {out}", flush=True)
+        t0 = time.perf_counter()
         outcomes = compare.run_all(configs, out, executor, budget, progress, retries)
-    finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
     wall = time.perf_counter() - t0
 
     rows, tables = [], {}
@@ -97,14 +94,15 @@ def benchmark(out: str | os.PathLike, *, algos=DEFAULT_ALGOS, games=DEFAULT_GAME
         picked = [i for i, c in enumerate(configs) if c.env_id == game]
         game_configs, game_outcomes = [configs[i] for i in picked], [outcomes[i] for i in picked]
         try:
-            tables[game] = compare.tabulate(game_configs, game_outcomes, out / "games" / runner.env_dirname(game),
+            tables[game] = compare.tabulate(game_configs, game_outcomes, out / "games" / rundir.env_dirname(game),
                                             budget, title=game, note=note)
         except ConfigError as err:
             print(f"note: {game}: {err}")
             continue
         for cfg, outcome in zip(game_configs, game_outcomes, strict=True):
             if outcome.result is not None:
-                score = normalized_score(runner.progress_arrays(outcome.result["run_dir"]), budget)
+                score = normalized_score(rundir.progress_arrays(outcome.result["run_dir"]), budget,
+                                         outcome.result["headline"])
                 if np.isfinite(score):
                     rows.append({"algorithm": cfg.algo, "game": game, "seed": cfg.seed, "score": score})
     if not rows:

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 import prefzoo
-from prefzoo.algorithms.base import CheckpointError
-from prefzoo.envs.metrics import EXPLOITABILITY, KL_TO_TARGET, LM_WIN_RATE_VS_REF, QUERIES
-from prefzoo.zoo import config, papers, runner
+from prefzoo.algorithms.checkpoint import CheckpointError
+from prefzoo.envs import game_class
+from prefzoo.envs.metrics import KL_TO_TARGET, QUERIES
+from prefzoo.envs.oracle import declarations
+from prefzoo.zoo import config, papers, rundir, runner
 from prefzoo.zoo.config import ConfigError
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
 from prefzoo.zoo.estimators_cli import cmd_estimators
@@ -29,9 +31,11 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # exit codes: bad input, 
 
 def cmd_list(args: argparse.Namespace) -> None:
     """Print the registered environments and algorithms (with their config files)."""
-    print("environments:")
+    print("environments (what each game declares, read from its class):")
     for env_id in prefzoo.ENV_IDS:
-        print(f"  {env_id}")
+        game = game_class(env_id)
+        declared = " ".join(f"{k}={v}" for k, v in declarations(game).items())
+        print(f"  {env_id:32s} {declared}  headline={game.headline}")
     print("algorithms:")
     directory = config.config_dir(args.config_dir)
     for name, cls in sorted(prefzoo.ALGORITHMS.items()):
@@ -45,14 +49,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.resume != "latest":
             run_dir = Path(args.resume)
         elif args.algo and args.env:
-            run_dir = runner.latest_run_dir(args.log_folder, args.algo, args.env)
+            run_dir = rundir.latest_run_dir(args.log_folder, args.algo, args.env)
         else:
             raise ConfigError("--resume needs a run directory, or --algo and --env to pick the latest run")
-        cfg = runner.load_run_config(run_dir)
+        cfg = rundir.load_run_config(run_dir)
         if args.iterations is not None:  # extends the run (the runner refuses fewer than it has)
             cfg.iterations = args.iterations
-        if args.max_calls is not None:  # raises the oracle's budget for the whole run
-            config.set_max_calls(cfg, args.max_calls)
+        if args.max_calls is not None:  # raises the game's budget for the whole run
+            config.set_max_queries(cfg, args.max_calls)
     else:
         if not args.algo or not args.env:
             raise ConfigError("train needs --algo and --env")
@@ -62,21 +66,20 @@ def cmd_train(args: argparse.Namespace) -> None:
                 overrides[key] = getattr(args, key)
         cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, _device(args, overrides))
         if args.max_calls is not None:
-            config.set_max_calls(cfg, args.max_calls)
-        run_dir = runner.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
+            config.set_max_queries(cfg, args.max_calls)
+        run_dir = rundir.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
     print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
     try:
         result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
                               command=shlex.join(["prefzoo", *sys.argv[1:]]))
     except ConfigError:
-        if args.resume is None and {p.name for p in run_dir.iterdir()} <= {runner.LOCK_FILE}:
+        if args.resume is None and {p.name for p in run_dir.iterdir()} <= {rundir.LOCK_FILE}:
             shutil.rmtree(run_dir)  # the algorithm could not be built: leave no empty run behind
         raise
     if result["status"] == "already done":
         return
     final = result["metrics"]
-    summary = ", ".join(f"{k} {final[k]:.4g}" for k in (EXPLOITABILITY, KL_TO_TARGET,
-                                                         LM_WIN_RATE_VS_REF, QUERIES) if k in final)
+    summary = ", ".join(f"{k} {final[k]:.4g}" for k in (result["headline"], KL_TO_TARGET, QUERIES) if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
     if result["status"] == "interrupted":
@@ -128,14 +131,10 @@ def cmd_tournament(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """``compare`` of WIND, SPPO and iterative BoN (those registered) on a cyclic bandit."""
+    """``compare`` of WIND, SPPO and iterative BoN on a cyclic bandit."""
     from prefzoo.zoo import compare
 
-    algos = [a for a in DEMO_ALGOS if a in prefzoo.ALGORITHMS]
-    missing = sorted(set(DEMO_ALGOS) - set(algos))
-    if missing:
-        print(f"note: {', '.join(missing)} not registered yet; comparing {', '.join(algos)}")
-    result = compare.compare(algos, DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
+    result = compare.compare(list(DEMO_ALGOS), DEMO_ENV, [0, 1, 2], args.out, workers=args.workers, budget=args.budget,
                              device=_device(args, {}), progress=args.progress)
     if result["interrupted"]:
         sys.exit(EXIT_INTERRUPTED)
@@ -261,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-freq", dest="save_freq", type=int_at_least(0), default=None,
                    help="checkpoint every N iterations, 0 = only at the end (default: from the config)")
     p.add_argument("--max-calls", dest="max_calls", type=int_at_least(0), default=None,
-                   help="cap on the oracle's model or judge calls for the whole run (LM games; a capped run "
-                        "stops with a checkpoint, and a resume with a higher cap continues it)")
+                   help="the game's budget of paid queries for the whole run (comparisons; an LM game's model or "
+                        "judge calls); a spent run stops with a checkpoint, and a resume with a higher budget "
+                        "continues it")
     p.add_argument("--log-folder", dest="log_folder", default="logs", help="root of the run directories")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                    help="continue a killed run from its last checkpoint (default: the latest run of --algo on --env)")

@@ -25,39 +25,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import prefzoo
-from prefzoo.envs.metrics import (
-    AVG_EXPLOITABILITY,
-    EXPLOITABILITY,
-    KL_TO_TARGET,
-    LM_KL_TO_REF,
-    LM_SCORE,
-    LM_WIN_RATE_VS_REF,
-    QUERIES,
-    WALL_S,
-    WIN_RATE_VS_REF,
-)
-from prefzoo.zoo import backends, config, runner
+from prefzoo.envs.metrics import QUERIES, TABLE_METRICS
+from prefzoo.zoo import backends, config, rundir
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 FRACTIONS = (0.25, 0.5, 1.0)
-# game/avg_exploitability: the average iterate, reported by algorithms whose last iterate may cycle (SPPO)
-TABLE_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET, WIN_RATE_VS_REF,
-                 LM_WIN_RATE_VS_REF, LM_KL_TO_REF, LM_SCORE, WALL_S)  # lm/: estimates on LM games
-PLOT_METRICS = (EXPLOITABILITY, AVG_EXPLOITABILITY, KL_TO_TARGET, LM_WIN_RATE_VS_REF, LM_KL_TO_REF)
 
 BUDGET_ONLY_CAP = 10**6  # iteration cap when a query budget is given and --iterations is not
 
 
 # ---------------------------------------------------------------------- reading runs at budgets
-def value_at(x: np.ndarray, y: np.ndarray, at) -> np.ndarray:
-    """The step function "y of the last row with x <= at" (NaN before the first row, past the
-    last x and where y is missing). ``x`` must be non-decreasing."""
-    at = np.atleast_1d(np.asarray(at, dtype=float))
-    idx = np.searchsorted(x, at, side="right") - 1
-    out = np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
-    return np.where(at <= x[-1], out, np.nan)
-
-
 def mean_se(values: np.ndarray) -> tuple[float, float, int]:
     """Mean, standard error (ddof=1; 0 for one value) and count over the finite entries."""
     values = values[np.isfinite(values)]
@@ -68,16 +45,17 @@ def mean_se(values: np.ndarray) -> tuple[float, float, int]:
     return float(values.mean()), se, n
 
 
-def summarize(runs: dict[str, list[dict[str, np.ndarray]]], budget: float) -> list[dict[str, Any]]:
-    """Rows ``{algo, metric, queries, mean, se, n}`` at each fraction of ``budget``."""
+def summarize(runs: dict[str, list[dict[str, np.ndarray]]], budget: float, headline: str) -> list[dict[str, Any]]:
+    """Rows ``{algo, metric, queries, mean, se, n}`` at each fraction of ``budget``: the game's
+    ``headline`` metric first, then the other table metrics (:data:`~prefzoo.envs.metrics.METRICS`)."""
     rows = []
     for algo, arrays in runs.items():
-        for metric in TABLE_METRICS:
+        for metric in dict.fromkeys((headline, *TABLE_METRICS)):
             if not any(metric in a for a in arrays):
                 continue
             for frac in FRACTIONS:
                 q = int(round(frac * budget))
-                vals = np.array([value_at(a[QUERIES], a[metric], q)[0] for a in arrays if metric in a])
+                vals = np.array([rundir.value_at(a[QUERIES], a[metric], q)[0] for a in arrays if metric in a])
                 mean, se, n = mean_se(vals)
                 rows.append({"algo": algo, "metric": metric, "queries": q, "mean": mean, "se": se, "n": n})
     return rows
@@ -113,8 +91,7 @@ def plan(algos, env_id, seeds, overrides, directory, device, iterations, eval_fr
         cls = config.check_algo(algo)
         extra = dict(overrides)
         names = config.hyperparameter_names(algo)
-        if "mode" not in extra and (names is None or "mode" in names) and \
-                "sample" in getattr(cls, "supported_modes", ("sample",)):
+        if "mode" not in extra and "mode" in names and "sample" in cls.supported_modes:
             extra["mode"] = "sample"
         if iterations is not None:
             extra["iterations"] = iterations
@@ -146,18 +123,19 @@ def run_all(configs: list[RunConfig], out: Path, backend, budget: int | None, pr
             stopped the running workers and cancelled the queued runs; SIGINT then stays ignored
             until the caller restores it (the table of the finished runs must still be written).
     """
-    run_dirs = [runner.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
+    run_dirs = [rundir.new_run_dir(out / "logs", c.algo, c.env_id) for c in configs]
     several_envs = len({c.env_id for c in configs}) > 1
-    tasks = [backends.Task(f"{c.algo}{' ' + c.env_id if several_envs else ''} s{c.seed}", c.to_dict(), str(d), budget)
-             for c, d in zip(configs, run_dirs, strict=True)]
+    imports = prefzoo.envs.registering_modules({c.env_id for c in configs})
+    tasks = [backends.Task(f"{c.algo}{' ' + c.env_id if several_envs else ''} s{c.seed}", c.to_dict(), str(d), budget,
+                           imports) for c, d in zip(configs, run_dirs, strict=True)]
     total = len(configs) * budget if budget else sum(c.iterations for c in configs)  # bar units
     bar = tqdm(total=total, disable=not progress, unit="q" if budget else "it", unit_scale=True,
                desc=f"{len(configs)} runs", dynamic_ncols=True)
     done_per_run: dict[str, float] = {}
 
-    def on_progress(key: str, queries: float, expl: float) -> None:
+    def on_progress(key: str, queries: float, headline: str, value: float) -> None:
         done_per_run[key] = min(queries, budget) if budget else queries
-        bar.set_postfix_str(f"{key}: q={int(queries)} expl={expl:.4f}", refresh=False)
+        bar.set_postfix_str(f"{key}: q={int(queries)} {headline.rsplit('/', 1)[-1]}={value:.4f}", refresh=False)
         if budget:
             bar.update(sum(done_per_run.values()) - bar.n)
 
@@ -167,7 +145,7 @@ def run_all(configs: list[RunConfig], out: Path, backend, budget: int | None, pr
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not lose the finished runs' table
         bar.close()
         raise Interrupted([backends.Outcome(t.key, {"run_dir": t.run_dir, "status": "done"}
-                                            if runner.finished(t.run_dir) else None) for t in tasks]) from None
+                                            if rundir.finished(t.run_dir) else None) for t in tasks]) from None
     if not budget:
         bar.update(total - bar.n)
     bar.close()
@@ -203,20 +181,17 @@ def compare(algos: list[str], env_id: str, seeds: list[int], out: str | os.PathL
     backends.check_retries(retries)
     out = Path(out)
     configs = plan(algos, env_id, seeds, overrides or {}, directory, device, iterations, eval_freq, budget)
-    executor = backends.make_backend(backend, workers=workers, address=address)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
-          f"budget {budget if budget else 'common'} queries, {executor.describe()}, "
-          f"{retries} retr{'y' if retries == 1 else 'ies'} → {out}", flush=True)
-    t0 = time.perf_counter()
-    interrupted = False
-    try:
-        outcomes = run_all(configs, out, executor, budget, progress, retries)
-    except Interrupted as stop:
-        interrupted, outcomes = True, stop.outcomes
-    finally:
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+    with backends.make_backend(backend, workers=workers, address=address) as executor:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"compare: {', '.join(algos)} on {env_id}, seeds {list(seeds)}, "
+              f"budget {budget if budget else 'common'} queries, {executor.describe()}, "
+              f"{retries} retr{'y' if retries == 1 else 'ies'} → {out}", flush=True)
+        t0 = time.perf_counter()
+        interrupted = False
+        try:
+            outcomes = run_all(configs, out, executor, budget, progress, retries)
+        except Interrupted as stop:
+            interrupted, outcomes = True, stop.outcomes
     wall = time.perf_counter() - t0
     finished = sum(o.result is not None for o in outcomes)
     try:
@@ -251,7 +226,7 @@ def tabulate(configs: list[RunConfig], outcomes: list[backends.Outcome], out: Pa
     for cfg, outcome in zip(configs, outcomes, strict=True):
         if outcome.result is None:
             continue
-        arrays = runner.progress_arrays(outcome.result["run_dir"])
+        arrays = rundir.progress_arrays(outcome.result["run_dir"])
         if np.nanmax(arrays[QUERIES]) <= 0:
             print(f"note: {cfg.algo} seed {cfg.seed} made no oracle queries; left out of the query-budget table")
             continue
@@ -264,7 +239,10 @@ def tabulate(configs: list[RunConfig], outcomes: list[backends.Outcome], out: Pa
             raise ConfigError("every run failed:\n" + "\n".join(problems))
         raise ConfigError("no run made any oracle query; nothing to compare at a query budget")
     common = budget or min(a[QUERIES][-1] for arrays in runs.values() for a in arrays)
-    rows = summarize(runs, common)
+    # each result names its game's headline; runs kept after a Ctrl-C have none: the class declares it
+    headline = next((o.result["headline"] for o in outcomes if o.result and "headline" in o.result), None) \
+        or prefzoo.envs.game_class(configs[0].env_id).headline
+    rows = summarize(runs, common, headline)
     header = (f"## {title}: {', '.join(runs)} — {len(seeds)} seeds, budget {int(common):,} oracle queries\n\n"
               + (f"{note}\n\n" if note else "")
               + "Values of each run's last evaluation at or below the budget (progress.csv), mean ± s.e."

@@ -25,6 +25,7 @@ import yaml
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
 from prefzoo.envs.checks import closest_hint
+from prefzoo.envs.oracle import BUDGET_KEYWORD
 
 RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}}
 CONFIG_DIR_ENV = "PREFZOO_CONFIG_DIR"  # overrides the packaged zoo_configs/ (tests, experiments)
@@ -47,23 +48,20 @@ def check_algo(name: str) -> type:
 
 
 def check_env(env_id: str) -> str:
-    if env_id not in prefzoo.ENV_IDS and env_id not in gym.registry:
+    """``env_id`` when it is registered in this process (never imports anything: a config is data)."""
+    if env_id not in gym.registry:
         raise unknown("env id", env_id, prefzoo.ENV_IDS)
     return env_id
 
 
-def hyperparameter_names(algo: str) -> list[str] | None:
-    """The keywords the algorithm's constructor accepts (None when it takes ``**kwargs``)."""
+def hyperparameter_names(algo: str) -> list[str]:
+    """The keywords the algorithm's constructor accepts (no constructor takes ``**kwargs``)."""
     params = inspect.signature(check_algo(algo).__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
     return [name for name in params if name not in NOT_HYPERPARAMETERS]
 
 
 def check_hyperparameters(algo: str, hyperparams: dict[str, Any], source: str = "") -> None:
     valid = hyperparameter_names(algo)
-    if valid is None:
-        return
     for name in hyperparams:
         if name not in valid:
             where = f" (from {source})" if source else ""
@@ -190,8 +188,7 @@ def resolve(algo: str, env_id: str, seed: int = 0, overrides: dict[str, Any] | N
         raise ConfigError(f"device given twice: --device {device} and --hp device={overrides['device']}; pass one")
     hyperparams = {**read_hyperparameters(algo, env_id, directory), **overrides}
     runner = {key: hyperparams.pop(key, default) for key, default in RUNNER_KEYS.items()}
-    names = hyperparameter_names(algo)
-    if device is not None and (names is None or "device" in names):
+    if device is not None and "device" in hyperparameter_names(algo):
         hyperparams["device"] = device
     return validate(RunConfig(algo=algo, env_id=env_id, seed=seed, **runner, hyperparams=hyperparams),
                     source=f"{config_dir(directory) / (algo + '.yml')} or --hp")
@@ -217,34 +214,26 @@ def validate(cfg: RunConfig, source: str = "") -> RunConfig:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """SHA-256 of the resolved config except ``iterations`` and the oracle's ``max_calls`` (raising
+    """SHA-256 of the resolved config except ``iterations`` and the game's ``max_queries`` (raising
     the run's budgets is the one change a resume accepts), stored in every checkpoint."""
     return hashlib.sha256(json.dumps(fingerprint(cfg), sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The config a checkpoint belongs to, flattened (``hyperparams.lr``, ``env_kwargs.n_actions``),
-    without the budgets ``iterations`` and ``env_kwargs.oracle_kwargs.max_calls``."""
+    without the budgets ``iterations`` and ``env_kwargs.max_queries``."""
     flat = {}
     for key, value in cfg.to_dict().items():
         if isinstance(value, dict) and key in ("hyperparams", "env_kwargs"):
-            flat.update({f"{key}.{name}": item for name, item in value.items()})
+            flat.update({f"{key}.{name}": item for name, item in value.items() if name != BUDGET_KEYWORD})
         elif key != "iterations":
             flat[key] = value
-    oracle_kwargs = flat.pop("env_kwargs.oracle_kwargs", None)
-    if isinstance(oracle_kwargs, dict):
-        oracle_kwargs = {k: v for k, v in oracle_kwargs.items() if k != "max_calls"}
-    if oracle_kwargs:  # none left (or none given) is the game's default oracle either way
-        flat["env_kwargs.oracle_kwargs"] = oracle_kwargs
     return flat
 
 
-def set_max_calls(cfg: RunConfig, max_calls: int) -> None:
-    """Set the run's oracle budget, ``env_kwargs.oracle_kwargs.max_calls`` (``--max-calls``)."""
-    oracle_kwargs = cfg.env_kwargs.get("oracle_kwargs") or {}
-    if not isinstance(oracle_kwargs, dict):
-        raise ConfigError(f"env_kwargs.oracle_kwargs must be a mapping, got {oracle_kwargs!r}")
-    cfg.env_kwargs = {**cfg.env_kwargs, "oracle_kwargs": {**oracle_kwargs, "max_calls": max_calls}}
+def set_max_queries(cfg: RunConfig, max_queries: int) -> None:
+    """Set the run's budget, the game's one budget keyword ``max_queries`` (``--max-calls``)."""
+    cfg.env_kwargs = {**cfg.env_kwargs, BUDGET_KEYWORD: max_queries}
 
 
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -11,16 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from prefzoo.envs.metrics import (  # noqa: E402
-    AVG_EXPLOITABILITY, EXPLOITABILITY, KL_TO_TARGET, LM_KL_TO_REF, LM_WIN_RATE_VS_REF, QUERIES, REG_EXPLOITABILITY,
-    WALL_S)
-from prefzoo.zoo.compare import PLOT_METRICS, value_at  # noqa: E402
+from prefzoo.envs.metrics import METRICS, PLOT_METRICS, QUERIES, WALL_S  # noqa: E402
+from prefzoo.zoo.rundir import value_at  # noqa: E402
 
-LABELS = {EXPLOITABILITY: "exploitability  max_y P(y≻π) − ½",
-          KL_TO_TARGET: "KL(π_target ‖ π)",
-          AVG_EXPLOITABILITY: "exploitability of the average iterate", REG_EXPLOITABILITY: "regularized exploitability",
-          LM_WIN_RATE_VS_REF: "win rate vs π_ref (held-out, estimated)", LM_KL_TO_REF: "KL(π ‖ π_ref) (estimated)"}
-LINEAR = (LM_WIN_RATE_VS_REF, LM_KL_TO_REF)  # estimates that start at ½ / 0 (and may dip below): no log axis
 GRID = 200
 
 
@@ -49,25 +42,25 @@ def _log_y(ax) -> None:
 
 
 def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None:
-    metrics = [m for m in PLOT_METRICS if any(m in a for arrays in runs.values() for a in arrays)]
-    if not metrics:
+    shown = [m for m in PLOT_METRICS if any(m in a for arrays in runs.values() for a in arrays)]
+    if not shown:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.6 * len(shown), 4.4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], shown):
         for i, (algo, arrays) in enumerate(runs.items()):
             have = [a for a in arrays if metric in a and np.isfinite(a[metric]).any()]
             if not have:
                 continue
             x = grid_for(have)
             _band(ax, x, [value_at(a[xkey], a[metric], x) for a in have], algo, colors[i % len(colors)],
-                  -np.inf if metric in LINEAR else 1e-12)
-        if metric not in LINEAR:
+                  1e-12 if METRICS[metric].log_axis else -np.inf)
+        if METRICS[metric].log_axis:
             _log_y(ax)
         if xkey == QUERIES:
             ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 50k, 100k, 1M
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_ylabel(METRICS[metric].label)
         ax.set_title(metric)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from prefzoo.algorithms.base import CheckpointError
-from prefzoo.zoo import runner
+from prefzoo.algorithms.checkpoint import CheckpointError
+from prefzoo.zoo import rundir, runner
 from prefzoo.zoo.config import ConfigError, RunConfig, fingerprint
 
 
@@ -36,12 +36,12 @@ def run_source(path: str | os.PathLike) -> tuple[RunConfig, Path]:
         run_dir, source = (path.parent.parent if path.suffix == ".pt" else path.parent), path
     else:
         raise ConfigError(f"{path}: expected a run directory, a checkpoint .pt or a policy .npy")
-    return runner.load_run_config(run_dir), source
+    return rundir.load_run_config(run_dir), source
 
 
 def latest_checkpoint(run_dir: Path, missing: str) -> Path:
     """The run's latest checkpoint; ``ConfigError(missing)`` when it has none."""
-    saved = runner.checkpoints(run_dir)
+    saved = rundir.checkpoints(run_dir)
     if not saved:
         raise ConfigError(missing)
     return saved[max(saved)]

@@ -36,9 +36,8 @@ import numpy as np
 import torch
 import yaml
 
-from prefzoo.envs import metrics
-from prefzoo.zoo import backends, config, runner
-from prefzoo.zoo.compare import value_at
+from prefzoo.envs import import_modules, metrics, registering_modules
+from prefzoo.zoo import backends, config, rundir, runner
 from prefzoo.zoo.config import ConfigError
 
 TUNING_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...; evaluation seeds stay below
@@ -78,10 +77,13 @@ def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def target_metric(algo: str, env_id: str, directory=None, device: str = "cpu") -> str:
-    """``game/kl_to_target`` when the algorithm has a target on this game, else exploitability."""
+    """``game/kl_to_target`` when the game is exact and the algorithm has a target on it, else the
+    game's headline metric (exploitability on exact games, the estimated win rate on the others)."""
     algorithm = runner.build(config.resolve(algo, env_id, TUNING_SEED_BASE, {"mode": "sample"}
                                             if _has_sample_mode(algo) else {}, directory, device))
-    return metrics.KL_TO_TARGET if algorithm.target_policy() is not None else metrics.EXPLOITABILITY
+    if algorithm.exact_preference and algorithm.target_policy() is not None:
+        return metrics.KL_TO_TARGET
+    return algorithm.game.headline
 
 
 def _has_sample_mode(algo: str) -> bool:
@@ -91,9 +93,10 @@ def _has_sample_mode(algo: str) -> bool:
 
 @dataclasses.dataclass
 class Objective:
-    """The study's objective (minimized): the mean over the tuning seeds of ``metric`` at ``budget``
-    queries, with the pruner asked at each of :data:`CHECKPOINTS`. Plain data, so that trials run in
-    other processes too (local workers, Ray tasks)."""
+    """The study's objective (minimized): the mean over the tuning seeds of ``metric``'s distance to
+    its ideal (:func:`~prefzoo.envs.metrics.shortfall`; the metric itself for a distance such as the
+    exploitability) at ``budget`` queries, with the pruner asked at each of :data:`CHECKPOINTS`.
+    Plain data, so that trials run in other processes too (local workers, Ray tasks)."""
 
     algo: str
     env_id: str
@@ -105,6 +108,7 @@ class Objective:
     space: dict[str, dict[str, Any]]
     metric: str
     trial_root: str
+    imports: tuple[str, ...] = ()  # modules that register env_id (:func:`prefzoo.envs.registering_modules`)
 
     def __call__(self, trial) -> float:
         import optuna
@@ -118,16 +122,18 @@ class Objective:
             shutil.rmtree(run_dir, ignore_errors=True)  # a trial interrupted before: start it over
             marks = [int(f * self.budget) for f in CHECKPOINTS]
 
-            def report(m, i=i, marks=marks):
+            def report(m, headline, i=i, marks=marks):
                 while marks and m.get(metrics.QUERIES, 0) >= marks[0]:
-                    trial.report(float(m[self.metric]), step=i * self.budget + marks.pop(0))
+                    trial.report(float(metrics.shortfall(self.metric, m[self.metric])),
+                                 step=i * self.budget + marks.pop(0))
                     if trial.should_prune():
                         raise optuna.TrialPruned()
 
             runner.train(cfg, run_dir, progress=False, verbose=False, budget=self.budget, report=report,
                          handle_sigint=False, command=f"prefzoo tune (trial {trial.number}, seed {s})")
-            arrays = runner.progress_arrays(run_dir)
-            values.append(float(value_at(arrays[metrics.QUERIES], arrays[self.metric], self.budget)[0]))
+            arrays = rundir.progress_arrays(run_dir)
+            at_budget = rundir.value_at(arrays[metrics.QUERIES], arrays[self.metric], self.budget)[0]
+            values.append(float(metrics.shortfall(self.metric, at_budget)))
         return float(np.mean(values))
 
 
@@ -157,9 +163,10 @@ def run_trials(objective: Objective, journal: str, name: str, n: int, sampler_se
     open_study(journal, name, sampler_seed).optimize(objective, n_trials=n, callbacks=[show])
 
 
-def _run_trials_in_worker(*job) -> None:
+def _run_trials_in_worker(objective: Objective, *job) -> None:
     torch.set_num_threads(1)  # one process per core
-    run_trials(*job)
+    import_modules(objective.imports)
+    run_trials(objective, *job)
 
 
 def run_in_parallel(jobs: list[tuple], executor) -> None:
@@ -167,11 +174,8 @@ def run_in_parallel(jobs: list[tuple], executor) -> None:
     in this process when there is one job, else each in its own spawned process."""
     if executor.name == "ray":
         ray = executor.connect()
-        try:
-            remote = ray.remote(num_cpus=1, max_retries=0)(_run_trials_in_worker)
-            ray.get([remote.remote(*job) for job in jobs])
-        finally:
-            executor.shutdown()
+        remote = ray.remote(num_cpus=1, max_retries=0)(_run_trials_in_worker)
+        ray.get([remote.remote(*job) for job in jobs])
     elif len(jobs) == 1:
         run_trials(*jobs[0])
     else:
@@ -207,8 +211,8 @@ def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget:
     seeds = [TUNING_SEED_BASE + i for i in range(n_seeds)]
     objective = Objective(algo, env_id, budget, seeds, base, None if directory is None else str(directory), device,
                           space, target_metric(algo, env_id, directory, device),
-                          str(out / "trials" / algo / runner.env_dirname(env_id)))
-    journal, study_name = str(out / f"{algo}-{runner.env_dirname(env_id)}.journal"), f"{algo}-{env_id}"
+                          str(out / "trials" / algo / rundir.env_dirname(env_id)), registering_modules([env_id]))
+    journal, study_name = str(out / f"{algo}-{rundir.env_dirname(env_id)}.journal"), f"{algo}-{env_id}"
     study = open_study(journal, study_name, seed)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(states=finished))
@@ -216,8 +220,9 @@ def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget:
         print(f"tune: resuming the study in {out} ({done} of {trials} trials done)", flush=True)
     shares = [len(share) for share in np.array_split(np.arange(max(0, trials - done)), workers) if len(share)]
     # a resumed study reseeds the sampler past the trials it has; parallel shares get seeds of their own
-    run_in_parallel([(objective, journal, study_name, n, seed + done + 10_000 * k) for k, n in enumerate(shares)],
-                    executor)
+    with executor:
+        run_in_parallel([(objective, journal, study_name, n, seed + done + 10_000 * k) for k, n in enumerate(shares)],
+                        executor)
     study = open_study(journal, study_name, seed)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
@@ -225,6 +230,8 @@ def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget:
     best = study.best_trial
     n_finished = len(study.get_trials(states=finished))
     metric = objective.metric
+    if metrics.METRICS[metric].best:  # a distance to a nonzero ideal, e.g. 1 − win rate
+        metric = f"|{metric} - {metrics.METRICS[metric].best:g}|"
     path = write_best(algo, env_id, out, best.params, directory,
                       header=f"# Tuned: prefzoo tune --algo {algo} --env {env_id} --trials {trials} --budget {budget}\n"
                              f"# best mean {metric} over tuning seeds {seeds}: {best.value:.6g} "

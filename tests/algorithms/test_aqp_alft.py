@@ -79,11 +79,11 @@ def test_pooled_counts_grow_the_effective_group(tmp_path):
 def test_errors_name_the_fix():
     with pytest.raises(TypeError):
         prefzoo.make_algo("aqp_alft", small_env(), not_a_hyperparameter=1)
-    with pytest.raises(ValueError, match=r"AQPALFT plays games of kind answer, but this game .* kind 'bandit' "
+    with pytest.raises(ValueError, match=r"AQPALFT plays games whose payoff is answer_utility, but this game .* payoff='preference'"
                                          r".* play it \(default settings\): \['wind'"):
         prefzoo.make_algo("aqp_alft", "prefzoo/PrefBandit-v0")
-    with pytest.raises(ValueError, match=r"plays games whose payoff is the pairwise preference, but .* kind "
-                                         r"'answer' with pairwise=False.* play it \(default settings\): \['aqp_alft'\]"):
+    with pytest.raises(ValueError, match=r"GRPO plays games whose payoff is preference, but .* payoff='answer_utility'"
+                                         r".* play it \(default settings\): \['aqp_alft'\]"):
         prefzoo.make_algo("grpo", small_env(), policy="gru")
     with pytest.raises(ValueError, match="unknown estimator 'aqpp'"):
         build(estimator="aqpp")

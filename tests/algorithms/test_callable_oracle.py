@@ -56,7 +56,7 @@ def callable_env():
 
 def test_the_callable_is_the_oracle_counted_and_seeded():
     game = callable_env().unwrapped.game
-    assert isinstance(game, TokenOracle) and game.kind == "token" and not game.exact and not game.enumerable
+    assert isinstance(game, TokenOracle) and game.responses == "tokens" and not game.exact and game.listed
     rows, P = listed_sequences(), dense_p()
     np.testing.assert_array_equal(game.sequences.tokens, rows)
     rng = np.random.default_rng(0)
@@ -92,18 +92,26 @@ def test_sample_algorithms_train_on_a_callable_preference(name, hyperparams):
     end = win_rate_vs_ref(algo.policy.probs())
     assert end >= 0.6, (name, start, end)
     assert algo.queries == game.queries > 0
-    assert set(algo.evaluate()) == {"cost/queries", "cost/samples", "time/wall_s"}  # no exact metrics
+    evaluation = algo.evaluate()  # no exact metrics: an estimated win rate, checked against the dense P
+    assert set(evaluation) == {"est/win_rate_vs_ref", "est/win_rate_vs_ref_se", "cost/queries", "cost/samples",
+                               "time/wall_s"}
+    assert abs(evaluation["est/win_rate_vs_ref"] - end) < 5 * evaluation["est/win_rate_vs_ref_se"]
 
 
-def test_algorithms_that_need_exact_services_or_enumeration_refuse_it_by_name():
+def test_algorithms_that_need_exact_services_or_too_many_listed_responses_refuse_it_by_name():
     env = callable_env()
     with pytest.raises(ValueError, match=r"WIND in exact mode reads the game.s exact services .* exact=False, "
-                                         r"enumerable=False; algorithms that play it \(default settings\): \[.*'wind'"):
+                                         r"listed=True with 40 responses per context; algorithms that play it "
+                                         r"\(default settings\): \[.*'wind'"):
         prefzoo.make_algo("wind", env, mode="exact")
-    with pytest.raises(ValueError, match=r"IterativeBoN in sample mode .* reads every response's probability"):
-        prefzoo.make_algo("iterative_bon", env, mode="sample", policy="gru", normalizer="exact")
+    exact_normalizer = {"mode": "sample", "policy": "gru", "normalizer": "exact"}
+    assert prefzoo.make_algo("iterative_bon", env, **exact_normalizer).game is env.unwrapped.game  # 40: readable
+    large = gym.make("prefzoo/TokenGame-v0", preference=ones_minus_length, n_contexts=X, vocab_size=8, max_length=5)
+    with pytest.raises(ValueError, match=r"IterativeBoN in sample mode .* reads every response's probability"
+                                         r".* 19,608 responses per context"):
+        prefzoo.make_algo("iterative_bon", large, **exact_normalizer)
     with pytest.raises(ValueError, match=r"no average iterate .* SPPO keeps the last iterate"):
-        prefzoo.make_algo("sppo", env, mode="sample", policy="gru").average_policy_probs()
+        prefzoo.make_algo("sppo", large, mode="sample", policy="gru").average_policy_probs()
     with pytest.raises(AttributeError, match=r"nash is an exact service, and this game has none .* pair by pair"):
         env.unwrapped.game.nash(0.1)
 

@@ -18,8 +18,7 @@ from prefzoo.algorithms.lm_policy import LMPolicy  # noqa: E402
 from prefzoo.envs import metrics  # noqa: E402
 from prefzoo.envs.lm.env import LMGameEnv  # noqa: E402
 from prefzoo.envs.lm.game import LMGame  # noqa: E402
-from prefzoo.zoo import runner  # noqa: E402
-from prefzoo.zoo import config  # noqa: E402
+from prefzoo.zoo import config, rundir, runner  # noqa: E402
 from prefzoo.zoo.config import RunConfig  # noqa: E402
 
 PROMPTS = [f"the {n} was" for n in ("movie", "book", "phone", "pizza", "hotel", "coffee", "camera", "song")]
@@ -49,7 +48,7 @@ def test_lm_policy_log_prob_matches_a_per_token_loop(game):
         np.testing.assert_allclose(batched[i], total, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(batched, ref)  # π_θ = π_ref at init
     np.testing.assert_array_equal(y, policy.sample(x, np.random.default_rng(0)))  # same seed, same responses
-    with pytest.raises(ValueError, match="not enumerable"):
+    with pytest.raises(ValueError, match="an LM policy has no table"):
         policy.probs()
 
 
@@ -74,11 +73,11 @@ def test_sample_algorithms_raise_the_win_rate_against_the_reference(algo, hyperp
     algorithm = prefzoo.make_algo(algo, env, seed=0, policy="hf", batch_size=32, **hyperparams)
     before = algorithm.evaluate()
     after = algorithm.learn(12, eval_freq=12).evaluate()
-    win, se = after[metrics.LM_WIN_RATE_VS_REF], after[metrics.LM_WIN_RATE_VS_REF_SE]
+    win, se = after[metrics.EST_WIN_RATE_VS_REF], after[metrics.EST_WIN_RATE_VS_REF_SE]
     assert win - 0.5 > 3 * se
-    assert win - before[metrics.LM_WIN_RATE_VS_REF] > 3 * np.hypot(se, before[metrics.LM_WIN_RATE_VS_REF_SE])
+    assert win - before[metrics.EST_WIN_RATE_VS_REF] > 3 * np.hypot(se, before[metrics.EST_WIN_RATE_VS_REF_SE])
     assert after[metrics.LM_SCORE] > before[metrics.LM_SCORE]
-    assert after[metrics.LM_KL_TO_REF] > 0 and after[metrics.QUERIES] == 12 * 32 * comparisons
+    assert after[metrics.EST_KL_TO_REF] > 0 and after[metrics.QUERIES] == 12 * 32 * comparisons
 
 
 def test_grpo_compares_every_distinct_pair_of_a_group(game):
@@ -96,17 +95,17 @@ def test_query_cap_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     hp = {"mode": "sample", "policy": "hf", "batch_size": 8, "grad_steps": 1, "lr": 1e-3}
     plain = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=4, eval_freq=4, save_freq=4,
                       env_kwargs=kwargs, hyperparams=hp)
-    capped = RunConfig(**{**plain.to_dict(), "env_kwargs": {**kwargs, "oracle_kwargs": {"max_calls": 30}}})
+    capped = RunConfig(**{**plain.to_dict(), "env_kwargs": {**kwargs, "max_queries": 30}})
     done = runner.train(plain, tmp_path / "plain", progress=False)
     stopped = runner.train(capped, tmp_path / "capped", progress=False)
-    assert stopped["status"] == "oracle_cap" and 0 < stopped["iteration"] < 4
-    assert max(runner.checkpoints(tmp_path / "capped")) == stopped["iteration"]
+    assert stopped["status"] == runner.BUDGET_SPENT and 0 < stopped["iteration"] < 4
+    assert max(rundir.checkpoints(tmp_path / "capped")) == stopped["iteration"]
     again = runner.train(capped, tmp_path / "capped", resume=True, progress=False)
-    assert again["status"] == "oracle_cap" and again["iteration"] == stopped["iteration"]
-    config.set_max_calls(capped, 10_000)
+    assert again["status"] == runner.BUDGET_SPENT and again["iteration"] == stopped["iteration"]
+    config.set_max_queries(capped, 10_000)
     resumed = runner.train(capped, tmp_path / "capped", resume=True, progress=False)
     assert resumed["status"] == "done" and resumed["iteration"] == 4, resumed
-    assert runner.load_run_config(tmp_path / "capped").env_kwargs["oracle_kwargs"] == {"max_calls": 10_000}
+    assert rundir.load_run_config(tmp_path / "capped").env_kwargs["max_queries"] == 10_000
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "plain" / "hf_policy").state_dict()
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "capped" / "hf_policy").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -133,9 +132,12 @@ def test_lora_policy_starts_at_the_reference_trains_adapters_only_and_saves_merg
     with torch.no_grad():
         trained = algo.policy.log_prob(xs, ys)
         assert not torch.allclose(trained, algo.policy.ref_log_prob(xs, ys), atol=1e-4)
-    algo.policy.save_pretrained(tmp_path)
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path)  # plain transformers, no peft
-    plain = LMPolicy(LMGame(prompts=PROMPTS, max_new_tokens=6, model=str(tmp_path)), torch.device("cpu"))
+    written = algo.export(tmp_path)
+    assert written == [tmp_path / "hf_policy", tmp_path / "generations.txt"]
+    generations = (tmp_path / "generations.txt").read_text().splitlines()  # on the held-out prompts
+    assert generations and all(" -> " in line for line in generations)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_policy")  # plain transformers, no peft
+    plain = LMPolicy(LMGame(prompts=PROMPTS, max_new_tokens=6, model=str(tmp_path / "hf_policy")), torch.device("cpu"))
     plain.game.store, plain.game.prompt_ids = game.store, game.prompt_ids  # same handles, same prompts
     with torch.no_grad():
         np.testing.assert_allclose(plain.log_prob(xs, ys), trained, atol=1e-4)
@@ -196,11 +198,11 @@ def test_cli_max_calls_caps_a_run_and_a_resume_raises_it(tmp_path, capsys, monke
           "--hp", "mode=sample", "--hp", "batch_size=8", "--hp", "grad_steps=1"]
     cli.main(["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--iterations", "3", "--max-calls", "30",
               "--no-progress", *hp])
-    assert "oracle_cap at iteration 1" in capsys.readouterr().out
+    assert f"{runner.BUDGET_SPENT} at iteration 1" in capsys.readouterr().out
     run = tmp_path / "logs" / "wind" / "prefzoo-LMGame-v0_1"
     cli.main(["train", "--resume", str(run), "--max-calls", "1000", "--no-progress"])
     assert "done at iteration 3" in capsys.readouterr().out
-    assert runner.load_run_config(run).env_kwargs["oracle_kwargs"] == {"max_calls": 1000}
+    assert rundir.load_run_config(run).env_kwargs["max_queries"] == 1000
 
 
 def test_tournament_of_lm_runs_estimates_their_win_rates_from_checkpoints(tmp_path):
@@ -211,21 +213,21 @@ def test_tournament_of_lm_runs_estimates_their_win_rates_from_checkpoints(tmp_pa
 
     hp = {"mode": "sample", "policy": "hf", "batch_size": 32, "beta": 0.1, "eta": 1.0, "lr": 2e-3, "grad_steps": 2}
     runs = []
-    for iterations, budget in ((12, {}), (1, {"oracle_kwargs": {"max_calls": 10**6}})):  # a budget is not the game
+    for iterations, budget in ((12, {}), (1, {"max_queries": 10**6})):  # a budget is not the game
         cfg = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=iterations, eval_freq=iterations,
                         save_freq=iterations, env_kwargs={"max_new_tokens": 12, **budget}, hyperparams=hp)
         runs.append(tmp_path / f"wind{iterations}")
         logged = runner.train(cfg, runs[-1], progress=False)["metrics"]
-    trained = runner.progress_arrays(runs[0])
+    trained = rundir.progress_arrays(runs[0])
     result = tournament.tournament([str(r) for r in runs], tmp_path / "tour", verbose=False)
     assert result["names"] == ["wind/s0@12", "wind/s0@1", "π_ref"]
     matrix = result["matrix"]
     se = np.loadtxt(tmp_path / "tour" / "tournament_se.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
     np.testing.assert_allclose(matrix + matrix.T, 1.0)
     assert matrix[0, 2] - 0.5 > 3 * se[0, 2]
-    own, own_se = trained[metrics.LM_WIN_RATE_VS_REF][-1], trained[metrics.LM_WIN_RATE_VS_REF_SE][-1]
+    own, own_se = trained[metrics.EST_WIN_RATE_VS_REF][-1], trained[metrics.EST_WIN_RATE_VS_REF_SE][-1]
     assert abs(matrix[0, 2] - own) < 4 * np.hypot(se[0, 2], own_se), (matrix[0, 2], own)
-    assert logged[metrics.LM_WIN_RATE_VS_REF] < own  # one iteration moved less than twelve
+    assert logged[metrics.EST_WIN_RATE_VS_REF] < own  # one iteration moved less than twelve
     assert "± " in (tmp_path / "tour" / "tournament.md").read_text()
     other = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=1, eval_freq=1, save_freq=1,
                       env_kwargs={"max_new_tokens": 6}, hyperparams=hp)
@@ -245,12 +247,12 @@ def test_compare_on_an_lm_game_stops_at_the_budget_and_leaves_hf_policies(tmp_pa
     result = compare.compare(["wind", "iterative_bon"], "prefzoo/LMGame-v0", [0], tmp_path, workers=2, budget=100,
                              overrides=overrides, eval_freq=2, progress=False, device="cpu")
     for run_dir in result["run_dirs"]:
-        queries = runner.progress_arrays(run_dir)[metrics.QUERIES]
+        queries = rundir.progress_arrays(run_dir)[metrics.QUERIES]
         assert queries[-1] >= 100 > queries[-2]
         AutoModelForCausalLM.from_pretrained(f"{run_dir}/hf_policy")
     assert [p.name for p in result["plots"]] == ["vs_queries.png", "vs_wall_time.png"]  # lm/ curves
     rows = {(r["algo"], r["metric"], r["queries"]): r["mean"] for r in result["rows"]}
     for algo, run_dir in zip(("wind", "iterative_bon"), result["run_dirs"]):
-        arrays = runner.progress_arrays(run_dir)
+        arrays = rundir.progress_arrays(run_dir)
         last = np.flatnonzero(arrays[metrics.QUERIES] <= 100)[-1]
-        assert rows[algo, metrics.LM_WIN_RATE_VS_REF, 100] == pytest.approx(arrays[metrics.LM_WIN_RATE_VS_REF][last])
+        assert rows[algo, metrics.EST_WIN_RATE_VS_REF, 100] == pytest.approx(arrays[metrics.EST_WIN_RATE_VS_REF][last])

@@ -70,7 +70,7 @@ def test_exact_modes_run_unchanged_on_the_sequence_game():
 
 
 def test_gru_policy_rejects_bandit_games():
-    with pytest.raises(ValueError, match=r"needs a game whose responses are token sequences .* kind 'bandit'"):
+    with pytest.raises(ValueError, match=r"needs a game whose responses are token sequences .* got responses='indexed'"):
         prefzoo.make_algo("wind", "prefzoo/PrefBandit-v0", mode="sample", policy="gru")
 
 
@@ -94,8 +94,8 @@ def test_wind_cuts_the_regularized_exploitability_of_pi_ref_three_times():
 
 def test_sample_mode_trains_on_a_game_too_large_to_enumerate():
     """V = 8, L = 5: 19,608 sequences per prompt, no dense P. WIND trains the GRU from counted
-    comparisons (P on the fly), ``evaluate`` reports the costs only, and algorithms that read the
-    enumerated game refuse it."""
+    comparisons (P on the fly), ``evaluate`` estimates the win rate against π_ref, and algorithms
+    that read the whole response table each iteration refuse it."""
     game = make_token_game("cyclic", n_contexts=2, vocab_size=8, max_length=5, ref_fit_steps=10)
     env = gym.make("prefzoo/TokenGame-Cyclic-v0", game=game)
     algo = prefzoo.make_algo("wind", env, seed=0, mode="sample", policy="gru", batch_size=32, grad_steps=2)
@@ -104,11 +104,12 @@ def test_sample_mode_trains_on_a_game_too_large_to_enumerate():
     algo.learn(3)
     assert algo.queries == game.queries == 3 * 32 and algo.samples == 3 * 64
     assert not torch.allclose(algo.policy.log_prob(x, y), before)  # the GRU was updated
-    assert set(algo.evaluate()) == {"cost/queries", "cost/samples", "time/wall_s"}
+    assert set(algo.evaluate()) == {"est/win_rate_vs_ref", "est/win_rate_vs_ref_se", "cost/queries", "cost/samples",
+                                    "time/wall_s"}
     with pytest.raises(AttributeError, match="exact service, and this game has none .* 19,608 sequences per prompt"):
         game.nash(0.1)
     for name, mode in (("wind", "exact"), ("nash_md", "sample")):
-        with pytest.raises(ValueError, match=r"enumerable=False; algorithms that play it .*'wind'"):
+        with pytest.raises(ValueError, match=r"listed=True with 19,608 responses per context; algorithms that play it .*'wind'"):
             prefzoo.make_algo(name, env, mode=mode, policy="gru")  # nash_md: the exact sequence-level mixture
     nash_md = prefzoo.make_algo("nash_md", env, mode="sample", policy="gru", mixture="token", batch_size=32)
     assert nash_md.learn(1).queries == 32

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import prefzoo
-from prefzoo.algorithms.base import CHECKPOINT_FORMAT
+from prefzoo.algorithms.checkpoint import CHECKPOINT_FORMAT
 from prefzoo.envs.game import make_game
 
 ANSWER_SMALL = {"n_contexts": 3, "vocab_size": 4, "max_length": 3, "n_answers": 4, "ref_fit_steps": 5}
@@ -25,7 +25,7 @@ def envs():
 
 
 def env_for(name, envs):
-    return envs["answer" if prefzoo.ALGORITHMS[name].supported_games == ("answer",) else "bandit"]
+    return envs["answer" if prefzoo.ALGORITHMS[name].supported_payoffs == ("answer_utility",) else "bandit"]
 
 
 def parameters(cls):

@@ -73,7 +73,7 @@ def test_comparison_reward_mean_matches_win_prob():
 @pytest.mark.parametrize("mode", ["comparison", "win_prob", "log_win_rate"])
 def test_single_and_vector_env_share_the_reward(mode):
     """Same game, same generator state: the single env and a 1-env vector env give the same
-    opponent, win probability and reward (one ``duel`` function serves both)."""
+    opponent, win probability and reward (one ``play_duels`` function serves both)."""
     game = make_game("cyclic", seed=4)
     single = PrefBanditEnv(game=game, reward_mode=mode)
     batch = PrefBanditVectorEnv(num_envs=1, game=game, reward_mode=mode)

@@ -1,10 +1,12 @@
 """LMGame: the built-in model's save/load round trip, the text oracles (reward model re-tokenized,
-VADER, pairwise judge), counting, caching, the call cap, and the bad inputs of the issue.
+VADER, pairwise judge, a plain callable), counting, caching, the game's budget across a resume, and
+bad inputs.
 
 Everything runs on CPU and offline: the built-in model is made in code (cached per machine under
 $PREFZOO_CACHE), the reward model is a tiny GPT-2 built from a config with its own tokenizer.
 """
 
+import json
 import math
 
 import numpy as np
@@ -16,9 +18,11 @@ pytest.importorskip("vaderSentiment", reason="the optional [lm] extra is not ins
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from prefzoo.envs import metrics  # noqa: E402
-from prefzoo.envs.lm import builtin, oracles  # noqa: E402
+from prefzoo.envs import judges, metrics  # noqa: E402
+from prefzoo.envs.lm import builtin  # noqa: E402
 from prefzoo.envs.lm.game import LMGame, read_prompts  # noqa: E402
+from prefzoo.envs.lm.hf import RewardModelOracle  # noqa: E402
+from prefzoo.envs.oracle import BudgetExhausted  # noqa: E402
 
 PROMPTS = [f"the {n} was" for n in ("movie", "book", "phone", "pizza", "hotel", "coffee", "camera", "song")]
 
@@ -75,7 +79,7 @@ def reward_model_dir(tmp_path_factory):
 def test_reward_model_oracle_retokenizes_with_its_own_tokenizer(reward_model_dir, game):
     from transformers import AutoModelForSequenceClassification
 
-    oracle = oracles.RewardModelOracle(str(reward_model_dir), temperature=0.5, batch_size=2)
+    oracle = RewardModelOracle(str(reward_model_dir), temperature=0.5, batch_size=2)
     rm = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
     rm_tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     prompts = ["the movie was", "the book was", "the movie was"]
@@ -132,33 +136,129 @@ def test_vader_score_oracle_counts_caches_and_draws_bernoulli_outcomes(game):
     assert abs(wins.mean() - q) < 4 * math.sqrt(q * (1 - q) / 4000)
 
 
-def test_pairwise_judge_cache_symmetry_and_query_cap():
+def test_pairwise_judge_cache_symmetry_and_one_charge_per_batch():
+    asked, charges = [], []
+
+    def longer_wins(prompt, a, b):
+        asked.append((prompt, a, b))
+        return 0.5 + 0.4 * np.sign(len(a) - len(b))
+
+    judge = judges.PairwiseJudgeOracle(longer_wins)
+    np.testing.assert_allclose(judge.probability(["q"], ["ccc"], ["b"]), [0.9])  # standalone: counts only
+    assert judge.calls == 1 and judge.charge is None
+    judge.charge = charges.append
+    p = judge.probability(["q"] * 5, ["aa", "b", "aa", "cc", "b"], ["b", "aa", "aa", "cc", "ccc"])
+    np.testing.assert_allclose(p, [0.9, 0.1, 0.5, 0.5, 0.1])  # reversed pairs from the cache; ties free
+    assert charges == [1] and judge.calls == 2 and judge.cache_hits == 2 and len(asked) == 2
+
+
+def test_batched_score_oracle_scores_each_new_text_once():
+    seen = []
+
+    def lengths(texts):
+        seen.append(list(texts))
+        return [len(t) for t in texts]
+
+    oracle = judges.ScoreOracle(lengths, temperature=2.0, batched=True)
+    np.testing.assert_allclose(oracle.probability(["p", "p"], ["aaa", "b"], ["b", "aaa"]),
+                               [1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(1.0))])
+    assert seen == [["aaa", "b"]] and oracle.calls == 2 and oracle.cache_hits == 2  # deduplicated, one batch
+    with pytest.raises(judges.JudgeError, match="'short' returned 1 scores for 2 texts"):
+        judges.ScoreOracle(lambda texts: [0.0], batched=True, name="short").score(["p", "p"], ["a", "b"])
+
+
+def judge_game(judge, **kwargs):
+    return LMGame(prompts=PROMPTS, oracle=judge, max_new_tokens=8, **kwargs)
+
+
+def handles(game, *texts):
+    return game.store.add([np.array(game.tokenizer(text)["input_ids"]) for text in texts])
+
+
+def test_lm_game_takes_a_plain_callable_as_its_judge_counted_and_charged():
+    answer, asked = {"value": 0.8}, []
+
+    def judge(prompt, a, b):
+        asked.append((prompt, a, b))
+        return answer["value"]
+
+    game = judge_game(judge)
+    assert isinstance(game.oracle, judges.PairwiseJudgeOracle) and game.oracle.judge is judge
+    y = handles(game, "great !", "awful .", "nice .")
+    x = np.zeros(2, dtype=np.int64)
+    np.testing.assert_allclose(game.prob(x, y[:2], y[1:]), [0.8, 0.8])
+    assert asked == [(game.prompts[0], "great !", "awful ."), (game.prompts[0], "awful .", "nice .")]
+    assert game.oracle.calls == game.spent == 2
+    np.testing.assert_allclose(game.prob(x[:1], y[1:2], y[:1]), [0.2])  # the reversed pair: cached, free
+    answer["value"] = "b"  # a winner; a new prompt asks the judge again
+    assert not game.compare(x[:1] + 1, y[:1], y[1:2], np.random.default_rng(0))[0]
+    answer["value"] = "a"
+    assert game.compare(x[:1] + 2, y[:1], y[1:2], np.random.default_rng(0))[0]
+    assert game.oracle.calls == game.spent == 4 and game.queries == 2 and len(asked) == 4
+    gym = pytest.importorskip("gymnasium")
+    assert gym.make("prefzoo/LMGame-v0", prompts=PROMPTS, oracle=judge).unwrapped.game.oracle.judge is judge
+
+
+def test_budget_stops_before_the_batch_that_would_pass_it_and_counts_the_whole_run():
     asked = []
 
     def longer_wins(prompt, a, b):
         asked.append((prompt, a, b))
         return 0.5 + 0.4 * np.sign(len(a) - len(b))
 
-    judge = oracles.PairwiseJudgeOracle(longer_wins, max_calls=2)
-    p = judge.probability(["q", "q", "q", "q"], ["aa", "b", "aa", "cc"], ["b", "aa", "aa", "cc"])
-    np.testing.assert_allclose(p, [0.9, 0.1, 0.5, 0.5])  # reversed pair from the cache; ties free
-    assert judge.calls == 1 and judge.cache_hits == 1 and len(asked) == 1
-    judge.probability(["q"], ["ccc"], ["b"])
-    with pytest.raises(oracles.OracleBudgetExhausted, match="cap of 2"):
-        judge.probability(["q"], ["dddd"], ["b"])
-    assert judge.calls == 2 and len(asked) == 2  # the capped call was never made
-    np.testing.assert_allclose(judge.probability(["q"], ["b"], ["ccc"]), [0.1])  # cached answers stay free
-    hits = judge.cache_hits
-    with pytest.raises(oracles.OracleBudgetExhausted):  # a batch over the cap asks and counts nothing
-        judge.probability(["q", "q", "q"], ["aa", "e", "ffff"], ["b", "b", "b"])
-    assert judge.calls == 2 and len(asked) == 2 and judge.cache_hits == hits
-    resumed = oracles.PairwiseJudgeOracle(longer_wins, max_calls=3)  # a resumed run: its state, a higher cap
-    resumed.load_state(judge.state())
-    np.testing.assert_allclose(resumed.probability(["q", "q"], ["ccc", "b"], ["b", "aa"]), [0.9, 0.1])
-    assert resumed.calls == 2 and len(asked) == 2  # from the restored cache
-    resumed.probability(["q"], ["e"], ["b"])
-    with pytest.raises(oracles.OracleBudgetExhausted, match="cap of 3"):  # the cap counts the whole run
-        resumed.probability(["q"], ["ffff"], ["b"])
+    texts = ("good", "very good", "so very good", "bad")
+    game = judge_game(longer_wins, max_queries=2)
+    y, x = handles(game, *texts), np.zeros(2, dtype=np.int64)
+    game.prob(x[:1], y[:1], y[1:2])
+    game.prob(x[:1], y[1:2], y[:1])  # from the cache: free
+    assert game.spent == 1 and game.oracle.cache_hits == 1
+    with pytest.raises(BudgetExhausted, match="spent 1 of its budget of 2"):  # 2 new pairs: 1 + 2 > 2
+        game.prob(x, y[[0, 1]], y[[2, 3]])
+    assert game.spent == game.oracle.calls == len(asked) == 1 and game.oracle.cache_hits == 1  # nothing asked
+    game.prob(x[:1], y[2:3], y[:1])  # reaches the budget exactly
+    with pytest.raises(BudgetExhausted, match="spent 2 of its budget of 2"):
+        game.compare(x[:1], y[3:4], y[:1])
+    assert game.spent == len(asked) == 2 and game.queries == 0
+    state = json.loads(json.dumps(game.counter_state()))  # plain data, as a checkpoint holds it
+    resumed = judge_game(longer_wins, max_queries=4)  # a resumed run: the checkpoint's counters, a higher budget
+    resumed.load_counter_state(state)
+    y = handles(resumed, *texts)
+    assert resumed.spent == 2 and resumed.max_queries == 4
+    np.testing.assert_allclose(resumed.prob(x[:1], y[1:2], y[:1]), [0.9])  # from the restored cache
+    resumed.prob(x, y[[3, 3]], y[[0, 1]])
+    assert resumed.spent == resumed.oracle.calls == 4 and len(asked) == 4
+    with pytest.raises(BudgetExhausted, match="spent 4 of its budget of 4"):  # the budget counts the whole run
+        resumed.prob(x[:1], y[3:4], y[2:3])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"max_queries": True}, TypeError, "max_queries must be an integer >= 0"),
+    ({"max_queries": float("inf")}, ValueError, "max_queries must be an integer >= 0"),
+    ({"max_queries": -1}, ValueError, "max_queries"),
+    ({"eval_samples": True}, TypeError, "eval_samples must be an integer >= 1"),
+    ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be an integer >= 1"),
+    ({"lora_rank": 1.5}, ValueError, "lora_rank must be an integer >= 0"),
+    ({"temperature": float("inf")}, ValueError, "temperature must be a finite number > 0"),
+    ({"top_p": 0}, ValueError, r"top_p must be a finite number in \(0, 1\]"),
+    ({"eval_fraction": 1}, ValueError, r"eval_fraction must be a finite number in \(0, 1\)"),
+    ({"oracle": "vadr"}, ValueError, "unknown oracle 'vadr' \\(did you mean 'vader'\\?\\).*callable"),
+    ({"oracle": 3}, TypeError, "oracle must be one of .*TextOracle.*callable"),
+    ({"oracle_kwargs": {"temperature": 0}}, ValueError, "temperature must be a finite number > 0"),
+    ({"oracle_kwargs": {"max_calls": 5}}, TypeError, "max_queries"),
+    ({"oracle": judges.vader_oracle(), "oracle_kwargs": {"temperature": 1}}, ValueError, "when you build it"),
+])
+def test_bad_settings_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LMGame(prompts=PROMPTS, **kwargs)
+
+
+def test_bad_judge_settings_name_the_argument():
+    with pytest.raises(TypeError, match="judge must be a callable"):
+        judges.PairwiseJudgeOracle("gpt-4")
+    with pytest.raises(TypeError, match="temperature must be a finite number > 0"):
+        judges.ScoreOracle(len, temperature=True)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):  # before any model is loaded
+        RewardModelOracle("no-such-model", batch_size=0)
 
 
 @pytest.mark.parametrize("answer, match", [(float("nan"), "nan"), (1.5, "1.5"), ("maybe", "maybe"),
@@ -167,20 +267,20 @@ def test_judge_bad_answers_name_the_judge_and_input(answer, match):
     def my_judge(prompt, a, b):
         return answer
 
-    with pytest.raises(oracles.JudgeError, match=f"my_judge.*the movie was.*{match}"):
-        oracles.PairwiseJudgeOracle(my_judge).probability(["the movie was"], ["good"], ["bad"])
+    with pytest.raises(judges.JudgeError, match=f"my_judge.*the movie was.*{match}"):
+        judges.PairwiseJudgeOracle(my_judge).probability(["the movie was"], ["good"], ["bad"])
 
 
 def test_judge_and_score_function_that_raise():
     def broken(prompt, a, b):
         raise RuntimeError("rate limited")
 
-    with pytest.raises(oracles.JudgeError, match="broken.*prompt='p'.*rate limited"):
-        oracles.PairwiseJudgeOracle(broken).probability(["p"], ["a"], ["b"])
-    with pytest.raises(oracles.JudgeError, match="score function 'nan_score'.*'a'"):
-        oracles.ScoreOracle(lambda text: float("nan"), name="nan_score").probability(["p"], ["a"], ["b"])
-    assert oracles.PairwiseJudgeOracle(lambda p, a, b: "a").probability(["p"], ["x"], ["y"])[0] == 1.0
-    assert oracles.vader_oracle().probability(["p"], ["good"], ["good"])[0] == 0.5
+    with pytest.raises(judges.JudgeError, match="broken.*prompt='p'.*rate limited"):
+        judges.PairwiseJudgeOracle(broken).probability(["p"], ["a"], ["b"])
+    with pytest.raises(judges.JudgeError, match="score function 'nan_score'.*'a'"):
+        judges.ScoreOracle(lambda text: float("nan"), name="nan_score").probability(["p"], ["a"], ["b"])
+    assert judges.PairwiseJudgeOracle(lambda p, a, b: "a").probability(["p"], ["x"], ["y"])[0] == 1.0
+    assert judges.vader_oracle().probability(["p"], ["good"], ["good"])[0] == 0.5
 
 
 def test_missing_model_path_says_nothing_is_downloaded(tmp_path):
@@ -223,16 +323,16 @@ def test_long_prompt_truncated_with_a_warning_and_no_pad_token_handled(tmp_path)
     assert all(len(game.store.tokens[h]) <= 8 for h in handles)
 
 
-def test_estimated_metrics_of_the_reference_policy(game):
+def test_evaluate_the_reference_policy(game):
     from prefzoo.algorithms.lm_policy import LMPolicy
 
     policy = LMPolicy(game, torch.device("cpu"))
-    m = game.estimate_metrics(policy, np.random.default_rng(0))
-    assert m[metrics.LM_KL_TO_REF] == 0.0  # π = π_ref at init: every log-ratio is exactly 0
-    assert abs(m[metrics.LM_WIN_RATE_VS_REF] - 0.5) < 4 * m[metrics.LM_WIN_RATE_VS_REF_SE]
+    m = game.evaluate(policy, np.random.default_rng(0))
+    assert m[metrics.EST_KL_TO_REF] == 0.0  # π = π_ref at init: every log-ratio is exactly 0
+    assert abs(m[metrics.EST_WIN_RATE_VS_REF] - 0.5) < 4 * m[metrics.EST_WIN_RATE_VS_REF_SE]
     assert 0 < m[metrics.LM_DISTINCT2] <= 1 and 0 < m[metrics.LM_LENGTH] <= 8
     assert -1 <= m[metrics.LM_SCORE] <= 1 and m[metrics.LM_ORACLE_CALLS] > 0
-    assert m == {**game.estimate_metrics(policy, np.random.default_rng(0)),
+    assert m == {**game.evaluate(policy, np.random.default_rng(0)),
                  metrics.TOKENS_PER_S: m[metrics.TOKENS_PER_S],
                  metrics.LM_ORACLE_CALLS: m[metrics.LM_ORACLE_CALLS],
                  metrics.LM_ORACLE_CACHE_HITS: m[metrics.LM_ORACLE_CACHE_HITS]}  # same seed, same estimates

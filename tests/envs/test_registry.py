@@ -203,3 +203,41 @@ def test_unknown_reward_mode_and_family():
                      reward_mode="x")
     with pytest.raises(ValueError, match=r"unknown family 'cylic'"):
         gym.make("prefzoo/PrefBandit-v0", family="cylic")
+
+
+def test_a_game_class_without_its_declarations_is_refused_at_creation_naming_what_is_missing():
+    from prefzoo.envs.oracle import PreferenceOracle
+
+    with pytest.raises(TypeError, match=r"game class Forgetful must declare payoff, exact \(class attributes; "
+                                        r"allowed values: payoff in \('preference', 'answer_utility'\), exact in"):
+        class Forgetful(PreferenceOracle):
+            responses, listed = "indexed", True
+    with pytest.raises(TypeError, match=r"Wrong declares exact=1; expected one of \(False, True\)"):
+        class Wrong(PreferenceOracle):
+            responses, payoff, exact, listed = "indexed", "preference", 1, True  # 1 is not a bool
+
+    class Inherits(prefzoo.PreferenceGame):  # a subclass keeps its parent's declarations
+        pass
+
+    assert prefzoo.envs.oracle.declarations(Inherits) == prefzoo.envs.oracle.declarations(prefzoo.PreferenceGame)
+
+
+@pytest.mark.parametrize("env_id", prefzoo.ENV_IDS)
+def test_declarations_are_read_from_the_registry_without_building_the_game(env_id):
+    from prefzoo.envs.oracle import declarations
+
+    if "/LMGame" in env_id:
+        pytest.importorskip("transformers")
+    cls = prefzoo.envs.game_class(env_id)
+    game = gym.make(env_id).unwrapped.game
+    assert declarations(cls) == declarations(game) and cls.headline == game.headline
+
+
+def test_prefzoo_list_shows_each_games_declarations(capsys):
+    from prefzoo.zoo import cli
+
+    cli.main(["list"])
+    out = capsys.readouterr().out
+    assert "prefzoo/AnswerGame-v0" in out and "payoff=answer_utility" in out and "headline=" in out
+    line = next(line for line in out.splitlines() if "prefzoo/PrefBandit-Cyclic-v0" in line)
+    assert "responses=indexed" in line and "exact=True" in line and "headline=game/exploitability" in line

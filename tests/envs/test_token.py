@@ -140,8 +140,8 @@ def large_game():
 
 def test_too_large_for_a_dense_P_keeps_a_counted_oracle_and_switches_exact_metrics_off():
     game = large_game()
-    assert isinstance(game, TokenOracle) and not game.exact and not game.enumerable
-    assert game.kind == "token" and game.n_actions == 19_608 > MAX_EXACT_SEQUENCES
+    assert isinstance(game, TokenOracle) and not game.exact and game.listed
+    assert game.responses == "tokens" and game.n_actions == 19_608 > MAX_EXACT_SEQUENCES
     np.testing.assert_allclose(game.ref.sum(1), 1.0, atol=1e-12)
     rng = np.random.default_rng(0)
     x, y, y2 = rng.integers(2, size=2000), rng.integers(19_608, size=2000), rng.integers(19_608, size=2000)
@@ -265,7 +265,7 @@ def test_episode_mechanics_and_info():
     for t, token in enumerate([3, 1, 5]):
         obs, reward, terminated, truncated, step_info = env.step(token)
         assert (reward, terminated, truncated) == (0.0, False, False) and obs["length"] == t + 1
-        assert step_info["sequence"] == -1 and np.isnan(step_info["win_prob"])
+        assert step_info["sequence"] == -1 and step_info["win_prob"] == -1.0  # undecided (token_episode)
     obs, reward, terminated, truncated, step_info = env.step(2)  # the L-th token ends it
     assert terminated and not truncated
     seq = step_info["sequence"]

@@ -13,7 +13,7 @@ import pytest
 from zoo_helpers import ENV, read_csv, sweep, table_without_wall_time
 
 from prefzoo.envs import metrics
-from prefzoo.zoo import backends, runner
+from prefzoo.zoo import backends, rundir
 from prefzoo.zoo.config import ConfigError
 
 pytestmark = pytest.mark.xdist_group("sweeps")  # shares the session's reference sweep with test_ray.py
@@ -37,7 +37,7 @@ def test_a_killed_worker_resumes_a_raising_run_is_named_and_the_table_is_unchang
     assert [o.attempts for o in reference["outcomes"]] == [1, 1, 2, 2]  # sppo: first try + one retry
 
     out, killed = tmp_path / "killed", []
-    first_run = out / "logs" / "wind" / f"{runner.env_dirname(ENV)}_1"  # wind seed 0, run first by the one worker
+    first_run = out / "logs" / "wind" / f"{rundir.env_dirname(ENV)}_1"  # wind seed 0, run first by the one worker
     killer = threading.Thread(target=kill_worker_at, args=(first_run / "checkpoints" / "iter_000010.pt", killed))
     killer.start()
     result = sweep(out, sweep_configs)

@@ -8,7 +8,7 @@ from zoo_helpers import ENV, read_csv, without_wall_time
 
 import prefzoo
 from prefzoo.algorithms.base import plays
-from prefzoo.zoo import config, runner
+from prefzoo.zoo import config, rundir, runner
 
 TINY_GAME = {"n_contexts": 3, "n_actions": 3}
 
@@ -30,7 +30,7 @@ def tiny(algo: str, tmp_path, iterations: int):
 @pytest.mark.parametrize("algo", sorted(name for name, cls in prefzoo.ALGORITHMS.items()
                                         if plays(cls, prefzoo.make_game("cyclic"))))
 def test_resume_equals_straight_run(algo, tmp_path):
-    straight = runner.new_run_dir(tmp_path / "a", algo, ENV)
+    straight = rundir.new_run_dir(tmp_path / "a", algo, ENV)
     result = runner.train(tiny(algo, tmp_path, 4), straight, progress=False, verbose=False)
     assert result["status"] == "done" and result["iteration"] == 4
     rows = read_csv(straight / "progress.csv")
@@ -38,7 +38,7 @@ def test_resume_equals_straight_run(algo, tmp_path):
     assert {"game/exploitability", "cost/queries", "cost/samples", "time/wall_s"} <= set(rows[0])
     assert all(key.split("/")[0] in ("game", "alft", "duel", "cost", "time", "train") for key in rows[0])
 
-    halted = runner.new_run_dir(tmp_path / "b", algo, ENV)
+    halted = rundir.new_run_dir(tmp_path / "b", algo, ENV)
     runner.train(tiny(algo, tmp_path, 2), halted, progress=False, verbose=False)
     resumed = tiny(algo, tmp_path, 4)
     runner.train(resumed, halted, resume=True, progress=False, verbose=False)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from zoo_helpers import ENV, read_csv, run_prefzoo
 
-from prefzoo.zoo import compare, config, runner
+from prefzoo.zoo import compare, config, rundir, runner
 from prefzoo.zoo.config import ConfigError
 
 BUDGET = 1000  # 32 queries per iteration → 32 iterations per run
@@ -71,7 +71,7 @@ def test_tournament_matrix(tiny_configs, tmp_path):
     run_dirs = []
     for seed in (0, 1, 2):
         cfg = config.resolve("wind", ENV, seed, {"iterations": 20}, tiny_configs, "cpu")
-        run_dirs.append(runner.new_run_dir(tmp_path / "logs", "wind", ENV))
+        run_dirs.append(rundir.new_run_dir(tmp_path / "logs", "wind", ENV))
         runner.train(cfg, run_dirs[-1], progress=False, verbose=False)
     paths = [*map(str, run_dirs[:2]), str(run_dirs[2] / "checkpoints" / "iter_000020.pt")]
     proc = run_prefzoo(tiny_configs, tmp_path, "tournament", "--runs", *paths, "--out", "tour")

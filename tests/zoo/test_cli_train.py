@@ -17,7 +17,7 @@ from zoo_helpers import (ENV, only_run, prefzoo_cmd, prefzoo_env, read_csv, run_
 
 import prefzoo
 from prefzoo.envs import metrics
-from prefzoo.zoo import runner
+from prefzoo.zoo import rundir
 
 TRAIN = ("train", "--algo", "wind", "--env", ENV, "--seed", "1")
 METRICS = {metrics.EXPLOITABILITY, metrics.REG_EXPLOITABILITY, metrics.KL_TO_REF, metrics.KL_TO_TARGET,
@@ -63,7 +63,7 @@ def test_run_directory(reference):
     rows = read_csv(reference / "progress.csv")
     assert set(rows[0]) == METRICS
     assert [int(r["time/iterations"]) for r in rows] == list(range(301))  # iteration 0 = π_ref
-    saved = sorted(runner.checkpoints(reference))
+    saved = sorted(rundir.checkpoints(reference))
     assert saved == list(range(10, 301, 10))
     evaluations = np.load(reference / "evaluations.npz")
     np.testing.assert_array_equal(evaluations["iterations"], np.arange(301))
@@ -124,7 +124,7 @@ def test_killed_run_resumes_to_the_same_metrics(reference, tiny_configs, tmp_pat
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
-    last = max(runner.checkpoints(run_dir))
+    last = max(rundir.checkpoints(run_dir))
     assert last < 300 and not (run_dir / "policy.npy").exists()
     assert int(read_csv(run_dir / "progress.csv")[-1]["time/iterations"]) > last
     proc = run_prefzoo(tiny_configs, tmp_path, "train", "--resume", str(run_dir))
@@ -141,7 +141,7 @@ def test_ctrl_c_checkpoints_then_resume_latest(reference, tiny_configs, tmp_path
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr  # an interrupted run is not a finished one
     assert "interrupted at iteration" in stderr
-    last = max(runner.checkpoints(run_dir))
+    last = max(rundir.checkpoints(run_dir))
     assert last < 300 and int(read_csv(run_dir / "progress.csv")[-1]["time/iterations"]) == last
     run_prefzoo(tiny_configs, tmp_path, *TRAIN, "--resume")  # the latest run of wind on ENV
     assert without_wall_time(read_csv(run_dir / "progress.csv")) == \

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from zoo_helpers import ENV, SWEEP_BUDGET, TINY, read_csv, sweep, table_without_wall_time, without_wall_time
 
-from prefzoo.zoo import backends, compare, runner
+from prefzoo.zoo import backends, compare, rundir
 from prefzoo.zoo.config import ConfigError, RunConfig
 
 pytestmark = pytest.mark.xdist_group("sweeps")  # one Ray start, and the reference sweep of test_backends.py
@@ -69,14 +69,14 @@ def test_a_killed_ray_worker_resumes_its_run_to_the_same_curve(ray_instance, swe
     the iteration-10 checkpoint exists: the task is retried, resumes from a checkpoint and ends with
     the progress.csv of the uninterrupted local run."""
     reference_run = Path(reference_sweep[1]["run_dirs"][0])
-    cfg = runner.load_run_config(reference_run)
+    cfg = rundir.load_run_config(reference_run)
     run_dir, killed = tmp_path / "run", []
 
     def kill_the_worker():
         checkpoint, deadline = run_dir / "checkpoints" / "iter_000010.pt", time.monotonic() + 120
         while not checkpoint.exists() and time.monotonic() < deadline:
             time.sleep(0.002)
-        pid = int((run_dir / runner.LOCK_FILE).read_text())
+        pid = int((run_dir / rundir.LOCK_FILE).read_text())
         os.kill(pid, signal.SIGKILL)
         killed.append((pid, checkpoint.stat().st_ino))
 

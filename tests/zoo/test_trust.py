@@ -17,8 +17,8 @@ import yaml
 from zoo_helpers import ENV, prefzoo_cmd, prefzoo_env, read_csv
 
 import prefzoo
-from prefzoo.algorithms.base import UnsafeCheckpointError
-from prefzoo.zoo import runner
+from prefzoo.algorithms.checkpoint import UnsafeCheckpointError
+from prefzoo.zoo import rundir, runner
 from prefzoo.zoo.cli import main
 
 
@@ -35,7 +35,7 @@ def train_tiny(log_folder: Path, *extra: str, iterations: int = 4) -> Path:
     code = cli("train", "--algo", "wind", "--env", ENV, "--iterations", str(iterations), "--save-freq", "2",
                "--log-folder", str(log_folder), "--no-progress", *extra)
     assert code == 0
-    return runner.latest_run_dir(log_folder, "wind", ENV)
+    return rundir.latest_run_dir(log_folder, "wind", ENV)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def tiny(tiny_configs, monkeypatch):
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name != runner.LOCK_FILE}
+            if p.is_file() and p.name != rundir.LOCK_FILE}
 
 
 # ---------------------------------------------------------------------- item 1: security
@@ -115,7 +115,7 @@ def test_resume_validates_the_stored_config_like_a_fresh_run(tmp_path, capsys, m
 def test_a_second_writer_is_refused_naming_the_holders_pid(tmp_path, capsys):
     run_dir = train_tiny(tmp_path / "logs", iterations=2)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from prefzoo.zoo.runner import run_lock\n"
+        "import sys; from prefzoo.zoo.rundir import run_lock\n"
         f"with run_lock({str(run_dir)!r}):\n    print('locked', flush=True); sys.stdin.readline()")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -124,13 +124,13 @@ def test_a_second_writer_is_refused_naming_the_holders_pid(tmp_path, capsys):
         assert cli("train", "--resume", str(run_dir), "--iterations", "4") == 2
         assert f"is in use by another process (PID {holder.pid}" in capsys.readouterr().err
         assert snapshot(run_dir) == before
-        cfg = runner.load_run_config(run_dir)
-        with pytest.raises(runner.RunLockedError, match=str(holder.pid)):
+        cfg = rundir.load_run_config(run_dir)
+        with pytest.raises(rundir.RunLockedError, match=str(holder.pid)):
             runner.train(cfg, run_dir, resume=True, progress=False)
     finally:
         holder.communicate("\n", timeout=30)
     cli("train", "--resume", str(run_dir), "--iterations", "4")  # the lock died with its holder
-    assert runner.intact_checkpoint(run_dir)[0] == 4
+    assert rundir.intact_checkpoint(run_dir)[0] == 4
 
 
 # ---------------------------------------------------------------------- item 4: changed config
@@ -158,7 +158,7 @@ def test_resume_refuses_a_changed_config_and_only_extends(tmp_path, capsys):
     rows = read_csv(run_dir / "progress.csv")
     assert [int(float(r["time/iterations"])) for r in rows] == list(range(7))
     assert yaml.safe_load(cfg_path.read_text())["iterations"] == 6
-    assert runner.intact_checkpoint(run_dir)[0] == 6
+    assert rundir.intact_checkpoint(run_dir)[0] == 6
 
 
 # ---------------------------------------------------------------------- item 5: corrupted checkpoint
@@ -171,7 +171,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     latest.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "random": os.urandom(len(raw))}[damage])
     (run_dir / "policy.npy").unlink()  # as if killed before the end
     with pytest.warns(RuntimeWarning, match=r"iter_000004\.pt is not a readable checkpoint.*falling back"):
-        result = runner.train(runner.load_run_config(run_dir), run_dir, resume=True, progress=False)
+        result = runner.train(rundir.load_run_config(run_dir), run_dir, resume=True, progress=False)
     assert result["status"] == "done" and result["iteration"] == 4
     np.testing.assert_array_equal(np.load(run_dir / "policy.npy"), np.load(reference / "policy.npy"))
 
@@ -219,13 +219,13 @@ def test_ctrl_c_during_train_checkpoints_and_exits_non_zero(tmp_path, tiny_confi
                                         "--no-progress"),
                             cwd=tmp_path, env=prefzoo_env(tiny_configs), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
-    progress = tmp_path / "logs" / "wind" / f"{runner.env_dirname(ENV)}_1" / "progress.csv"
+    progress = tmp_path / "logs" / "wind" / f"{rundir.env_dirname(ENV)}_1" / "progress.csv"
     wait_for(lambda: progress.is_file() and progress.stat().st_size > 2000)
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "checkpoint saved" in stderr
-    assert runner.intact_checkpoint(progress.parent)[0] is not None
+    assert rundir.intact_checkpoint(progress.parent)[0] is not None
 
 
 # ---------------------------------------------------------------------- item 11: CLI
@@ -317,7 +317,7 @@ def test_a_run_that_fails_midway_is_marked_failed(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     with pytest.raises(FloatingPointError):
         runner.train(cfg, run_dir, progress=False)
-    assert (run_dir / runner.FAILED_FILE).read_text() == "FloatingPointError: boom\n"
+    assert (run_dir / rundir.FAILED_FILE).read_text() == "FloatingPointError: boom\n"
 
 
 INT_FLAGS = {"train": {"--seed": 0, "--iterations": 1, "--eval-freq": 1, "--save-freq": 0, "--threads": 0},

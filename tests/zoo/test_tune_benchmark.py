@@ -13,7 +13,7 @@ import yaml
 from zoo_helpers import ENV, TINY, read_csv
 
 from prefzoo.envs import metrics
-from prefzoo.zoo import benchmark, config, runner, tune
+from prefzoo.zoo import benchmark, config, rundir, tune
 from prefzoo.zoo.config import ConfigError
 
 pytest.importorskip("optuna", reason="optuna is not installed (pip install 'prefzoo[tune]')")
@@ -56,7 +56,7 @@ def test_tune_objective_resume_and_the_written_config(tuned, configs):
     trial = next(t for t in study.trials if t.value is not None)
     values = []
     for seed in (1000, 1001):
-        rows = read_csv(out / "trials" / "wind" / runner.env_dirname(ENV) / f"trial_{trial.number}_seed_{seed}"
+        rows = read_csv(out / "trials" / "wind" / rundir.env_dirname(ENV) / f"trial_{trial.number}_seed_{seed}"
                         / "progress.csv")
         values.append(float([r for r in rows if float(r[metrics.QUERIES]) <= 320][-1][metrics.KL_TO_TARGET]))
     assert trial.value == pytest.approx(np.mean(values), rel=1e-12)
@@ -130,7 +130,7 @@ def test_benchmark_scores_and_leaderboard(tuned, configs, tmp_path, monkeypatch)
         assert float(row["iqm"]) == pytest.approx(mine[1:3].mean(), rel=1e-5)  # 4 runs: the middle two
     per_game = (out / "per_game.md").read_text()
     assert "Tuned configs from" in per_game and "2 of 4 algorithm-game pairs" in per_game
-    assert (out / "games" / runner.env_dirname(ENV) / "table.csv").is_file()
+    assert (out / "games" / rundir.env_dirname(ENV) / "table.csv").is_file()
     assert {p.name for p in result["aggregate"]["pngs"]} == {"aggregate_iqm.png", "performance_profile.png",
                                                               "improvement.png"}
 

@@ -9,6 +9,7 @@ the CLI and ``benchmarks/reproduce_<paper>.py`` print the summary with :func:`fo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +27,9 @@ def reproduce(paper: str, out: str | Path | None = None, seeds=(0, 1, 2), quick:
 
 
 def result_line(headline: dict[str, float]) -> str:
-    """``RESULT k=v …`` of the headline numbers (benchmarks' last line)."""
-    return "RESULT " + " ".join(f"{k}={v:.3g}" for k, v in headline.items())
+    """``RESULT k=v …`` of the headline numbers (benchmarks' last line); a NaN (not measured, e.g.
+    a ratio of times to a target that a run did not reach) is written ``none``."""
+    return "RESULT " + " ".join(f"{k}={'none' if math.isnan(v) else format(v, '.3g')}" for k, v in headline.items())
 
 
 def format_summary(summary: dict[str, Any]) -> str:

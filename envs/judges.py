@@ -1,0 +1,241 @@
+"""Preferences over text: a score function (VADER) or a pairwise judge, cached and counted.
+
+A text oracle maps batches of (prompt, response a, response b) strings to P(a ≻ b | prompt); a
+game that plays over text (:class:`~prefzoo.envs.lm.game.LMGame`) decodes its response handles,
+asks one of these, and draws the counted Bernoulli outcome itself (``game.compare``), exactly as
+the exact games do. Every oracle caches its paid evaluations (a score per (prompt, response), a
+judgement per (prompt, a, b)) and counts them (``calls``; ``cache_hits``: answers from the
+cache, free). A batch's new evaluations are paid through :attr:`TextOracle.charge`, which the game
+holding the oracle binds to its budget (``game.spend``: :class:`~prefzoo.envs.oracle.BudgetExhausted`
+before anything of the batch is asked); a standalone oracle only counts. The counters and the cache
+are plain data (:meth:`TextOracle.state`), part of a run's checkpoint.
+
+- :class:`ScoreOracle`: a score function, text → score (or batched, texts → scores),
+  Bradley–Terry P = σ((s_a − s_b)/T); :func:`vader_oracle` is the shipped, offline one (VADER's
+  compound sentiment), and :class:`~prefzoo.envs.lm.hf.RewardModelOracle` a Hugging Face reward model.
+- :class:`PairwiseJudgeOracle`: any callable (prompt, a, b) → P(a ≻ b) or a winner.
+
+Nothing here needs transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy.special import expit
+
+from .checks import check_real
+
+WINNERS = {"a": 1.0, "b": 0.0, "tie": 0.5}
+JUDGE_SIGNATURE = "a callable (prompt, a, b) -> P(a > b) in [0, 1] or a winner ('a', 'b', 'tie')"
+
+
+class JudgeError(ValueError):
+    """A judge or score function raised or returned something that is not a valid answer."""
+
+
+def check_callable(name: str, value: Any, expected: str) -> Callable:
+    """``value`` if it is callable, else ``TypeError`` in the wording of :mod:`prefzoo.envs.checks`."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def bradley_terry(score_a: np.ndarray, score_b: np.ndarray, temperature: float) -> np.ndarray:
+    """P(a ≻ b) = σ((s_a − s_b)/T), written as ½(σ(m) + 1 − σ(−m)) so that P(a≻b) + P(b≻a) = 1
+    holds to rounding."""
+    margin = (np.asarray(score_a, float) - np.asarray(score_b, float)) / temperature
+    return 0.5 * (expit(margin) + 1.0 - expit(-margin))
+
+
+class TextOracle:
+    """Base of the text oracles: the cache, the counters and the charge.
+
+    Args:
+        name: shown in errors and ``repr``.
+
+    Attributes:
+        charge: called with the number of new (paid) evaluations of a batch before any is made;
+            the game holding the oracle binds its ``spend`` here (None: nothing is charged).
+    """
+
+    has_score = False  # a per-response score exists (logged as lm/score)
+
+    def __init__(self, name: str):
+        self.name = str(name)
+        self.charge: Callable[[int], None] | None = None
+        self.calls = 0
+        self.cache_hits = 0
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def _pay(self, n: int) -> None:
+        """Charge ``n`` new evaluations (which may raise, counting nothing), then count them."""
+        if n and self.charge is not None:
+            self.charge(n)
+        self.calls += n
+
+    def state(self) -> dict:
+        """Calls, cache hits and the cache as plain data (a checkpoint's): the cache as
+        ``[*key, value]`` rows."""
+        return {"calls": self.calls, "cache_hits": self.cache_hits,
+                "cache": [[*key, value] for key, value in self._cache.items()]}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` (the budget is the holding game's, not restored here)."""
+        self.calls, self.cache_hits = state["calls"], state["cache_hits"]
+        self._cache = {tuple(row[:-1]): row[-1] for row in state["cache"]}
+
+    def probability(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """P(a_i ≻ b_i | prompt_i) for aligned lists of strings, [n]."""
+        raise NotImplementedError
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError(f"{self!r} has no per-response score")
+
+
+class ScoreOracle(TextOracle):
+    """Bradley–Terry on a score function: P(a ≻ b) = σ((s(a) − s(b))/T), one score per
+    (prompt, response), cached.
+
+    Args:
+        score_fn: text → finite float; with ``batched``, a list of texts → as many scores.
+            It sees the response (or, with ``include_prompt``, prompt + " " + response).
+        temperature: T > 0.
+        include_prompt: score the whole text instead of the response alone.
+        name: for errors (default: the callable's name).
+        batched: ``score_fn`` takes the whole batch of new texts at once.
+
+    Raises:
+        TypeError, ValueError: ``score_fn`` is not callable, or T is not a finite number > 0.
+        JudgeError: (when asked) ``score_fn`` raises, or returns a non-finite or non-numeric value
+            or the wrong number of scores (the message names the function and the text).
+    """
+
+    has_score = True
+
+    def __init__(self, score_fn: Callable, temperature: float = 1.0, include_prompt: bool = False,
+                 name: str | None = None, batched: bool = False):
+        check_callable("score_fn", score_fn, "a callable text -> score (batched: texts -> scores)")
+        super().__init__(name or getattr(score_fn, "__name__", type(score_fn).__name__))
+        self.score_fn, self.temperature = score_fn, check_real("temperature", temperature, 0.0, low_open=True)
+        self.include_prompt, self.batched = bool(include_prompt), bool(batched)
+
+    def _scores(self, arg, texts: list[str]) -> np.ndarray:
+        """``score_fn(arg)`` as ``len(texts)`` finite floats, or :class:`JudgeError`."""
+        shown = repr(arg) if len(texts) == 1 else f"{len(texts)} texts (the first {texts[0]!r})"
+        try:
+            values = np.asarray(self.score_fn(arg), dtype=np.float64).reshape(-1)
+        except Exception as err:  # noqa: BLE001 - reported with the input, then re-raised
+            raise JudgeError(f"score function {self.name!r} failed on {shown}: {err!r}") from err
+        if len(values) != len(texts):
+            raise JudgeError(f"score function {self.name!r} returned {len(values)} scores for {shown}")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise JudgeError(f"score function {self.name!r} returned {values[bad[0]]} on {texts[bad[0]]!r}; "
+                             "expected a finite score")
+        return values
+
+    def _evaluate(self, keys: list) -> list[float]:
+        texts = [f"{prompt} {response}" if self.include_prompt else response for prompt, response in keys]
+        if self.batched:
+            return self._scores(texts, texts).tolist()
+        return [float(self._scores(text, [text])[0]) for text in texts]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """s(prompt_i, response_i), [n]: from the cache, the missing ones (deduplicated) paid for
+        as one batch before any is scored."""
+        keys = list(zip(prompts, responses, strict=True))
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        self._pay(len(missing))  # before counting hits: a batch over the budget counts nothing
+        self.cache_hits += len(keys) - len(missing)
+        if missing:
+            self._cache.update(zip(missing, self._evaluate(missing), strict=True))
+        return np.array([self._cache[k] for k in keys], dtype=np.float64)
+
+    def probability(self, prompts, a, b) -> np.ndarray:
+        scores = self.score(list(prompts) * 2, list(a) + list(b))
+        return bradley_terry(scores[:len(a)], scores[len(a):], self.temperature)
+
+
+def vader_oracle(temperature: float = 0.25) -> ScoreOracle:
+    """VADER sentiment (the ``vadersentiment`` package; its lexicon ships inside it) as a
+    :class:`ScoreOracle` on the response: s = the compound score in [−1, 1]. T = 0.25 makes a
+    full-scale difference (s_a − s_b = 1) a 98% preference.
+
+    Paper: Hutto, Gilbert (2014), "VADER: A Parsimonious Rule-based Model for Sentiment Analysis
+    of Social Media Text", ICWSM.
+
+    Raises:
+        ImportError: vadersentiment is not installed (``pip install 'prefzoo[vader]'``).
+    """
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the VADER oracle needs vadersentiment: pip install 'prefzoo[vader]'") from err
+    analyzer = SentimentIntensityAnalyzer()
+
+    def vader_compound(text: str) -> float:
+        return analyzer.polarity_scores(text)["compound"]
+
+    return ScoreOracle(vader_compound, temperature, name="vader")
+
+
+class PairwiseJudgeOracle(TextOracle):
+    """A pairwise judge: ``judge(prompt, a, b)`` → P(a ≻ b) in [0, 1] (a bool or 0/1 is a
+    winner), or one of the strings ``"a"``, ``"b"``, ``"tie"``.
+
+    Answers are cached per (prompt, a, b), and the reversed pair is read from the same entry as
+    1 − P (one judge call per unordered pair; a judge with a position bias is thereby
+    symmetrized to its first ordering). Identical responses tie at ½ without a call.
+
+    Args:
+        judge: the callable.
+        name: for errors (default: the callable's name).
+
+    Raises:
+        TypeError: ``judge`` is not callable.
+        JudgeError: (when asked) the judge raises, or answers NaN, a value outside [0, 1] or an
+            unknown string (the message names the judge and the input).
+    """
+
+    def __init__(self, judge: Callable[[str, str, str], float | str], name: str | None = None):
+        check_callable("judge", judge, JUDGE_SIGNATURE)
+        super().__init__(name or getattr(judge, "__name__", type(judge).__name__))
+        self.judge = judge
+
+    def _ask(self, prompt: str, a: str, b: str) -> float:
+        where = f"judge {self.name!r} on prompt={prompt!r}, a={a!r}, b={b!r}"
+        try:
+            answer = self.judge(prompt, a, b)
+        except Exception as err:  # noqa: BLE001 - reported with the input, then re-raised
+            raise JudgeError(f"{where} raised {err!r}") from err
+        if isinstance(answer, str):
+            if answer.lower() not in WINNERS:
+                raise JudgeError(f"{where} answered {answer!r}; expected a probability or one of {list(WINNERS)}")
+            return WINNERS[answer.lower()]
+        try:
+            value = float(answer)
+        except (TypeError, ValueError):
+            raise JudgeError(f"{where} answered {answer!r}; expected P(a > b) in [0, 1]") from None
+        if not 0.0 <= value <= 1.0:  # also catches NaN
+            raise JudgeError(f"{where} answered {value}; expected P(a > b) in [0, 1]")
+        return value
+
+    def probability(self, prompts, a, b) -> np.ndarray:
+        keys = list(zip(prompts, a, b, strict=True))
+        missing: dict = {}  # unordered pairs to ask, each in its first ordering
+        for key in keys:
+            prompt, ya, yb = key
+            reverse = (prompt, yb, ya)
+            if ya != yb and not any(k in self._cache or k in missing for k in (key, reverse)):
+                missing[key] = None
+        self._pay(len(missing))  # the whole batch at once: a batch over the budget asks and counts nothing
+        self.cache_hits += sum(ya != yb for _, ya, yb in keys) - len(missing)
+        for key in missing:
+            self._cache[key] = self._ask(*key)
+        return np.array([0.5 if ya == yb else self._cache[p, ya, yb] if (p, ya, yb) in self._cache
+                         else 1.0 - self._cache[p, yb, ya] for p, ya, yb in keys])

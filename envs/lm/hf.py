@@ -1,0 +1,160 @@
+"""Hugging Face pieces of the LM game: loading (offline-safe), batched generation, prompt
+tokenization and a reward model as a score oracle.
+
+torch and transformers are imported inside the functions (the ``[lm]`` extra), so importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..checks import check_int
+from ..judges import ScoreOracle
+
+
+def load_pretrained(auto_cls, name: str, **kwargs):
+    """``auto_cls.from_pretrained(name)`` with a clear error when ``name`` is neither a local
+    folder nor loadable from the hub cache (nothing is downloaded when offline)."""
+    path = Path(os.path.expanduser(str(name)))
+    local = path.exists() or str(name).startswith((".", "/", "~")) or str(name).count("/") > 1
+    if local and not path.is_dir():
+        raise FileNotFoundError(f"model path {str(name)!r} does not exist (or is not a folder); give a folder "
+                                f"written by save_pretrained, or a hub id (nothing is downloaded when offline)")
+    try:
+        return auto_cls.from_pretrained(str(path) if local else str(name), **kwargs)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load {str(name)!r} with {auto_cls.__name__}: no such local folder and not in "
+                                f"the Hugging Face cache (nothing is downloaded when offline): {err}") from err
+
+
+def context_length(config) -> int | None:
+    """The model's context in tokens (``max_position_embeddings`` or GPT-2's ``n_positions``), if it has one."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def ensure_pad_token(tokenizer):
+    """Give a tokenizer without a pad token its EOS (or UNK) as pad (e.g. GPT-2; masked everywhere)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str], context: int | None, max_new_tokens: int) -> list[np.ndarray]:
+    """Token ids per prompt (BOS first when the tokenizer does not add one), left-truncated to
+    ``context`` minus ``max_new_tokens`` tokens, with a warning.
+
+    Raises:
+        ValueError: ``max_new_tokens`` leaves no room for a prompt in the context.
+    """
+    limit = None if context is None else context - max_new_tokens
+    if limit is not None and limit < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                         f"context of {context} tokens")
+    ids = []
+    for text in prompts:
+        row = tokenizer(text)["input_ids"]
+        if tokenizer.bos_token_id is not None and (not row or row[0] != tokenizer.bos_token_id):
+            row = [tokenizer.bos_token_id, *row]
+        ids.append(np.asarray(row, dtype=np.int64))
+    long = [i for i, row in enumerate(ids) if limit is not None and len(row) > limit]
+    if long:
+        warnings.warn(f"{len(long)} prompt(s) longer than the model's context of {context} tokens minus "
+                      f"max_new_tokens={max_new_tokens} are truncated to their last {limit} tokens "
+                      f"(e.g. {prompts[long[0]][:60]!r})", stacklevel=3)
+        for i in long:
+            ids[i] = ids[i][-limit:]
+    return ids
+
+
+def generate(model, prompt_ids: Sequence[np.ndarray], rng: np.random.Generator, *, max_new_tokens: int,
+             temperature: float, top_p: float, pad_id: int, eos_id: int, device, autocast: bool = False,
+             batch_size: int = 256) -> list[np.ndarray]:
+    """Sample one continuation per prompt with ``model.generate`` (KV cache, left padding) in
+    batches; the torch sampling seed is drawn from ``rng``, so a run is reproducible on a device.
+    Returns each response's token ids through its first EOS."""
+    import torch
+
+    seed = int(rng.integers(2**63 - 1))
+    out: list[np.ndarray] = []
+    devices = [device] if torch.device(device).type == "cuda" else []
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), amp:
+        torch.manual_seed(seed)
+        for start in range(0, len(prompt_ids), batch_size):
+            chunk = prompt_ids[start:start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, width - len(p):], mask[i, width - len(p):] = torch.as_tensor(p), 1
+            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=0,
+                                       pad_token_id=pad_id, eos_token_id=eos_id)[:, width:].cpu().numpy()
+            for row in generated:
+                ends = np.flatnonzero(row == eos_id)
+                out.append(row[:ends[0] + 1] if len(ends) else row)
+    return out
+
+
+class RewardModelOracle(ScoreOracle):
+    """A sequence-classification reward model r(prompt, response) as a :class:`ScoreOracle`
+    (Bradley–Terry P = σ((r_a − r_b)/T), cached per (prompt, response)), scoring its batches of new
+    texts in forward passes of ``batch_size``.
+
+    The text prompt + " " + response is **re-tokenized with the reward model's own tokenizer**
+    (policy token ids never reach it), right-padded and truncated to the model's context. A
+    tokenizer without a pad token gets its EOS (or UNK) as pad, and the model's ``pad_token_id``
+    is set to match, so batched scoring reads the last real token.
+
+    Args:
+        model: a folder or hub id (``AutoModelForSequenceClassification.from_pretrained``), or a
+            loaded model (then ``tokenizer`` is required).
+        tokenizer: a tokenizer, or a folder / hub id; default: ``model``'s own.
+        temperature: T > 0.
+        batch_size: texts per forward pass (>= 1).
+        device: torch device of the reward model.
+
+    Raises:
+        TypeError, ValueError: a bad temperature or batch size, or a loaded model without tokenizer.
+        FileNotFoundError: a missing model folder (nothing is downloaded when offline).
+    """
+
+    def __init__(self, model, tokenizer=None, temperature: float = 1.0, batch_size: int = 32, device: str = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        super().__init__(self._forward, temperature, include_prompt=True, name="reward_model", batched=True)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            name = str(model)
+            tokenizer = tokenizer if tokenizer is not None else name
+            model = load_pretrained(AutoModelForSequenceClassification, name)
+        elif tokenizer is None:
+            raise ValueError("a loaded reward model needs its tokenizer: RewardModelOracle(model, tokenizer=...)")
+        else:
+            name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.name = name
+        if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
+            tokenizer = load_pretrained(AutoTokenizer, str(tokenizer))
+        model.config.pad_token_id = ensure_pad_token(tokenizer).pad_token_id
+        self.model, self.tokenizer = model.to(device).eval().requires_grad_(False), tokenizer
+        self.batch_size, self.device, self.max_length = batch_size, device, context_length(model.config)
+
+    def _forward(self, texts: list[str]) -> list[float]:
+        """The reward model's scores (logit 0) of ``texts``, in forward passes of ``batch_size``."""
+        import torch
+
+        scores = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt", padding_side="right")
+                logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+                scores.extend(logits[:, 0].float().cpu().tolist())
+        return scores
