@@ -39,6 +39,7 @@ import time  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+from _quick import parse_args  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 
 import prefzoo  # noqa: E402
@@ -57,6 +58,21 @@ def timed_run(env, action_batches, calls: int, game) -> tuple[int, float]:
     return game.queries - q0, elapsed
 
 
+def measure(envs: dict, calls: dict, action_batches: list, rounds: int, game) -> tuple[dict, dict]:
+    """(comparisons/s per round, [calls, comparisons, seconds] in all) of each env, the order of the
+    envs alternating between rounds."""
+    rates: dict[str, list[float]] = {name: [] for name in envs}
+    totals = {name: [0, 0, 0.0] for name in envs}
+    for r in range(rounds):
+        for name in list(envs) if r % 2 == 0 else list(envs)[::-1]:
+            scored, secs = timed_run(envs[name], action_batches, calls[name], game)
+            rates[name].append(scored / secs)
+            totals[name][0] += calls[name]
+            totals[name][1] += scored
+            totals[name][2] += secs
+    return rates, totals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-envs", type=int, default=1024)
@@ -65,11 +81,7 @@ def main() -> None:
     parser.add_argument("--sync-steps", type=int, default=10,
                         help="scored SyncVectorEnv steps per round")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
 
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -92,21 +104,7 @@ def main() -> None:
         env.reset(seed=seed)
         timed_run(env, action_batches, 2, game)  # warm-up (and the passive checker's first calls)
 
-    rates: dict[str, list[float]] = {name: [] for name in envs}
-    totals = {name: [0, 0, 0.0] for name in envs}  # calls, comparisons, seconds
-    for r in range(args.rounds):
-        order = list(envs) if r % 2 == 0 else list(envs)[::-1]  # alternate the order
-        for name in order:
-            scored, secs = timed_run(envs[name], action_batches, calls[name], game)
-            rates[name].append(scored / secs)
-            totals[name][0] += calls[name]
-            totals[name][1] += scored
-            totals[name][2] += secs
-    for name, (steps, scored, _) in totals.items():
-        expected = steps * n // (2 if name == "sync_next" else 1)
-        if scored != expected:
-            raise RuntimeError(f"{name}: counted {scored} comparisons, expected {expected}")
-
+    rates, totals = measure(envs, calls, action_batches, args.rounds, game)
     med = {name: statistics.median(v) for name, v in rates.items()}
     print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, "
           f"numpy {np.__version__}, gymnasium {gym.__version__}, num_envs={n}, "

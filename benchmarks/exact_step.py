@@ -10,6 +10,7 @@ import argparse
 import time
 
 import numpy as np
+from _quick import parse_args
 from scipy.special import softmax
 
 from prefzoo.algorithms.wind import wind_step
@@ -23,11 +24,7 @@ def main():
     parser.add_argument("--contexts", type=int, default=10_000)
     parser.add_argument("--actions", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     rng = np.random.default_rng(0)
     X, Y = args.contexts, args.actions
     upper = rng.random((X, Y, Y))

@@ -38,6 +38,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from _quick import parse_args
 
 import prefzoo
 from prefzoo.algorithms.base import resolve_device
@@ -95,11 +96,7 @@ def main() -> None:
                         help="model: the built-in one (CPU default) or GPT-2-small-sized (CUDA default)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per iteration (CPU 32, CUDA 64)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     device = resolve_device(args.device)
     size = args.size or ("small" if device.type == "cuda" else "builtin")
     batch = args.batch_size or (64 if device.type == "cuda" else 32)

@@ -23,6 +23,7 @@ import argparse
 
 import numpy as np
 import torch
+from _quick import parse_args
 
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
@@ -110,11 +111,7 @@ def main():
     parser.add_argument("--algos", nargs="+", default=[a for a in CANDIDATES if a in ALGORITHMS])
     parser.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID),
                         help="learning-rate multipliers tried on the tuning seed")
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:  # explicit flags win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(1)
     scales = {(g, a): tuned_lr_scale(a, g, args.budget, args.lr_grid) for g in GAMES for a in args.algos}
     print("learning-rate multiplier chosen per (game, algorithm):", scales)

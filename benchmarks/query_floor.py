@@ -163,6 +163,24 @@ def ratio_text(floor, wind) -> str:
     return f"<{value:.3g}" if w_bound else (f">{value:.3g}" if f_bound else f"{value:.3g}")
 
 
+def run_all(games: list[str], seeds: list[int], caps: tuple[int, int, int], workers: int) -> tuple[dict, dict]:
+    """The floors first (capped at ``caps[0]`` queries), then the online algorithms, each capped at
+    CAP_FACTOR × the better floor's mean, clipped to [caps[1], caps[2]]. Returns ({(game, algo,
+    seed): :func:`run`'s (queries, wall s, best value)}, {game: online cap})."""
+    floor_cap, min_cap, max_cap = caps
+    results = {}
+    with ProcessPoolExecutor(workers) as pool:
+        tasks = [(g, a, s, floor_cap) for g in games for a in FLOORS for s in seeds]
+        results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
+        online_caps = {}
+        for g in games:
+            best = min(summary([results[g, a, s][0] for s in seeds], floor_cap)[0] for a in FLOORS)
+            online_caps[g] = int(min(max_cap, max(min_cap, CAP_FACTOR * best)))
+        tasks = [(g, a, s, online_caps[g]) for g in games for a in ONLINE for s in seeds]
+        results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
+    return results, online_caps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -179,16 +197,7 @@ def main() -> None:
     games = [f"Y{n}" for n in sizes] + (["token"] if args.token else [])
     game_sizes = list(sizes) + ([781] if args.token else [])
     start = time.perf_counter()
-    results = {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        tasks = [(g, a, s, floor_cap) for g in games for a in FLOORS for s in seeds]
-        results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
-        caps = {}
-        for g in games:
-            best = min(summary([results[g, a, s][0] for s in seeds], floor_cap)[0] for a in FLOORS)
-            caps[g] = int(min(max_cap, max(min_cap, CAP_FACTOR * best)))
-        tasks = [(g, a, s, caps[g]) for g in games for a in ONLINE for s in seeds]
-        results.update({key: (q, w, b) for key, q, w, b in pool.map(run, tasks)})
+    results, caps = run_all(games, seeds, (floor_cap, min_cap, max_cap), args.workers)
 
     n = len(seeds)
     table = {(g, a): summary([results[g, a, s][0] for s in seeds], floor_cap if a in FLOORS else caps[g])

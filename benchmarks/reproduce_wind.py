@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _quick import parse_args
 
 from prefzoo.zoo.papers import format_summary, reproduce
 
@@ -33,11 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/reproduce_wind", help="output folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the timing runs")
-    parser.add_argument("--quick", action="store_true", help=f"tiny budgets (a smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(1)
     print(format_summary(reproduce("wind", args.out, seeds=args.seeds, quick=args.quick, progress=False)))
 

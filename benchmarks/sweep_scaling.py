@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _quick import parse_args
+
 from prefzoo.envs.metrics import WALL_S
 from prefzoo.zoo import backends, compare
 
@@ -32,11 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=40_000, help="oracle queries per run")
     parser.add_argument("--runs", type=int, default=12, help="seeds in the sweep")
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     import ray
 
     t0 = time.perf_counter()

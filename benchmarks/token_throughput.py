@@ -39,6 +39,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from _quick import parse_args
 
 import prefzoo
 from prefzoo.algorithms.base import resolve_device
@@ -113,11 +114,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast on CUDA (policy gru_bf16)")
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes, a few seconds (smoke test): {QUICK}")
-    args = parser.parse_args()
-    if args.quick:
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

@@ -263,6 +263,21 @@ def minimax_value(K: int) -> float:
 
 # ---- aqp: minimum p-weighted MSE under a p-weighted bias budget ------------------------------
 
+def _aqp_linear_constraints(K: int, bias_grid: np.ndarray, tau: float, monotone: bool):
+    """(A, b) with A @ (g, s) ≤ b: |p·(E_p g − log p)| within the bias budget τ (tightened by 1e-3)
+    on ``bias_grid``, scaled by K², and g[k] ≤ g[k+1] when ``monotone``."""
+    scale = float(K * K)
+    rows = scale * bias_grid[:, None] * _pmf(K, bias_grid)
+    rhs, budget = scale * bias_grid * np.log(bias_grid), scale * tau * (1 - 1e-3)
+    a_bias = np.hstack([np.vstack([rows, -rows]), np.zeros((2 * bias_grid.size, 1))])
+    b_bias = np.r_[budget + rhs, budget - rhs]
+    if not monotone:
+        return a_bias, b_bias
+    mono = np.zeros((K - 1, K + 1))
+    mono[np.arange(K - 1), np.arange(K - 1)], mono[np.arange(K - 1), np.arange(1, K)] = 1.0, -1.0
+    return np.vstack([a_bias, mono]), np.r_[b_bias, np.zeros(K - 1)]
+
+
 def _aqp(K: int, eps: float, monotone: bool) -> dict:
     """Variance-optimal AQP table (arXiv:2605.02435, AQP; objective is a reconstruction).
 
@@ -277,10 +292,8 @@ def _aqp(K: int, eps: float, monotone: bool) -> dict:
     from below; ``gap`` = 1 − lower/objective, with ``objective`` the sup on the fine grid.
     """
     eps = check_real("eps", eps, 0, low_open=True)  # aqp's bias budget (1+eps)·E*_K
-    tau, scale, fine = (1 + eps) * minimax_value(K), float(K * K), eval_grid(K)
+    tau, fine = (1 + eps) * minimax_value(K), eval_grid(K)
     fine_pmf, fine_log = _pmf(K, fine), np.log(fine)
-    mono = np.zeros((K - 1, K + 1))
-    mono[np.arange(K - 1), np.arange(K - 1)], mono[np.arange(K - 1), np.arange(1, K)] = 1.0, -1.0
     x = np.r_[_digamma(K)["table"], 10.0]  # (g, s)
     obj_grid, bias_grid = _fit_grid(K, 100), _fit_grid(K, 2 * K + 50)
     for _ in range(10):
@@ -290,12 +303,7 @@ def _aqp(K: int, eps: float, monotone: bool) -> dict:
             dev = x[:K][None, :] - lg[:, None]
             return p * (w * dev**2).sum(axis=1), 2 * p[:, None] * w * dev
 
-        rows = scale * bias_grid[:, None] * _pmf(K, bias_grid)
-        rhs, budget = scale * bias_grid * np.log(bias_grid), scale * tau * (1 - 1e-3)
-        a_bias = np.hstack([np.vstack([rows, -rows]), np.zeros((2 * bias_grid.size, 1))])
-        b_bias = np.r_[budget + rhs, budget - rhs]  # a_bias @ x ≤ b_bias
-        a_lin = np.vstack([a_bias, mono]) if monotone else a_bias
-        b_lin = np.r_[b_bias, np.zeros(K - 1)] if monotone else b_bias
+        a_lin, b_lin = _aqp_linear_constraints(K, bias_grid, tau, monotone)
         ones = np.ones((obj_grid.size, 1))
         cons = [{"type": "ineq", "fun": lambda x, f=mse: x[K] - f(x)[0],
                  "jac": lambda x, f=mse, o=ones: np.hstack([-f(x)[1], o])},

@@ -273,6 +273,37 @@ def bandit_game_bytes(n_contexts: int, n_actions: int, feature_dim: int) -> floa
     return 8.0 * (_DENSE_COPIES * X * Y * Y + X * (feature_dim + 3 * Y))
 
 
+def family_preference(family: str, features: np.ndarray, Y: int, rng: np.random.Generator, reward_scale: float,
+                      cyclic_strength: float, n_annotators: int, reward_levels: int):
+    """(P [X, Y, Y], hidden rewards [X, Y] or None) of :func:`make_game`'s ``family``, drawn from ``rng``."""
+    X, d = features.shape
+
+    def linear_reward():
+        theta = rng.normal(size=(d, Y)) / np.sqrt(d)
+        bias = 0.5 * rng.normal(size=Y)
+        return reward_scale * (features @ theta + bias)
+
+    def bt(r):
+        return expit(r[:, :, None] - r[:, None, :])
+
+    rewards = linear_reward()
+    if family == "mixed":
+        weights = rng.dirichlet(np.ones(n_annotators))
+        P = sum(w * bt(linear_reward()) for w in weights)
+        rewards = None
+    elif family == "reward_order":
+        lo, hi = rewards.min(1, keepdims=True), rewards.max(1, keepdims=True)
+        rewards = np.floor((rewards - lo) / (hi - lo + 1e-12) * reward_levels).clip(0, reward_levels - 1)
+        P = reward_order_preference(rewards)
+    else:
+        margin = rewards[:, :, None] - rewards[:, None, :]
+        if cyclic_strength:
+            pos = np.argsort(rng.random((X, Y)), axis=1)
+            margin = margin + cyclic_strength * np.sin(2 * np.pi * (pos[:, :, None] - pos[:, None, :]) / Y)
+        P = expit(margin)
+    return 0.5 * (P + 1.0 - P.transpose(0, 2, 1)), rewards  # exact antisymmetry in floating point
+
+
 def make_game(
     family: str = "bt",
     n_contexts: int = 8,
@@ -321,33 +352,10 @@ def make_game(
         seed = check_int("seed", seed, low=0)
 
     rng = np.random.default_rng(seed)
-    X, Y, d = n_contexts, n_actions, feature_dim
-    features = rng.normal(size=(X, d))
-
-    def linear_reward():
-        theta = rng.normal(size=(d, Y)) / np.sqrt(d)
-        bias = 0.5 * rng.normal(size=Y)
-        return reward_scale * (features @ theta + bias)
-
-    def bt(r):
-        return expit(r[:, :, None] - r[:, None, :])
-
-    rewards = linear_reward()
-    if family == "mixed":
-        weights = rng.dirichlet(np.ones(n_annotators))
-        P = sum(w * bt(linear_reward()) for w in weights)
-        rewards = None
-    elif family == "reward_order":
-        lo, hi = rewards.min(1, keepdims=True), rewards.max(1, keepdims=True)
-        rewards = np.floor((rewards - lo) / (hi - lo + 1e-12) * reward_levels).clip(0, reward_levels - 1)
-        P = reward_order_preference(rewards)
-    else:
-        margin = rewards[:, :, None] - rewards[:, None, :]
-        if cyclic_strength:
-            pos = np.argsort(rng.random((X, Y)), axis=1)
-            margin = margin + cyclic_strength * np.sin(2 * np.pi * (pos[:, :, None] - pos[:, None, :]) / Y)
-        P = expit(margin)
-    P = 0.5 * (P + 1.0 - P.transpose(0, 2, 1))  # exact antisymmetry in floating point
+    X, Y = n_contexts, n_actions
+    features = rng.normal(size=(X, feature_dim))
+    P, rewards = family_preference(family, features, Y, rng, reward_scale, cyclic_strength, n_annotators,
+                                   reward_levels)
     ref = softmax(ref_scale * rng.normal(size=(X, Y)), axis=1)
     rho = np.full(X, 1.0 / X) if uniform_rho else rng.dirichlet(np.full(X, 10.0))
     return PreferenceGame(P, ref, rho, features, rewards, family=family, seed=seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))  # _quick.py: a helper
 NEEDS = {"lm_throughput": ("transformers",), "sweep_scaling": ("ray",)}  # optional packages a script imports
 OUT_FLAG = {"query_floor", "reproduce_wind"}  # scripts that write files: into tmp_path, never into the repo
 

@@ -76,11 +76,11 @@ def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return values
 
 
-def target_metric(algo: str, env_id: str, directory=None, device: str = "cpu") -> str:
+def target_metric(algo: str, env_id: str, directory=None, device: str = "cpu", overrides: dict | None = None) -> str:
     """``game/kl_to_target`` when the game is exact and the algorithm has a target on it, else the
-    game's headline metric (exploitability on exact games, the estimated win rate on the others)."""
-    algorithm = runner.build(config.resolve(algo, env_id, TUNING_SEED_BASE, {"mode": "sample"}
-                                            if _has_sample_mode(algo) else {}, directory, device))
+    game's headline metric (exploitability on exact games, the estimated win rate on the others),
+    read from the algorithm built as the trials build it (``overrides``: their fixed settings)."""
+    algorithm = runner.build(config.resolve(algo, env_id, TUNING_SEED_BASE, overrides, directory, device))
     if algorithm.exact_preference and algorithm.target_policy() is not None:
         return metrics.KL_TO_TARGET
     return algorithm.game.headline
@@ -210,7 +210,7 @@ def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget:
     base.update({"iterations": 10**6, "eval_freq": 1, "save_freq": 0})
     seeds = [TUNING_SEED_BASE + i for i in range(n_seeds)]
     objective = Objective(algo, env_id, budget, seeds, base, None if directory is None else str(directory), device,
-                          space, target_metric(algo, env_id, directory, device),
+                          space, target_metric(algo, env_id, directory, device, base),
                           str(out / "trials" / algo / rundir.env_dirname(env_id)), registering_modules([env_id]))
     journal, study_name = str(out / f"{algo}-{rundir.env_dirname(env_id)}.journal"), f"{algo}-{env_id}"
     study = open_study(journal, study_name, seed)

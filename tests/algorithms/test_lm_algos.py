@@ -256,3 +256,18 @@ def test_compare_on_an_lm_game_stops_at_the_budget_and_leaves_hf_policies(tmp_pa
         arrays = rundir.progress_arrays(run_dir)
         last = np.flatnonzero(arrays[metrics.QUERIES] <= 100)[-1]
         assert rows[algo, metrics.EST_WIN_RATE_VS_REF, 100] == pytest.approx(arrays[metrics.EST_WIN_RATE_VS_REF][last])
+
+
+def test_tune_on_the_lm_game_optimizes_its_headline_and_writes_the_config(tmp_path):
+    """The LM game has no exact services: ``tune`` optimizes the distance of the estimated win rate
+    vs π_ref to 1 (the game's headline) and writes the tuned entry."""
+    from prefzoo.zoo import tune
+
+    pytest.importorskip("optuna")
+    fixed = {"env_kwargs": {"prompts": PROMPTS, "max_new_tokens": 6, "eval_samples": 2}, "policy": "hf",
+             "batch_size": 8, "grad_steps": 1}
+    best = tune.tune("wind", "prefzoo/LMGame-v0", tmp_path, trials=2, budget=16, n_seeds=1, overrides=fixed)
+    assert best["objective"] == "|est/win_rate_vs_ref - 1|" and best["trials"] == 2
+    entry = config.load_yaml(tmp_path / "wind.yml")["prefzoo/LMGame-v0"]
+    assert entry.items() >= best["best_params"].items() and best["best_params"]
+    assert 0 <= best["best_value"] <= 1
