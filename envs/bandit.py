@@ -15,7 +15,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_int, check_step
 from .game import env_game, make_game
 from .oracle import PreferenceOracle
 
@@ -151,11 +151,8 @@ class PrefBanditEnv(_BanditBase, gym.Env):
         return self._obs_table[self._context].copy(), {"context": self._context}
 
     def step(self, action):
-        if self._context is None:
-            raise RuntimeError("call reset() before step() (each episode is a single step)")
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be an integer in {self.action_space} (0..{self.game.n_actions - 1}), "
-                             f"got {action!r}")
+        check_step(self._context is not None, self.action_space, action, "an integer",
+                   "each episode is a single step")
         x = np.array([self._context])
         reward, opp, win_prob = play_duels(self.game, x, np.array([int(action)]), self.opponent,
                                            self.reward_mode, self.np_random)

@@ -114,6 +114,15 @@ def check_array(name: str, value: Any, shape: tuple[int | None, ...] | None = No
     return array
 
 
+def check_step(started: bool, action_space, action: Any, expected: str, episode: str) -> None:
+    """An env's ``step`` checks: ``reset`` came first (``episode`` says why it is needed), and the
+    action lies in ``action_space`` (``expected`` names what it must be)."""
+    if not started:
+        raise RuntimeError(f"call reset() before step() ({episode})")
+    if not action_space.contains(action):
+        raise ValueError(f"action must be {expected} in {action_space}, got {action!r}")
+
+
 def memory_limit() -> float:
     """The allocation limit in bytes: ``$PREFZOO_MAX_GAME_GB`` GiB, default :data:`DEFAULT_MAX_GAME_GB`."""
     raw = os.environ.get(MAX_GAME_GB_ENV)

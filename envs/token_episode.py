@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .checks import check_step
 from .sequences import EOS
 
 UNDECIDED = -1  # every outcome_info value before the last step, as the key's type (module docstring)
@@ -143,11 +144,8 @@ class TokenEpisodeEnv(gym.Env):
         return self._obs(), self._context_info(x)
 
     def step(self, action):
-        if self._context is None:
-            raise RuntimeError("call reset() before step() (the episode has ended or never started)")
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be a token id in {self.action_space} (EOS = {self.episode.eos}), "
-                             f"got {action!r}")
+        check_step(self._context is not None, self.action_space, action, f"a token id (EOS = {self.episode.eos})",
+                   "the episode has ended or never started")
         x = self._context
         self._tokens[self._length] = int(action)
         self._length += 1

@@ -172,7 +172,7 @@ def test_observations_are_the_context_features():
 def test_single_env_rejects_actions_outside_the_space(action):
     env = gym.make("prefzoo/PrefBandit-v0").unwrapped
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"action must be an integer in Discrete\(6\) \(0\.\.5\)"):
+    with pytest.raises(ValueError, match=r"action must be an integer in Discrete\(6\), got"):
         env.step(action)
     assert env.game.queries == 0
 

@@ -277,7 +277,7 @@ def test_episode_mechanics_and_info():
     obs, reward, terminated, _, step_info = env.step(EOS)  # the empty sequence
     assert terminated and step_info["sequence"] == 0 and game.sequences.decode(0) == "<eos>"
     env.reset()
-    with pytest.raises(ValueError, match=r"action must be a token id in Discrete\(6\)"):
+    with pytest.raises(ValueError, match=r"action must be a token id \(EOS = 0\) in Discrete\(6\)"):
         env.step(6)
 
 

@@ -10,9 +10,12 @@ import numpy as np
 from prefzoo.zoo.papers.wind.experiments import BT, CYCLIC, FIG2_ALGOS, PAYOFFS, THM1_TOL
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, title: str | None = None) -> Path:
+    """Give ``fig`` its ``title`` (10 pt), lay it out, write it to ``path`` and close it."""
     import matplotlib.pyplot as plt
 
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -62,9 +65,8 @@ def plot_figure1a(f1a: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Figure 1(a): iterative BoN without mixing and exact WIND (β = 0), distance to π̄*_0 "
-                 "(Condorcet winner)", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, "Figure 1(a): iterative BoN without mixing and exact WIND (β = 0), distance to π̄*_0 "
+                            "(Condorcet winner)")
 
 
 def plot_figure1b(f1b: dict, path: Path) -> Path:
@@ -96,9 +98,8 @@ def plot_figure1b(f1b: dict, path: Path) -> Path:
         ax.set_xlabel("β  (BoN: N = 2, α = β/(1+β))")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6.5)
-    fig.suptitle("Figure 1(b): with mixing, the log-win-rate equilibrium π̄*_β and WIND's π*_β "
-                 "(payoff P: game.nash(β); margin payoff 2P−1: game.nash(β/2))", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, "Figure 1(b): with mixing, the log-win-rate equilibrium π̄*_β and WIND's π*_β "
+                            "(payoff P: game.nash(β); margin payoff 2P−1: game.nash(β/2))")
 
 
 def plot_figure2(f2: dict, path: Path) -> Path:
@@ -126,10 +127,8 @@ def plot_figure2(f2: dict, path: Path) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
         ax.margins(y=0.2)
     labels = " / ".join(f"{t:.4f}" for t in targets)
-    fig.suptitle(f"Figure 2: cost to reach win rate vs π_ref ≥ {labels} (hatched / solid) on {BT}\n"
-                 f"mean ± s.e. over {len(f2['seeds'])} seeds, sample mode, budget {f2['budget']:,} queries",
-                 fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, f"Figure 2: cost to reach win rate vs π_ref ≥ {labels} (hatched / solid) on {BT}\n"
+                            f"mean ± s.e. over {len(f2['seeds'])} seeds, sample mode, budget {f2['budget']:,} queries")
 
 
 def plot_all(numbers: dict, out: Path) -> list[Path]:
