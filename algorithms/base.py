@@ -79,6 +79,8 @@ def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, m
         return f"plays games whose payoff is {' / '.join(algorithm.supported_payoffs)}"
     if mode == "exact" and not (game.exact and game.listed):
         return "in exact mode reads the game's exact services over its response table"
+    if mode == "sample" and game.responses == "tokens" and not game.listed:
+        return "in sample mode trains a sequence policy, which enumerates the game's token sequences (listed)"
     if algorithm.reads_every_response and not game.table_readable:
         return (f"in {mode} mode with these settings reads every response's probability or the whole policy "
                 f"each iteration (listed responses, at most {MAX_LISTED_READ:,} per context)")

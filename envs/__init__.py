@@ -84,6 +84,10 @@ _TOKEN_GAME = "prefzoo.envs.token:TokenGame"
 register_game("prefzoo/TokenGame-v0", _TOKEN, game=_TOKEN_GAME, family="bt")
 register_game("prefzoo/TokenGame-Cyclic-v0", _TOKEN, game=_TOKEN_GAME, family="cyclic")
 
+# ---- token games exact at any size (finite-state π_ref, preference through the answer) --
+register_game("prefzoo/AnswerTokenGame-v0", "prefzoo.envs.answer_token:AnswerTokenGameEnv",
+              game="prefzoo.envs.answer_token:AnswerTokenGame")
+
 # ---- answer-level (ALFT) games --------------------------------------------------------
 register_game("prefzoo/AnswerGame-v0", "prefzoo.envs.answer:AnswerGameEnv", game="prefzoo.envs.answer:AnswerGame")
 

@@ -42,9 +42,10 @@ def test_check_env_without_warnings(env_id):
 @pytest.mark.parametrize("env_id", prefzoo.ENV_IDS)
 def test_same_seed_same_rollout(env_id):
     def rollout(reset_seed, steps=40):
-        answer = "/AnswerGame" in env_id  # ALFT: its own reward modes (group/exact) and info keys
+        answer = "/AnswerGame" in env_id  # ALFT: its own reward modes (group/exact)
         env = gym.make(env_id, reward_mode="group" if answer else "comparison")
-        keys = ("sequence", "exact_reward") if answer else ("opponent_action", "win_prob")
+        # the token episodes' outcome keys, else the bandit's
+        keys = tuple(getattr(env.unwrapped, "outcome_info", ("opponent_action", "win_prob")))
         env.action_space.seed(123)
         trace = []
         obs, info = env.reset(seed=reset_seed)

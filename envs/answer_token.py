@@ -1,0 +1,303 @@
+"""AnswerTokenGame: a token game with exact equilibria at any size (design §3, issue 20).
+
+π_ref is a finite-state language model: a deterministic automaton s' = δ(s, v) from s₀ = 0 and a
+next-token law q(v | s, x); a response is a row of exactly L tokens (V^L per prompt). Its answer
+a(y) = (Σ_t w[y_t]) mod K is a finite-state accumulator, and the preference depends on a response
+only through it: P(y ≻ y' | x) = Q(a(y) ≻ a(y') | x), Q a bandit family's [X, K, K]. Then
+P(y ≻ π | x) = (Q ν_π)(a(y)) with ν_π the answer marginal, so the regularized equilibrium is
+π*_β(y) = π_ref(y)·exp(g(a(y))/β)/Z with g = Q ν*, and ν* ∝ μ·exp(Qν*/β) is the equilibrium of the
+K-answer game whose reference is π_ref's answer marginal μ (:attr:`AnswerTokenGame.answer_game`).
+Every exact service is a dynamic program over (position, state, partial answer), O(X·L·S·K·V),
+with no enumeration: the policies of this game (:class:`FiniteStatePolicy`) are next-token tables
+over (t, s, c), which π_ref, π*_β and every tilt of π_ref by a function of the answer are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from scipy import sparse
+from scipy.special import logsumexp, softmax
+
+from . import metrics
+from .checks import check_choice, check_int, check_memory, check_real
+from .game import PreferenceGame, env_game, make_game, soft_best_response_value
+from .oracle import PreferenceOracle, kl_divergence, sample_categorical
+from .token_episode import Ending, TokenEpisode, TokenEpisodeEnv
+
+
+class FiniteStatePolicy:
+    """π(y|x) = Π_t p(y_t | x, t, s_t, c_t) over rows of exactly L tokens, with s_t the reference
+    automaton's state and c_t the partial answer before token t.
+
+    Args:
+        game: the :class:`AnswerTokenGame` whose automaton it runs on.
+        log_probs: log p, [X, L, S, K, V] (broadcast views allowed), each row normalized over V.
+    """
+
+    def __init__(self, game: AnswerTokenGame, log_probs: np.ndarray):
+        self.game, self.log_probs = game, log_probs
+
+    def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exact samples: token rows [n, L] for contexts [n]."""
+        contexts = np.asarray(contexts)
+        n, L = len(contexts), self.game.max_length
+        tokens = np.empty((n, L), dtype=np.int64)
+        state, partial = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        for t in range(L):
+            tokens[:, t] = sample_categorical(np.exp(self.log_probs[contexts, t, state, partial]), rng)
+            state, partial = self.game.advance(state, partial, tokens[:, t])
+        return tokens
+
+    def log_prob(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Exact log π(y|x) of token rows [n, L], [n]."""
+        contexts, tokens = np.asarray(contexts), self.game.check_tokens(tokens)
+        states, partials, _ = self.game.walk(tokens)
+        t = np.arange(tokens.shape[1])
+        return self.log_probs[contexts[:, None], t, states, partials, tokens].sum(axis=1)
+
+    def occupancy(self) -> np.ndarray:
+        """Pr(s_t = s, c_t = c | x), [L+1, X, S, K], by the forward dynamic program."""
+        game = self.game
+        X, L, S, K = game.n_contexts, game.max_length, game.n_states, game.n_answers
+        occ = np.zeros((L + 1, X, S * K))
+        occ[0, :, 0] = 1.0
+        for t in range(L):
+            mass = occ[t].reshape(X, S, K, 1) * np.exp(self.log_probs[:, t])
+            occ[t + 1] = game.transitions.T.dot(mass.reshape(X, -1).T).T
+        return occ.reshape(L + 1, X, S, K)
+
+    def answer_marginal(self) -> np.ndarray:
+        """ν_π(a | x), [X, K]."""
+        return self.occupancy()[-1].sum(axis=1)
+
+    def kl(self, other: FiniteStatePolicy) -> np.ndarray:
+        """KL(π ‖ other) over whole sequences, per context [X]: Σ_t E_π[KL(p_t ‖ other_t)] (exact)."""
+        occ = self.occupancy()[:-1]  # [L, X, S, K]
+        step = kl_divergence(self.log_probs, other.log_probs)  # [X, L, S, K]
+        return np.einsum("txsc,xtsc->x", occ, step)
+
+
+class AnswerTokenGame(PreferenceOracle):
+    """Token responses of exactly L tokens, π_ref a finite-state LM, P a bandit family's over answers.
+
+    Exact services without a dense P or a listed response set (module docstring):
+    :attr:`reference` and :meth:`nash` as :class:`FiniteStatePolicy` objects (exact ``sample`` and
+    ``log_prob``), :meth:`answers`, :attr:`answer_game`, :meth:`exploitability` and :meth:`kl` of
+    finite-state policies. The counted oracle's responses are handles of token rows the game has
+    seen (:meth:`add_rows`; :meth:`sample_ref` draws and adds π_ref's).
+
+    Args:
+        family, n_contexts, feature_dim, seed: the answer-level game, :func:`~prefzoo.envs.game.make_game`'s.
+        vocab_size: V, the tokens 0..V−1. max_length: L, the tokens of every response.
+        n_states: S, states of π_ref's automaton. n_answers: K ≤ L+1 (so that every answer is
+            reachable: w[0] = 0 and w[1] = 1). ref_scale: spread of π_ref's next-token logits.
+        max_queries: the run's budget (:class:`~prefzoo.envs.oracle.PreferenceOracle`).
+    """
+
+    responses, payoff, exact, listed = "tokens", "preference", True, False
+    headline = metrics.EXPLOITABILITY
+
+    def __init__(self, family: str = "bt", n_contexts: int = 8, vocab_size: int = 16, max_length: int = 16,
+                 n_states: int = 8, n_answers: int = 8, feature_dim: int = 4, ref_scale: float = 1.0,
+                 seed: int | None = 0, max_queries: int | None = None):
+        V, L = check_int("vocab_size", vocab_size, low=2, high=255), check_int("max_length", max_length, low=1)
+        S, K = check_int("n_states", n_states, low=1), check_int("n_answers", n_answers, low=2)
+        if K > L + 1:
+            raise ValueError(f"n_answers must be at most max_length + 1 = {L + 1} (every answer reachable), got {K}")
+        X = check_int("n_contexts", n_contexts, low=1)
+        check_memory(f"an answer-token game with n_contexts={X}, max_length={L}, n_states={S}, n_answers={K}, "
+                     f"vocab_size={V}", 3 * 8.0 * X * L * S * K * V, "a policy table has X·L·S·K·V entries")
+        ref_scale = check_real("ref_scale", ref_scale, 0)
+        answers = make_game(family, n_contexts=X, n_actions=K, feature_dim=feature_dim, seed=seed)
+        super().__init__(X, answers.rho, answers.features, None, seed, max_queries)
+        rng = np.random.default_rng([0 if seed is None else seed, 20])
+        self.vocab_size, self.max_length, self.n_states, self.n_answers = V, L, S, K
+        self.family, self.Q = family, answers.P
+        self.delta = rng.integers(S, size=(S, V))  # δ(s, v)
+        self.weights = np.r_[0, 1, rng.integers(K, size=V - 2)]  # w[v]; a = Σ w[y_t] mod K
+        self.log_q = np.log(softmax(ref_scale * rng.normal(size=(X, S, V)), axis=-1))  # log q(v | s, x)
+        target = self.delta[:, None, :] * K + (np.arange(K)[:, None] + self.weights) % K  # [S, K, V]
+        self.transitions = sparse.csr_matrix((np.ones(S * K * V), (np.arange(S * K * V), target.ravel())),
+                                             shape=(S * K * V, S * K))  # (s, c, v) -> (s', c')
+        self.reference = FiniteStatePolicy(self, np.broadcast_to(self.log_q[:, None, :, None, :], (X, L, S, K, V)))
+        self.answer_game = PreferenceGame(self.Q, self.reference.answer_marginal(), answers.rho, answers.features,
+                                          answers.rewards, family=family, seed=seed)
+        self._tokens, self._answers, self._rows = np.empty((0, L), np.uint8), np.empty(0, np.int64), 0
+        self._nash: dict[float, FiniteStatePolicy] = {}
+
+    # ------------------------------------------------------------------ the automaton
+    def advance(self, states: np.ndarray, partials: np.ndarray, tokens: np.ndarray):
+        """(s', c') after one token each: s' = δ(s, v), c' = (c + w[v]) mod K."""
+        return self.delta[states, tokens], (partials + self.weights[tokens]) % self.n_answers
+
+    def walk(self, tokens: np.ndarray):
+        """States and partial answers before each token, [n, L] each, and the answers [n]."""
+        n, L = tokens.shape
+        states, partials = np.zeros((n, L), np.int64), np.zeros((n, L), np.int64)
+        s, c = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        for t in range(L):
+            states[:, t], partials[:, t] = s, c
+            s, c = self.advance(s, c, tokens[:, t])
+        return states, partials, c
+
+    def check_tokens(self, tokens: Any) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        if (tokens.ndim != 2 or tokens.shape[1] != self.max_length or not np.issubdtype(tokens.dtype, np.integer)
+                or (tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size))):
+            raise ValueError(f"tokens must be integer rows [n, {self.max_length}] of ids in [0, {self.vocab_size}), "
+                             f"got an array of shape {tokens.shape} and dtype {tokens.dtype}")
+        return tokens
+
+    def answers(self, x: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """a(y) of token rows [n, L] (the contexts ``x`` [n] do not change it), [n]."""
+        return self.walk(self.check_tokens(tokens))[2]
+
+    # ------------------------------------------------------------------ the counted oracle
+    def add_rows(self, tokens: np.ndarray) -> np.ndarray:
+        """Handles [n] of token rows [n, L] (the responses :meth:`compare` and :meth:`prob` take)."""
+        tokens = self.check_tokens(tokens)
+        self._tokens = np.concatenate([self._tokens, tokens.astype(np.uint8)])
+        self._answers = np.concatenate([self._answers, self.walk(tokens)[2]])
+        handles = np.arange(self._rows, self._rows + len(tokens))
+        self._rows += len(tokens)
+        return handles
+
+    def rows(self, handles: np.ndarray) -> np.ndarray:
+        """The token rows [n, L] of handles [n]."""
+        return self._tokens[self._check_handles(handles)].astype(np.int64)
+
+    def _check_handles(self, handles):
+        handles = np.asarray(handles)
+        if handles.size and (not np.issubdtype(handles.dtype, np.integer) or handles.min() < 0
+                             or handles.max() >= self._rows):
+            raise ValueError(f"responses must be handles in [0, {self._rows}) from add_rows or sample_ref, "
+                             f"got {handles!r}")
+        return handles
+
+    def preference(self, x, y, y2) -> np.ndarray:
+        return self.Q[x, self._answers[self._check_handles(y)], self._answers[self._check_handles(y2)]]
+
+    def sample_ref(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.add_rows(self.reference.sample(contexts, rng))
+
+    # ------------------------------------------------------------------ exact services
+    def tilted(self, terminal_log_weight: np.ndarray) -> FiniteStatePolicy:
+        """π(y|x) ∝ π_ref(y|x)·exp(f(x, a(y))) for ``terminal_log_weight`` f [X, K], by the backward
+        program log h_t(s, c) = logsumexp_v log q(v|s) + log h_{t+1}(δ(s, v), c + w_v); the next-token
+        law is q(v|s)·h_{t+1}(s', c')/h_t(s, c)."""
+        X, L, S, K = self.n_contexts, self.max_length, self.n_states, self.n_answers
+        nxt = (np.arange(K)[:, None] + self.weights) % K  # [K, V]
+        log_h = np.broadcast_to(terminal_log_weight[:, None, :], (X, S, K))
+        log_probs = np.empty((X, L, S, K, self.vocab_size))
+        for t in reversed(range(L)):
+            joint = self.log_q[:, :, None, :] + log_h[:, self.delta[:, None, :], nxt[None, :, :]]  # [X, S, K, V]
+            with np.errstate(invalid="ignore"):
+                log_h = logsumexp(joint, axis=-1)
+                log_probs[:, t] = np.where(np.isfinite(log_h)[..., None], joint - log_h[..., None], -np.log(
+                    self.vocab_size))  # an unreachable (s, c) with no way to a weighted answer: uniform
+        return FiniteStatePolicy(self, log_probs)
+
+    def nash(self, beta: float = 0.0) -> FiniteStatePolicy:
+        """The equilibrium as a finite-state policy (cached per β). β > 0: the unique π*_β, π_ref tilted
+        by g/β, g = Q ν*_β (ν* = ``answer_game.nash(beta)``). β = 0: π_ref tilted by ν*_0/μ, whose
+        answer marginal is a von Neumann winner of the answer game (any such policy is an equilibrium)."""
+        beta = check_real("beta", beta, 0)
+        if beta not in self._nash:
+            nu = self.answer_game.nash(beta)
+            with np.errstate(divide="ignore"):
+                weight = self.answer_game.win_rates(nu) / beta if beta > 0 else np.log(nu / self.answer_game.ref)
+            self._nash[beta] = self.tilted(weight)
+        return self._nash[beta]
+
+    def check_finite_state(self, policy: Any, name: str = "policy") -> FiniteStatePolicy:
+        if not isinstance(policy, FiniteStatePolicy) or policy.game is not self:
+            raise TypeError(f"{name} must be a FiniteStatePolicy of this game (game.reference, game.nash(beta), "
+                            f"game.tilted(...)), got {type(policy).__name__}; a neural policy is evaluated by "
+                            "evaluate(policy, rng), from samples")
+        return policy
+
+    def kl(self, policy: FiniteStatePolicy, other: FiniteStatePolicy) -> float:
+        """ρ-weighted KL(policy ‖ other) over whole sequences (exact)."""
+        return self.expectation(self.check_finite_state(policy).kl(self.check_finite_state(other, "other")))
+
+    def exploitability(self, policy: FiniteStatePolicy, beta: float = 0.0) -> float:
+        """The sequence game's exploitability, exact: with win(a) = (Q ν_π)(a), β = 0:
+        E_x[max_a win(a) − ½]; β > 0: E_x[β log Σ_a μ(a) exp(win(a)/β) + β KL(π‖π_ref) − ½]."""
+        beta = check_real("beta", beta, 0)
+        policy = self.check_finite_state(policy)
+        win = self.answer_game.win_rates(policy.answer_marginal())
+        if beta == 0:
+            gap = win.max(axis=1) - 0.5
+        else:
+            gap = soft_best_response_value(win, self.answer_game.ref, beta) + beta * policy.kl(self.reference) - 0.5
+        return self.expectation(np.maximum(gap, 0.0))
+
+    def evaluate(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
+        """Exact metrics of a :class:`FiniteStatePolicy` (exploitability, KL(π‖π_ref), win rate vs
+        π_ref); any other sampler gets the estimated win rate vs π_ref (the base's)."""
+        if not isinstance(policy, FiniteStatePolicy):
+            return super().evaluate(policy, rng)
+        nu = policy.answer_marginal()
+        return {metrics.EXPLOITABILITY: self.exploitability(policy),
+                metrics.KL_TO_REF: self.kl(policy, self.reference),
+                metrics.WIN_RATE_VS_REF: self.expectation(np.einsum("xa,xa->x", nu, self.answer_game.win_rates(
+                    self.answer_game.ref)))}
+
+
+class AnswerTokenGameEnv(TokenEpisodeEnv):
+    """Write exactly L tokens; the answer of the row duels the answer of a π_ref row.
+
+    ## Description
+    x ~ ρ; the agent writes L tokens (``Discrete(V)`` actions, no EOS); the game's answer
+    a(y) = Σ w[y_t] mod K of the row meets the answer of a row drawn from π_ref (exact samples of
+    the finite-state reference), and Q(a ≻ a' | x) decides. ``env.unwrapped.game`` is an
+    :class:`AnswerTokenGame`: exact ``nash(beta)``, ``exploitability``, ``kl`` and answer
+    marginals at any size (V^L sequences per prompt, 1.8·10¹⁹ by default), by dynamic programming.
+
+    ## Observation Space
+    ``Dict(prompt = Box(-B, B, (d,), float32), tokens = MultiDiscrete([V+1]*L), length = Discrete(L+1))``
+    (the token episode of :class:`~prefzoo.envs.token_episode.TokenEpisodeEnv`).
+
+    ## Rewards (``reward_mode``)
+    ``comparison`` (default): Bernoulli(Q(a ≻ a' | x)), one counted query; ``win_prob``: Q(a ≻ a' | x).
+
+    ## Arguments
+    ``family`` (``bt``, ``cyclic``, ``mixed``, ``reward_order``: the answer-level preference),
+    :class:`AnswerTokenGame` keywords (``n_contexts``, ``vocab_size``, ``max_length``, ``n_states``,
+    ``n_answers``, ``seed``, ``max_queries``, …), or ``game``; ``reward_mode``; ``render_mode="ansi"``.
+
+    ## info
+    ``context`` always; ``answer``, ``opponent_answer`` and ``win_prob`` at the last step (−1, −1
+    and −1.0 before it, :data:`~prefzoo.envs.token_episode.UNDECIDED`).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    outcome_info = {"answer": int, "opponent_answer": int, "win_prob": float}
+
+    def __init__(self, family: str = "bt", game: AnswerTokenGame | None = None, reward_mode: str = "comparison",
+                 render_mode: str | None = None, **game_kwargs: Any):
+        check_choice("reward_mode", reward_mode, ("comparison", "win_prob"))
+        game = env_game(AnswerTokenGame, game, family, **game_kwargs)
+        prompts = game.features.astype(np.float32)
+        bound = float(np.ceil(np.abs(prompts).max()))
+        episode = TokenEpisode(game.vocab_size, game.max_length, None, prompts,
+                               spaces.Box(-bound, bound, shape=prompts.shape[1:], dtype=np.float32))
+        super().__init__(game, episode, render_mode)
+        self.reward_mode = reward_mode
+
+    def finish(self, context: int, tokens: np.ndarray, length: int) -> Ending:
+        x = np.array([context])
+        y, opponent = self.game.add_rows(tokens[None]), self.game.sample_ref(x, self.np_random)
+        win_prob = float(self.game.preference(x, y, opponent)[0])
+        if self.reward_mode == "comparison":
+            reward = float(self.game.compare(x, y, opponent, self.np_random)[0])
+        else:
+            reward = float(self.game.prob(x, y, opponent)[0])
+        answer, opponent_answer = (int(a) for a in self.game.answers(np.r_[x, x], self.game.rows(np.r_[y, opponent])))
+        return Ending(reward, {"answer": answer, "opponent_answer": opponent_answer, "win_prob": win_prob},
+                      f"{tokens.tolist()} answer {answer} vs {opponent_answer}")
