@@ -26,6 +26,7 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import duel, metrics
+from prefzoo.envs.answer_token import FiniteStatePolicy
 from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.oracle import (
     MAX_LISTED_READ,
@@ -79,8 +80,6 @@ def unmet_need(algorithm: Algorithm | type[Algorithm], game: PreferenceOracle, m
         return f"plays games whose payoff is {' / '.join(algorithm.supported_payoffs)}"
     if mode == "exact" and not (game.exact and game.listed):
         return "in exact mode reads the game's exact services over its response table"
-    if mode == "sample" and game.responses == "tokens" and not game.listed:
-        return "in sample mode trains a sequence policy, which enumerates the game's token sequences (listed)"
     if algorithm.reads_every_response and not game.table_readable:
         return (f"in {mode} mode with these settings reads every response's probability or the whole policy "
                 f"each iteration (listed responses, at most {MAX_LISTED_READ:,} per context)")
@@ -240,11 +239,13 @@ class Algorithm:
 
     def evaluation_policy(self) -> Any:
         """What the game evaluates: a :class:`~prefzoo.envs.oracle.TablePolicy` of the current
-        policy where the game is exact or no torch policy is trained, else the trained policy (a
-        sampler)."""
-        if self.game.exact or self.policy is None:
+        policy where the responses are listed and the game is exact or no torch policy is trained;
+        else the trained policy's ``exact_policy()`` where it has one (the game's own exact form,
+        e.g. a :class:`~prefzoo.envs.answer_token.FiniteStatePolicy`), else the policy (a sampler)."""
+        if self.game.listed and (self.game.exact or self.policy is None):
             return TablePolicy(self.policy_probs(), self.policy_log_probs())
-        return self.policy
+        exact_policy = getattr(self.policy, "exact_policy", None)
+        return self.policy if exact_policy is None else exact_policy()
 
     def export(self, run_dir: str | os.PathLike) -> list[Path]:
         """Write the final policy into ``run_dir`` by the policy's own ``export``: a table
@@ -255,19 +256,24 @@ class Algorithm:
 
     def evaluate(self) -> dict[str, float]:
         """The game's metrics of the current policy (``game.evaluate``, drawing from a generator of
-        its own so that evaluating never changes training), the costs, and, on exact preference
-        games, the metrics of the algorithm's own game (design §6): the regularized
+        its own so that evaluating never changes training), the costs, and, where the game's exact
+        preference services apply to the policy (a table, or a finite-state policy of a game exact
+        at any size), the metrics of the algorithm's own game (design §6): the regularized
         exploitability, KL(π_target‖π) from its exact limit point, the duel regrets. KLs are
         computed in log space (:func:`~prefzoo.envs.oracle.kl_divergence`)."""
         game, policy = self.game, self.evaluation_policy()
         out = {**game.evaluate(policy, np.random.default_rng([self.seed, self.iteration])),
                metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
-        if not self.exact_preference:
+        finite_state = isinstance(policy, FiniteStatePolicy)
+        if not (self.exact_preference or finite_state):
             return out
         if self.regularization() > 0:
-            out[metrics.REG_EXPLOITABILITY] = game.exploitability(policy.table, self.regularization())
+            out[metrics.REG_EXPLOITABILITY] = game.exploitability(policy if finite_state else policy.table,
+                                                                  self.regularization())
         target = self.target_policy()
-        if target is not None:
+        if target is not None and finite_state:
+            out[metrics.KL_TO_TARGET] = game.kl(target, policy)
+        elif target is not None:
             with np.errstate(divide="ignore"):
                 out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), policy.log_table))
         if self.duel_regret.pairs:

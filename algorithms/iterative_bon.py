@@ -252,6 +252,8 @@ class IterativeBoN(Algorithm):
         return self.log_pi.copy() if self.mode == "exact" else super().policy_log_probs()
 
     def target_policy(self):
+        if self.order is None:  # no exact preference table: no exact fixed point (a game exact at any size)
+            return None
         if not self._target_done:
             self._target = bon_fixed_point(self.order, self.game.ref, self.mixing, self.n)
             self._target_done = True

@@ -15,6 +15,7 @@ from torch import nn
 from prefzoo.envs.checks import check_choice
 from prefzoo.envs.oracle import PreferenceOracle, sample_categorical
 
+from .automaton_policy import AutomatonPolicy
 from .sequence_policy import SEQUENCE_POLICIES
 
 
@@ -23,6 +24,9 @@ class BanditPolicy(nn.Module):
 
     def __init__(self, game: PreferenceOracle, device: torch.device):
         super().__init__()
+        if game.ref is None:
+            raise ValueError(f"policy {type(self).__name__} is a table over listed responses; {type(game).__name__}'s "
+                             "are not listed (on prefzoo/AnswerTokenGame-v0 use policy='automaton')")
         self.register_buffer("log_ref", torch.as_tensor(np.log(game.ref), dtype=torch.float32, device=device))
         self.register_buffer("features", torch.as_tensor(game.features, dtype=torch.float32, device=device))
 
@@ -80,7 +84,8 @@ class MLPPolicy(BanditPolicy):
         return self.net(self.features[contexts])
 
 
-POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES}  # + token-game policies
+# + token-game policies, and the automaton policy of the games exact at any size
+POLICIES = {"tabular": TabularPolicy, "mlp": MLPPolicy, **SEQUENCE_POLICIES, "automaton": AutomatonPolicy}
 
 
 def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> BanditPolicy:

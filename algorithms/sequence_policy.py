@@ -52,6 +52,10 @@ class SequencePolicy(nn.Module):
             raise ValueError(f"policy {type(self).__name__} needs a game whose responses are token sequences "
                              f"(responses='tokens', e.g. prefzoo/TokenGame-*), got responses={game.responses!r}; "
                              "use policy='tabular' or 'mlp' on games of indexed responses")
+        if not game.listed:
+            raise ValueError(f"policy {type(self).__name__} enumerates the game's token sequences, and "
+                             f"{type(game).__name__}'s are not listed (on prefzoo/AnswerTokenGame-v0 use "
+                             "policy='automaton')")
         sequences = game.sequences
         self.vocab_size, self.max_length = sequences.vocab_size, sequences.max_length
         self.autocast = bool(autocast) and torch.device(device).type == "cuda"

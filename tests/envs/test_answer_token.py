@@ -122,5 +122,5 @@ def test_bad_input_is_named():
         game.answers(np.zeros(1, int), np.array([[1, 2, 3]]))
     with pytest.raises(ValueError, match=r"responses must be handles in \[0, 0\)"):
         game.compare(np.zeros(1, int), np.zeros(1, int), np.zeros(1, int))
-    with pytest.raises(ValueError, match="trains a sequence policy, which enumerates"):
+    with pytest.raises(ValueError, match="GRUSequencePolicy enumerates the game.s token sequences.*policy=.automaton."):
         prefzoo.make_algo("wind", gym.make("prefzoo/AnswerTokenGame-v0", game=game), mode="sample", policy="gru")
