@@ -22,8 +22,11 @@ OFFSETS = ("learned", "none")
 
 
 def wind_step(log_pi: np.ndarray, log_ref: np.ndarray, win: np.ndarray, eta: float, beta: float) -> np.ndarray:
-    """Exact WIND: log π_{t+1} = (1−ηβ) log π_t + ηβ log μ + η P(y≻π_t) − log Z."""
-    return log_softmax((1 - eta * beta) * log_pi + eta * beta * log_ref + eta * win, axis=-1)
+    """Exact WIND: log π_{t+1} = (1−ηβ) log π_t + ηβ log μ + η P(y≻π_t) − log Z (at ηβ = 1 the
+    first term is absent, also where π_t = 0)."""
+    logits = eta * beta * log_ref + eta * win
+    keep = 1 - eta * beta
+    return log_softmax(logits + keep * log_pi if keep else logits, axis=-1)
 
 
 def wind_score(log_new, log_old, log_ref, offset, eta: float, beta: float):
@@ -137,7 +140,9 @@ class WIND(Algorithm):
     def step(self):
         eta = self.step_size()
         if self.mode == "exact":
-            self.pi = np.exp(wind_step(np.log(self.pi), self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
+            with np.errstate(divide="ignore"):  # π_t may hold exact zeros (ηβ = 1 steps): log 0 = −∞
+                log_pi = np.log(self.pi)
+            self.pi = np.exp(wind_step(log_pi, self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
             return {metrics.ETA: eta}
         x = self.game.sample_contexts(self.batch_size, self.rng)
         # y and y' in one batched draw (one generate call on an LM; the same draws as two calls)

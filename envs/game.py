@@ -42,10 +42,14 @@ FAMILY_DEFAULTS = {
 def soft_best_response_value(win: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
     """β log Σ_y π_ref(y) exp(win(y)/β) per row: the value of the KL-regularized best response.
 
-    For β ≥ 1 it is m + β·log1p(Σ π_ref·expm1((win − m)/β)) with m = Σ π_ref·win, which keeps
-    its O(1/β) excess over m when β is huge (β·logsumexp loses it to rounding times β)."""
+    For β < 1 it is M + β·logsumexp((win − M)/β) with M the largest win on π_ref's support, so that
+    no exponent passes 0 and a β as small as 5e-324 gives M (the limit β → 0), not inf. For β ≥ 1
+    it is m + β·log1p(Σ π_ref·expm1((win − m)/β)) with m = Σ π_ref·win, which keeps its O(1/β)
+    excess over m when β is huge (β·logsumexp loses it to rounding times β)."""
     if beta < 1.0:
-        return beta * logsumexp(win / beta, b=ref, axis=-1)
+        top = np.where(ref > 0, win, -np.inf).max(axis=-1, keepdims=True)
+        with np.errstate(over="ignore"):  # (win − M)/β → −∞: that term is 0
+            return top[..., 0] + beta * logsumexp((win - top) / beta, b=ref, axis=-1)
     mean = np.einsum("...y,...y->...", ref, win)
     return mean + beta * np.log1p(np.einsum("...y,...y->...", ref, np.expm1((win - mean[..., None]) / beta)))
 

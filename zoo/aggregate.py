@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -50,13 +51,25 @@ def _check(by_game: ByGame, name: str) -> list[np.ndarray]:
 def stratified_bootstrap(samples: list[np.ndarray], statistic: Callable[..., np.ndarray], *,
                          seed: int = SEED, n_resamples: int = N_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of ``statistic(*samples, axis=-1)`` resampling each sample (game)
-    on its own; degenerate resamples (one run per game) give the point estimate."""
+    on its own. A game with a single run is resampled degenerately (as rliable does: that run
+    enters every resample), with a warning; when every game has one run the interval is the point."""
     point = np.asarray(statistic(*samples, axis=-1), dtype=float)
-    if all(len(s) == 1 for s in samples):
+    single = [len(s) == 1 for s in samples]
+    if all(single):
         return point.copy(), point.copy()
-    result = stats.bootstrap(tuple(samples), statistic, vectorized=True, paired=False, axis=-1,
-                             confidence_level=CONFIDENCE, n_resamples=n_resamples, method="percentile",
-                             rng=np.random.default_rng(seed))
+    if any(single):
+        warnings.warn(f"{sum(single)} of {len(samples)} games keep a single run: resampled degenerately "
+                      "(the interval does not reflect their spread)", stacklevel=2)
+
+    def with_single_runs(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        varying = iter(resampled)
+        batch = resampled[0].shape[:-1] + (1,)
+        return statistic(*(np.broadcast_to(s, batch) if one else next(varying)
+                           for s, one in zip(samples, single, strict=True)), axis=axis)
+
+    result = stats.bootstrap(tuple(s for s, one in zip(samples, single, strict=True) if not one), with_single_runs,
+                             vectorized=True, paired=False, axis=-1, confidence_level=CONFIDENCE,
+                             n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
     return np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)
 
 

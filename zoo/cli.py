@@ -19,7 +19,7 @@ from prefzoo.envs import game_class
 from prefzoo.envs.metrics import KL_TO_TARGET, QUERIES
 from prefzoo.envs.oracle import declarations
 from prefzoo.zoo import config, papers, rundir, runner
-from prefzoo.zoo.config import ConfigError
+from prefzoo.zoo.config import ConfigError, int_at_least
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
 from prefzoo.zoo.estimators_cli import cmd_estimators
 
@@ -166,20 +166,6 @@ def _device(args: argparse.Namespace, overrides: dict) -> str | None:
     if args.device is not None:
         return args.device
     return None if "device" in overrides else "auto"
-
-
-def int_at_least(low: int):
-    """An argparse ``type``: an integer >= ``low`` (else argparse's usage error, exit code 2)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-        return value
-
-    return parse
 
 
 def writable_dir(path: str | os.PathLike, flag: str) -> None:

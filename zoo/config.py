@@ -9,6 +9,7 @@ with ``yaml.safe_load`` only (no ``eval``).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import importlib.resources
@@ -41,6 +42,20 @@ def unknown(kind: str, name: str, valid) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}{closest_hint(name, sorted(valid))}; valid: {', '.join(sorted(valid))}")
 
 
+def int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (else argparse's usage error, exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
 def check_algo(name: str) -> type:
     if name not in ALGORITHMS:
         raise unknown("algorithm", name, ALGORITHMS)
@@ -48,7 +63,11 @@ def check_algo(name: str) -> type:
 
 
 def check_env(env_id: str) -> str:
-    """``env_id`` when it is registered in this process (never imports anything: a config is data)."""
+    """``env_id`` when a preference game is registered under it in this process
+    (:func:`~prefzoo.envs.register_game`; never imports anything: a config is data)."""
+    if env_id in gym.registry and env_id not in prefzoo.envs.GAME_CLASSES:
+        raise ConfigError(f"env id {env_id!r} is registered with Gymnasium but is not a preference game "
+                          f"(prefzoo.envs.register_game registers one); preference games: {', '.join(prefzoo.ENV_IDS)}")
     if env_id not in gym.registry:
         raise unknown("env id", env_id, prefzoo.ENV_IDS)
     return env_id

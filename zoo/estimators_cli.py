@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from prefzoo.envs import estimators
+from prefzoo.zoo.config import int_at_least
 
 
 def quality_rows(K: int, names=estimators.LOG_ESTIMATORS) -> list[dict]:
@@ -82,5 +83,5 @@ def cmd_estimators(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     """Register ``estimators`` on the ``prefzoo`` subparsers."""
     p = sub.add_parser("estimators", help="bias/sd table and bias plot of the log-reward estimators")
-    p.add_argument("--K", type=int, default=32, help="rollouts per prompt (default 32)")
+    p.add_argument("--K", type=int_at_least(2), default=32, help="rollouts per prompt (default 32)")
     p.add_argument("--out", default="results/estimators", help="output folder for the table and PNG")

@@ -129,3 +129,18 @@ def test_constructor_defaults_converge_in_sample_mode():
     start = algo.evaluate()["game/kl_to_target"]
     algo.learn(100, eval_freq=100)
     assert algo.eta_decay and algo.evaluate()["game/kl_to_target"] <= start / 5
+
+
+def test_the_largest_step_eta_beta_1_runs_in_exact_mode_even_when_pi_reaches_zero():
+    """η = 1/β exactly (allowed): the step drops the log π_t term, so a π_t with exact zeros gives no
+    0·(−∞) = NaN. The step is then π ∝ π_ref·exp(η P(y≻π_t)), checked against that formula."""
+    algo = prefzoo.make_algo("wind", "prefzoo/PrefBandit-Cyclic-v0", mode="exact", beta=1e-8, eta=1e8)
+    algo.learn(3)
+    pi = algo.policy_probs()
+    assert np.all(np.isfinite(pi)) and np.isfinite(algo.evaluate()["game/exploitability"])
+    game = algo.game
+    before = pi.copy()
+    algo.learn(1)
+    logits = 1e-8 * 1e8 * np.log(game.ref) + 1e8 * game.win_rates(before)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(algo.policy_probs(), expected / expected.sum(1, keepdims=True), atol=1e-12)

@@ -184,3 +184,10 @@ def test_cli_writes_table_and_png(tmp_path):
         assert f"| {name} |" in res.stdout
     assert (out / "estimators_K16.md").read_text().count("|\n") == 2 + len(est.LOG_ESTIMATORS)
     assert (out / "estimators_K16.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_refuses_k_below_2_as_a_usage_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "prefzoo", "estimators", "--K", "1", "--out", str(tmp_path / "e")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "argument --K: expected an integer >= 2, got '1'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "e").exists()

@@ -334,3 +334,14 @@ def test_context_weights_features_and_rewards_are_validated(field, value, match)
     game = PreferenceGame(P, ref, rho=np.array([0.25, 0.75]))
     contexts = game.sample_contexts(40_000, np.random.default_rng(0))
     assert abs(contexts.mean() - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 40_000)
+
+
+def test_regularized_exploitability_at_a_subnormal_beta_is_the_unregularized_limit():
+    """β·log Σ π_ref exp(win/β) → max win as β → 0+: at β = 5e-324 (win/β overflows) the value is the
+    β = 0 exploitability, finite; at β = 0.3 it matches the formula summed directly."""
+    game = make_game("cyclic", n_contexts=4, n_actions=5, seed=2)
+    pi = game.nash(0.2)
+    assert game.exploitability(pi, 5e-324) == pytest.approx(game.exploitability(pi, 0.0), abs=1e-15)
+    win = np.einsum("xij,xj->xi", game.P, pi)
+    direct = 0.3 * np.log((game.ref * np.exp(win / 0.3)).sum(1)) + 0.3 * (pi * np.log(pi / game.ref)).sum(1) - 0.5
+    assert game.exploitability(pi, 0.3) == pytest.approx(float(game.rho @ direct), abs=1e-12)

@@ -135,3 +135,21 @@ def test_against_rliable_where_it_installs():
     assert aggregate.iqm_interval(x)[0] == pytest.approx(rliable.aggregate_iqm(x_matrix), rel=1e-12)
     theirs = rliable.probability_of_improvement(-x_matrix, -y_matrix)  # their "higher is better"
     assert aggregate.probability_of_improvement(x, y)[0] == pytest.approx(theirs, rel=1e-12)
+
+
+def test_a_game_left_with_one_run_is_resampled_degenerately_with_a_warning(tmp_path):
+    """A game keeps one finite run while the others keep several: no crash, a warning, and the
+    interval of the explicit resampling loop in which that run enters every resample."""
+    scores = synthetic(0.0, 3)
+    scores["mixed"] = scores["mixed"][:1]
+    with pytest.warns(UserWarning, match="1 of 3 games keep a single run"):
+        point, low, high = aggregate.iqm_interval(scores)
+    np_low, np_high = numpy_bootstrap(list(scores.values()), lambda g: float(aggregate.iqm(np.concatenate(g))),
+                                      stratified=True)
+    width = high - low
+    assert low < point < high and width > 0
+    assert low == pytest.approx(np_low, abs=0.1 * width) and high == pytest.approx(np_high, abs=0.1 * width)
+    rows = [{"algorithm": "a", "game": g, "seed": s, "score": v} for g, values in scores.items()
+            for s, v in enumerate(values)]
+    with pytest.warns(UserWarning, match="single run"):
+        assert aggregate.write_aggregates(rows, tmp_path)["csv"].is_file()

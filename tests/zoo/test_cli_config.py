@@ -83,3 +83,11 @@ def test_cli_reports_errors_without_traceback(tiny_configs, tmp_path):
     assert proc.returncode == 2
     assert "did you mean 'grad_steps'?" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_gymnasium_env_that_is_no_preference_game_is_refused_before_anything_is_written(tiny_configs, tmp_path):
+    for command in (["train", "--algo", "wind"], ["compare", "--algos", "wind", "--seeds", "0", "--out", "out"]):
+        proc = run_prefzoo(tiny_configs, tmp_path, *command, "--env", "CartPole-v1", check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "'CartPole-v1' is registered with Gymnasium but is not a preference game" in proc.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "out" / "logs").exists()
