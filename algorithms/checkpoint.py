@@ -18,6 +18,7 @@ import torch
 # data only (tensors and plain Python values), loaded with weights_only=True; 3: + the game's
 # counters; 4: + the budget spent
 CHECKPOINT_FORMAT = 4
+MAX_CHECKPOINT_NODES = 10**7  # containers and values once shared references are expanded (runs hold far fewer)
 _NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint
 
 
@@ -44,6 +45,24 @@ def to_checkpoint_data(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_checkpoint_data(item) for item in value)
     return value
+
+
+def expanded_size(value: Any, sizes: dict[int, int] | None = None, open_ids: set[int] | None = None) -> int:
+    """Values in ``value`` with every shared reference counted each time it is reached (what
+    :func:`from_checkpoint_data` would build), computed once per distinct container; a tensor or a
+    scalar counts 1. Raises :class:`CheckpointError` on a container that contains itself."""
+    sizes, open_ids = ({} if sizes is None else sizes), (set() if open_ids is None else open_ids)
+    if not isinstance(value, (dict, list, tuple)):
+        return 1
+    key = id(value)
+    if key not in sizes:
+        if key in open_ids:
+            raise CheckpointError("a checkpoint container contains itself")
+        open_ids.add(key)
+        items = value.values() if isinstance(value, dict) else value
+        sizes[key] = 1 + sum(expanded_size(item, sizes, open_ids) for item in items)
+        open_ids.discard(key)
+    return sizes[key]
 
 
 def from_checkpoint_data(value: Any) -> Any:
@@ -76,7 +95,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         UnsafeCheckpointError: the file asks to unpickle anything else (refused, nothing ran).
-        CheckpointError: an empty, truncated or corrupted file, or not a prefzoo checkpoint.
+        CheckpointError: an empty, truncated or corrupted file, not a prefzoo checkpoint, or one whose
+            shared references would expand past :data:`MAX_CHECKPOINT_NODES` values (refused before
+            anything is expanded).
     """
     path = os.fspath(path)
     if not zipfile.is_zipfile(path):
@@ -94,4 +115,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a prefzoo checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+    try:
+        size = expanded_size(state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}; refused") from None
+    if size > MAX_CHECKPOINT_NODES:
+        raise CheckpointError(f"{path} expands to {size:,} values through shared references (more than "
+                              f"{MAX_CHECKPOINT_NODES:,}); refused before building it")
     return from_checkpoint_data(state)

@@ -4,7 +4,7 @@ Lookup order (rl-baselines3-zoo's ``read_hyperparameters``): the exact env id, t
 otherwise an error listing the known keys. Runner keys (:data:`RUNNER_KEYS`) are popped here; the
 rest goes unchanged to :func:`prefzoo.make_algo`, after being checked against the algorithm
 constructor's signature, so a misspelled key fails *before* anything is built. Values are parsed
-with ``yaml.safe_load`` only (no ``eval``).
+with ``yaml.safe_load`` only (no ``eval``), bounded by :func:`safe_yaml`.
 """
 
 from __future__ import annotations
@@ -102,6 +102,48 @@ def config_dir(override: str | os.PathLike | None = None) -> Path:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
 
 
+MAX_YAML_NODES = 100_000  # a config's nodes once its aliases are expanded (configs hold a few hundred)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes of ``node`` with every alias expanded, counted on the alias graph (nothing is built)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError("a YAML alias refers to a node that contains it (a recursive structure)")
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    sizes[key] = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(key)
+    return sizes[key]
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refused with a :class:`ConfigError` naming ``source`` when its aliases
+    expand to more than :data:`MAX_YAML_NODES` nodes or recurse: the count is taken on the composed
+    alias graph before any Python object is built (a few hundred bytes of nested aliases would
+    otherwise expand to gigabytes)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {}, set())
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}; refused") from None
+        if size > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: its YAML aliases expand to {size:,} nodes (more than {MAX_YAML_NODES:,}); "
+                              "refused before building it")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def as_numbers(value: Any) -> Any:
     """``value`` with every string that spells a number (``1e-3``, ``-2E5``, ``inf``, ``nan``)
     turned into that number, recursively; other values unchanged."""
@@ -118,7 +160,7 @@ def as_numbers(value: Any) -> Any:
 def load_yaml(path: Path) -> dict[str, Any]:
     """Parse a config file; a syntax error names the file and the line."""
     try:
-        data = as_numbers(yaml.safe_load(path.read_text()))
+        data = as_numbers(safe_yaml(path.read_text(), str(path)))
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text YAML file (it is not valid UTF-8)") from None
     except yaml.YAMLError as err:
@@ -155,7 +197,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"bad --hp override {pair!r}: expected key=value, e.g. beta=0.2")
         try:
-            out[key.strip()] = as_numbers(yaml.safe_load(raw))
+            out[key.strip()] = as_numbers(safe_yaml(raw, f"--hp {key.strip()}"))
         except yaml.YAMLError as err:
             raise ConfigError(f"bad --hp override {pair!r}: value is not valid YAML ({err})") from None
     return out

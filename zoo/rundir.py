@@ -34,7 +34,7 @@ import yaml
 
 from prefzoo.algorithms.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from prefzoo.envs.metrics import ITERATIONS
-from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, validate
+from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, safe_yaml, validate
 
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 LOCK_FILE = ".lock"  # flock'ed by the process that writes the run; holds its PID
@@ -82,6 +82,16 @@ def latest_run_dir(log_folder: str | os.PathLike, algo: str, env_id: str) -> Pat
     return runs[max(runs)]
 
 
+def check_no_links(run_dir: str | os.PathLike) -> None:
+    """``ConfigError`` naming the first symbolic link inside ``run_dir``: a run writes its files in
+    place (lock, CSV, checkpoints), and through a link it would write wherever the link points."""
+    for root, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise ConfigError(f"{os.path.join(root, name)} is a symbolic link; a run directory holds its own "
+                                  "files only (nothing was written)")
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike):
     """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` (PID written inside) for the block.
@@ -89,9 +99,11 @@ def run_lock(run_dir: str | os.PathLike):
     Raises:
         RunLockedError: another process holds it (its PID named). The lock dies with its
             process, so a killed run never leaves a stale lock.
+        ConfigError: the run directory holds a symbolic link (:func:`check_no_links`).
     """
+    check_no_links(run_dir)
     path = Path(run_dir) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -114,7 +126,7 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yml)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text(), str(path))
     except (UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path} is not a readable YAML config ({type(err).__name__})") from None
     return validate(RunConfig.from_dict(data), source=str(path))

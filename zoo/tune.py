@@ -172,6 +172,8 @@ def _run_trials_in_worker(objective: Objective, *job) -> None:
 def run_in_parallel(jobs: list[tuple], executor) -> None:
     """``run_trials(*job)`` for each job: one Ray task each on a Ray ``executor``; on a local one,
     in this process when there is one job, else each in its own spawned process."""
+    if not jobs:  # the study already has its trials
+        return
     if executor.name == "ray":
         ray = executor.connect()
         remote = ray.remote(num_cpus=1, max_retries=0)(_run_trials_in_worker)
@@ -259,7 +261,7 @@ def write_best(algo: str, env_id: str, out: Path, params: dict[str, Any], direct
 def record(out: Path, algo: str, env_id: str, info: dict[str, Any]) -> None:
     path = out / METADATA
     with _locked(out):
-        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        data = config.safe_yaml(path.read_text(), str(path)) if path.is_file() else {}
         data.setdefault(algo, {})[env_id] = info
         path.write_text(yaml.safe_dump(data, sort_keys=True))
 
@@ -286,7 +288,7 @@ def tuned_note(directory: str | os.PathLike, algos, env_ids) -> str:
     """The table line saying how every algorithm was tuned; an error unless every (algo, env)
     pair was tuned with the same number of trials and the same budget."""
     path = Path(directory) / METADATA
-    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    data = config.safe_yaml(path.read_text(), str(path)) if path.is_file() else {}
     efforts, missing = {}, []
     for algo in algos:
         for env_id in env_ids:

@@ -91,3 +91,31 @@ def test_a_gymnasium_env_that_is_no_preference_game_is_refused_before_anything_i
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "'CartPole-v1' is registered with Gymnasium but is not a preference game" in proc.stderr
     assert not (tmp_path / "logs").exists() and not (tmp_path / "out" / "logs").exists()
+
+
+def alias_bomb(levels: int) -> str:
+    """``a0: &a0 [x, x, …]`` and each level a list of ten aliases of the one below: 10^levels leaves."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_whose_aliases_expand_past_the_cap_is_refused_before_it_is_built(tmp_path, tiny_configs):
+    import tracemalloc
+
+    bomb = alias_bomb(9)  # a few hundred bytes, 10^9 leaves once expanded
+    assert len(bomb) < 600
+    (tmp_path / "wind.yml").write_text(bomb)
+    tracemalloc.start()
+    with pytest.raises(ConfigError, match=r"wind.yml: its YAML aliases expand to [\d,]+ nodes"):
+        config.resolve("wind", ENV, directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"--hp env_kwargs: its YAML aliases expand"):
+        config.parse_overrides(["env_kwargs=" + "{" + ", ".join(bomb.strip().splitlines()) + "}"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20  # nothing was expanded (10^9 leaves would take gigabytes)
+    (tmp_path / "recursive.yml").write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="recursive.yml: a YAML alias refers to a node that contains it"):
+        config.load_yaml(tmp_path / "recursive.yml")
+    (tmp_path / "fine.yml").write_text("base: &b {beta: 0.2}\ndefault:\n  <<: *b\n  eta: 1.0\n")
+    assert config.load_yaml(tmp_path / "fine.yml")["default"] == {"beta": 0.2, "eta": 1.0}  # anchors still work

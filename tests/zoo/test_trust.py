@@ -333,3 +333,43 @@ FLAG_CASES = [(cmd, flag, value) for cmd, flags in INT_FLAGS.items() for flag, l
 def test_every_integer_flag_refuses_bad_values_with_exit_2(tmp_path, capsys, cmd, flag, value):
     assert cli(cmd, *REQUIRED[cmd], flag, value, "--no-progress") == 2
     assert f"argument {flag}: expected an integer >= {INT_FLAGS[cmd][flag]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("linked", [rundir.LOCK_FILE, "progress.csv"])
+def test_resume_refuses_a_run_directory_holding_a_link_and_the_target_is_untouched(tmp_path, capsys, linked):
+    run_dir = train_tiny(tmp_path / "logs", iterations=2)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("someone else's file\n")
+    (run_dir / linked).unlink()
+    (run_dir / linked).symlink_to(target)
+    assert cli("train", "--resume", str(run_dir), "--iterations", "4") == 2
+    assert f"{run_dir / linked} is a symbolic link" in capsys.readouterr().err
+    assert target.read_text() == "someone else's file\n"
+
+
+def test_a_data_only_checkpoint_that_expands_through_shared_lists_is_refused_before_expansion(tmp_path, capsys):
+    """Nine levels of one list shared ten times: a small file that weights_only=True accepts and that
+    would expand to 10^9 values; it is refused before anything is expanded (tracemalloc's peak stays
+    small), and a resume skips it for the previous intact checkpoint."""
+    import tracemalloc
+
+    import torch
+
+    from prefzoo.algorithms.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
+
+    nested = [0] * 10
+    for _ in range(8):
+        nested = [nested] * 10
+    path = tmp_path / "bomb.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "meta": {}, "state": {"pi": nested}}, path)
+    assert path.stat().st_size < 4096
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match=r"expands to [\d,]+ values through shared references"):
+        read_checkpoint(path)
+    assert tracemalloc.get_traced_memory()[1] < 20 * 2**20
+    tracemalloc.stop()
+    run_dir = train_tiny(tmp_path / "logs", iterations=2)  # the bomb as a run's latest checkpoint: skipped
+    (run_dir / "checkpoints" / "iter_000003.pt").write_bytes(path.read_bytes())
+    with pytest.warns(RuntimeWarning, match="expands to 1,111,111,115 values through shared references"):
+        assert cli("train", "--resume", str(run_dir), "--iterations", "4") == 0
+    assert "from iteration 2" in capsys.readouterr().err

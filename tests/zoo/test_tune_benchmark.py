@@ -70,6 +70,13 @@ def test_tune_objective_resume_and_the_written_config(tuned, configs):
     assert sppo_objective_is_exploitability(out)
 
 
+def test_rerunning_a_finished_study_reports_it_and_runs_nothing(tuned, configs):
+    out, _, resumed = tuned
+    again = tune.tune("wind", ENV, out, trials=3, budget=320, n_seeds=2, directory=configs, device="cpu")
+    assert again["trials"] == 3 and len(again["study"].trials) == 3
+    assert again["best_params"] == resumed["best_params"] and again["config"].is_file()
+
+
 def sppo_objective_is_exploitability(out: Path) -> bool:
     return yaml.safe_load((out / "tuning.yml").read_text())["sppo"][ENV]["objective"] == metrics.EXPLOITABILITY
 
