@@ -276,8 +276,7 @@ class Algorithm:
         elif target is not None:
             with np.errstate(divide="ignore"):
                 out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), policy.log_table))
-        if self.duel_regret.pairs:
-            out[metrics.DUEL_WEAK_REGRET], out[metrics.DUEL_STRONG_REGRET] = self.duel_regret.averages()
+        out.update(self.duel_regret.averages())
         return out
 
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 # data only (tensors and plain Python values), loaded with weights_only=True; 3: + the game's
-# counters; 4: + the budget spent
+# counters; 4: + the budget spent, the duel regrets by kind (weak, average, Copeland)
 CHECKPOINT_FORMAT = 4
 MAX_CHECKPOINT_NODES = 10**7  # containers and values once shared references are expanded (runs hold far fewer)
 _NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor in a checkpoint

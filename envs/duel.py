@@ -11,16 +11,23 @@ arXiv:1604.07101):
   winner maximizes it (the Condorcet winner when one exists; ties go to the lowest index).
 - **Borda score**: the mean win rate against the others, (1/(Y−1))·Σ_{y'≠y} P(y ≻ y'); the Borda
   winner maximizes it (ties to the lowest index).
-- **Regret of a compared pair** (y, y'), relative to the reference response b* (the Condorcet
-  winner, else the Copeland winner) with gap ε(y) = P(b* ≻ y) − ½: strong regret
-  (ε(y) + ε(y'))/2 (the average of the two, as in RUCB and Double TS), weak regret
-  min(ε(y), ε(y')). Both are ≥ 0 when b* is a Condorcet winner; against a Copeland winner a
-  response that beats b* has a negative gap.
+- **Condorcet regret of a compared pair** (y, y'), on a context with a Condorcet winner b*, with
+  gap ε(y) = P(b* ≻ y) − ½ ≥ 0: the *average* regret (ε(y) + ε(y'))/2 (RUCB's r_t, duelpy's
+  ``AverageRegret``; Yue et al.'s strong regret is the sum, duelpy's ``StrongRegret`` the max)
+  and the weak regret min(ε(y), ε(y')). Undefined where there is no Condorcet winner (every
+  context of PrefBandit-Cyclic at |Y| = 6 and 16): against another reference, a response that
+  beats it would have a negative gap.
+- **Copeland regret** of a pair, on every context (Zoghi, Karnin, Whiteson, de Rijke 2015,
+  "Copeland dueling bandits"; Wu & Liu 2016): with the normalized Copeland score
+  cpld(y) = Copeland(y)/(Y − 1), cpld(b_C) − (cpld(y) + cpld(y'))/2 ≥ 0, b_C a Copeland winner.
+  Where a Condorcet winner exists it is the Copeland winner (cpld = 1).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import metrics
 
 NO_WINNER = -1  # condorcet_winner's value for a context without one
 
@@ -68,41 +75,52 @@ def regret_gaps(P: np.ndarray) -> np.ndarray:
     return np.take_along_axis(P, best[..., None, None], axis=-2)[..., 0, :] - 0.5
 
 
-def pair_regrets(gaps: np.ndarray, x, y, y2) -> tuple[np.ndarray, np.ndarray]:
-    """(weak, strong) regret of each compared pair (x, y, y2) from ``gaps`` = :func:`regret_gaps`
-    [X, Y]: min(ε(y), ε(y2)) and (ε(y) + ε(y2))/2. Index arrays broadcast."""
-    a, b = gaps[x, y], gaps[x, y2]
-    return np.minimum(a, b), 0.5 * (a + b)
+def copeland_gaps(P: np.ndarray) -> np.ndarray:
+    """cpld(b_C) − cpld(y) per context and response, [..., Y], cpld = Copeland score/(Y − 1)."""
+    cpld = copeland_scores(P) / (np.shape(P)[-1] - 1)
+    return cpld.max(axis=-1, keepdims=True) - cpld
 
 
 class QueriedRegret:
-    """Running sums of the weak and strong regret of the pairs an algorithm compared.
+    """Running sums of the regrets of the pairs an algorithm compared (module docstring).
 
     ``add(P, x, y, y2)`` computes the gaps of ``P`` [X, Y, Y] on its first call (the game is
-    fixed) and adds one term per (broadcast) pair; ``averages()`` gives (weak, strong) per pair.
-    ``state()``/``load(state)`` round-trip the sums as plain floats (checkpoints).
+    fixed) and adds one term per (broadcast) pair: the Copeland regret always, the weak and average
+    (Condorcet) regrets on contexts with a Condorcet winner. ``averages()`` gives the means per
+    pair; ``state()``/``load(state)`` round-trip the sums as plain floats (checkpoints).
     """
 
+    KEYS = ("pairs", "condorcet_pairs", "weak", "average", "copeland")
+
     def __init__(self):
-        self.pairs = self.weak = self.strong = 0.0
-        self._gaps: np.ndarray | None = None
+        self.pairs = self.condorcet_pairs = self.weak = self.average = self.copeland = 0.0
+        self._gaps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def add(self, P: np.ndarray, x, y, y2) -> None:
         if self._gaps is None:
-            self._gaps = regret_gaps(P)
-        weak, strong = pair_regrets(self._gaps, *np.broadcast_arrays(x, y, y2))
-        self.pairs += weak.size
-        self.weak += float(weak.sum())
-        self.strong += float(strong.sum())
+            self._gaps = (regret_gaps(P), condorcet_winner(P) != NO_WINNER, copeland_gaps(P))
+        condorcet, has_winner, copeland = self._gaps
+        x, y, y2 = np.broadcast_arrays(x, y, y2)
+        self.pairs += x.size
+        self.copeland += float((copeland[x, y] + copeland[x, y2]).sum()) / 2
+        mask = has_winner[x]
+        a, b = condorcet[x, y][mask], condorcet[x, y2][mask]
+        self.condorcet_pairs += a.size
+        self.weak += float(np.minimum(a, b).sum())
+        self.average += float((a + b).sum()) / 2
 
-    def averages(self) -> tuple[float, float]:
-        """(mean weak regret, mean strong regret) per compared pair (NaN before the first pair)."""
-        if not self.pairs:
-            return float("nan"), float("nan")
-        return self.weak / self.pairs, self.strong / self.pairs
+    def averages(self) -> dict[str, float]:
+        """Mean regrets per pair, by metric name: the Copeland regret over every pair; the weak and
+        average regrets over the pairs of contexts with a Condorcet winner (absent when there were none)."""
+        out = {metrics.DUEL_COPELAND_REGRET: self.copeland / self.pairs} if self.pairs else {}
+        if self.condorcet_pairs:
+            out.update({metrics.DUEL_WEAK_REGRET: self.weak / self.condorcet_pairs,
+                        metrics.DUEL_AVERAGE_REGRET: self.average / self.condorcet_pairs})
+        return out
 
     def state(self) -> dict[str, float]:
-        return {"pairs": self.pairs, "weak": self.weak, "strong": self.strong}
+        return {key: getattr(self, key) for key in self.KEYS}
 
     def load(self, state: dict[str, float]) -> None:
-        self.pairs, self.weak, self.strong = (float(state[k]) for k in ("pairs", "weak", "strong"))
+        for key in self.KEYS:
+            setattr(self, key, float(state[key]))

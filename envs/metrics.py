@@ -35,8 +35,9 @@ LM_ORACLE_CALLS = "lm/oracle_calls"  # evaluations of the reward model / score f
 LM_ORACLE_CACHE_HITS = "lm/oracle_cache_hits"  # oracle answers served from its cache (cumulative)
 
 # dueling-bandit regret of the compared pairs
-DUEL_WEAK_REGRET = "duel/weak_regret"
-DUEL_STRONG_REGRET = "duel/strong_regret"
+DUEL_WEAK_REGRET = "duel/weak_regret"  # Condorcet regrets: over contexts with a Condorcet winner only
+DUEL_AVERAGE_REGRET = "duel/average_regret"  # (ε(y) + ε(y'))/2, RUCB's r_t (Yue et al.'s strong regret is the sum)
+DUEL_COPELAND_REGRET = "duel/copeland_regret"  # every context (Zoghi et al. 2015)
 
 # costs, time and training diagnostics
 QUERIES = "cost/queries"

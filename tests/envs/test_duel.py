@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from prefzoo.envs import duel
+from prefzoo.envs import duel, metrics
 from prefzoo.envs.game import make_game
 
 
@@ -43,11 +43,18 @@ def test_hand_made_winners():
 def test_hand_made_regrets():
     gaps = duel.regret_gaps(TRANSITIVE[None])  # b* = 0: ε(y) = P(0 ≻ y) − ½
     np.testing.assert_allclose(gaps, [[0.0, 0.1, 0.4, 0.05]])
-    weak, strong = duel.pair_regrets(gaps, np.zeros(3, int), np.array([0, 1, 2]), np.array([2, 3, 3]))
-    np.testing.assert_allclose(weak, [0.0, 0.05, 0.05])
-    np.testing.assert_allclose(strong, [0.2, 0.075, 0.225])
-    # no Condorcet winner: gaps against the Copeland winner 0, negative for 2 (which beats 0)
+    # pairs (0, 2), (1, 3), (2, 3): weak 0, 0.05, 0.05; average 0.2, 0.075, 0.225; with Copeland scores
+    # 3, 2, 0, 1 (cpld 1, 2/3, 0, 1/3) the Copeland regrets are 1/2, 1/2, 5/6
+    regret = duel.QueriedRegret()
+    regret.add(TRANSITIVE[None], np.zeros(3, int), np.array([0, 1, 2]), np.array([2, 3, 3]))
+    assert regret.averages() == pytest.approx({metrics.DUEL_WEAK_REGRET: 0.1 / 3, metrics.DUEL_AVERAGE_REGRET: 0.5 / 3,
+                                               metrics.DUEL_COPELAND_REGRET: (0.5 + 0.5 + 5 / 6) / 3})
+    # no Condorcet winner: the gaps against the Copeland winner 0 go negative for 2 (which beats 0),
+    # so only the Copeland regret is kept: Copeland scores 2, 2, 1, 1 → pair (2, 3) regrets 1/3
     np.testing.assert_allclose(duel.regret_gaps(CYCLIC[None]), [[0.0, 0.1, -0.3, 0.2]])
+    regret = duel.QueriedRegret()
+    regret.add(CYCLIC[None], 0, 2, 3)
+    assert regret.averages() == pytest.approx({metrics.DUEL_COPELAND_REGRET: 1 / 3})
 
 
 def brute_force(P: np.ndarray) -> tuple[int, int, set[int]]:
@@ -84,7 +91,7 @@ def test_every_tournament_on_four_responses():
 def test_queried_regret_round_trips_its_sums():
     game = make_game("cyclic", n_contexts=3, n_actions=4, seed=0)
     tracker = duel.QueriedRegret()
-    assert np.isnan(tracker.averages()).all()
+    assert tracker.averages() == {}  # no pair yet: no regret
     tracker.add(game.P, np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([3, 2, 1]))
     copy = duel.QueriedRegret()
     copy.load(tracker.state())

@@ -21,7 +21,7 @@ from prefzoo.zoo import rundir
 
 TRAIN = ("train", "--algo", "wind", "--env", ENV, "--seed", "1")
 METRICS = {metrics.EXPLOITABILITY, metrics.REG_EXPLOITABILITY, metrics.KL_TO_REF, metrics.KL_TO_TARGET,
-           metrics.WIN_RATE_VS_REF, metrics.WIN_RATE_VS_NASH, metrics.DUEL_WEAK_REGRET, metrics.DUEL_STRONG_REGRET,
+           metrics.WIN_RATE_VS_REF, metrics.WIN_RATE_VS_NASH, metrics.DUEL_COPELAND_REGRET,
            metrics.QUERIES, metrics.SAMPLES, metrics.WALL_S, metrics.LOSS, metrics.ETA, metrics.ITERATIONS}
 
 
