@@ -26,6 +26,7 @@ ALFT_KL_TO_TARGET = "alft/kl_answer_to_target"
 EST_WIN_RATE_VS_REF = "est/win_rate_vs_ref"
 EST_WIN_RATE_VS_REF_SE = "est/win_rate_vs_ref_se"
 EST_KL_TO_REF = "est/kl_to_ref"
+EST_KL_TO_REF_SE = "est/kl_to_ref_se"
 
 # what only language models have
 LM_SCORE = "lm/score"

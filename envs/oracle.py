@@ -73,6 +73,21 @@ def declarations(game_class: type) -> dict[str, Any]:
     return {name: getattr(game_class, name) for name in DECLARATIONS}
 
 
+def clustered_mean_se(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+    """Mean of ``values`` and its cluster-robust standard error (CR1): the samples of one cluster
+    (e.g. the responses to one prompt) are not independent, the clusters are, so
+    se² = G/(G − 1)·Σ_g (Σ_{i∈g} (v_i − v̄))² / N² over G clusters and N values (with equal cluster
+    sizes: the sd of the cluster means over √G). NaN with fewer than two clusters."""
+    values = np.asarray(values, dtype=np.float64)
+    _, index = np.unique(clusters, return_inverse=True)
+    groups = index.max() + 1 if len(values) else 0
+    mean = float(values.mean()) if len(values) else float("nan")
+    if groups < 2:
+        return mean, float("nan")
+    sums = np.bincount(index, weights=values - mean)
+    return mean, float(np.sqrt(groups / (groups - 1) * (sums**2).sum()) / len(values))
+
+
 class TablePolicy:
     """A policy given as a table [X, Y] (and its logarithm, when the owner keeps it in log space),
     with the sampler interface of the trained policies (``sample(contexts, rng)``): how exact-mode

@@ -23,7 +23,7 @@ import numpy as np
 from .. import metrics
 from ..checks import check_int, check_real, closest_hint
 from ..judges import JUDGE_SIGNATURE, PairwiseJudgeOracle, TextOracle, vader_oracle
-from ..oracle import PreferenceOracle
+from ..oracle import PreferenceOracle, clustered_mean_se
 from .hf import RewardModelOracle, context_length, ensure_pad_token, generate, load_pretrained, tokenize_prompts
 
 ORACLES = ("vader", "reward_model")
@@ -283,10 +283,18 @@ class LMGame(PreferenceOracle):
         ``ref_log_prob``, ``device``) on the held-out prompts, ``eval_samples`` policy responses each, against the
         fixed π_ref responses of :meth:`reference_eval_responses` (n pairs):
 
-        - ``est/`` win rate vs π_ref = mean of the oracle's P(y_i ≻ y_ref,i | x_i), standard error
-          sd/√n (the Bernoulli outcome's conditional mean, so no comparison noise is added);
-        - ``est/`` KL(π‖π_ref) = mean of log π(y_i|x_i) − log π_ref(y_i|x_i) over y_i ~ π (unbiased);
-        - ``lm/``: mean oracle score (oracles with one), mean length in tokens (EOS excluded), distinct-2;
+        - ``est/`` win rate vs π_ref = mean of the oracle's P(y_i ≻ y_ref,i | x_i) (the Bernoulli
+          outcome's conditional mean, so no comparison noise is added);
+        - ``est/`` KL(π‖π_ref) = mean of the sequence log-ratio log π(y_i|x_i) − log π_ref(y_i|x_i)
+          over y_i ~ π (unbiased);
+        - both with cluster-robust standard errors over the held-out prompts
+          (:func:`~prefzoo.envs.oracle.clustered_mean_se`: a prompt's responses are not independent).
+          The π_ref responses are one fixed draw, so every evaluation of a run (and every run of
+          the game) shares that draw's offset: the curves compare exactly, while the level carries
+          the draw's error;
+        - ``lm/``: mean oracle score (oracles with one), mean length in tokens (EOS excluded),
+          distinct-2 (distinct bigrams over all bigrams of the responses, pooled; not Li et al.'s
+          per-token normalization);
           the oracle's cumulative calls and cache hits; generated tokens per second.
 
         The oracle's new evaluations are charged to the budget like any other.
@@ -306,9 +314,9 @@ class LMGame(PreferenceOracle):
             log_ratio = (policy.log_prob(xs, ys) - policy.ref_log_prob(xs, ys)).double().cpu().numpy()
         eos = self.tokenizer.eos_token_id
         content = [row[:-1] if len(row) and row[-1] == eos else row for row in rows]
-        out = {metrics.EST_WIN_RATE_VS_REF: float(p.mean()),
-               metrics.EST_WIN_RATE_VS_REF_SE: float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else float("nan"),
-               metrics.EST_KL_TO_REF: float(log_ratio.mean()),
+        (win, win_se), (kl, kl_se) = clustered_mean_se(p, contexts), clustered_mean_se(log_ratio, contexts)
+        out = {metrics.EST_WIN_RATE_VS_REF: win, metrics.EST_WIN_RATE_VS_REF_SE: win_se,
+               metrics.EST_KL_TO_REF: kl, metrics.EST_KL_TO_REF_SE: kl_se,
                metrics.LM_LENGTH: float(np.mean([len(row) for row in content])),
                metrics.LM_DISTINCT2: distinct_n(content, 2),
                metrics.LM_ORACLE_CALLS: self.oracle.calls,

@@ -328,7 +328,7 @@ def test_evaluate_the_reference_policy(game):
 
     policy = LMPolicy(game, torch.device("cpu"))
     m = game.evaluate(policy, np.random.default_rng(0))
-    assert m[metrics.EST_KL_TO_REF] == 0.0  # π = π_ref at init: every log-ratio is exactly 0
+    assert m[metrics.EST_KL_TO_REF] == m[metrics.EST_KL_TO_REF_SE] == 0.0  # π = π_ref at init: every log-ratio is 0
     assert abs(m[metrics.EST_WIN_RATE_VS_REF] - 0.5) < 4 * m[metrics.EST_WIN_RATE_VS_REF_SE]
     assert 0 < m[metrics.LM_DISTINCT2] <= 1 and 0 < m[metrics.LM_LENGTH] <= 8
     assert -1 <= m[metrics.LM_SCORE] <= 1 and m[metrics.LM_ORACLE_CALLS] > 0
@@ -336,3 +336,20 @@ def test_evaluate_the_reference_policy(game):
                  metrics.TOKENS_PER_S: m[metrics.TOKENS_PER_S],
                  metrics.LM_ORACLE_CALLS: m[metrics.LM_ORACLE_CALLS],
                  metrics.LM_ORACLE_CACHE_HITS: m[metrics.LM_ORACLE_CACHE_HITS]}  # same seed, same estimates
+
+
+def test_clustered_standard_error_by_hand():
+    """Three prompts with two responses each: the s.e. of the mean is the sd of the prompt means over
+    √3 (equal clusters), not the sd of the six values over √6; unequal clusters follow CR1 written out."""
+    from prefzoo.envs.oracle import clustered_mean_se
+
+    values, prompts = np.array([0.2, 0.4, 0.9, 0.7, 0.4, 0.4]), np.array([0, 0, 1, 1, 2, 2])
+    mean, se = clustered_mean_se(values, prompts)
+    prompt_means = np.array([0.3, 0.8, 0.4])
+    assert mean == pytest.approx(0.5) and se == pytest.approx(np.std(prompt_means, ddof=1) / np.sqrt(3))
+    assert se > np.std(values, ddof=1) / np.sqrt(6)  # the independent-samples formula is optimistic here
+    values, prompts = np.array([1.0, 2.0, 4.0, 0.0, 3.0]), np.array([5, 5, 5, 7, 9])
+    mean, se = clustered_mean_se(values, prompts)
+    residual_sums = [(1 - 2) + (2 - 2) + (4 - 2), 0 - 2, 3 - 2]  # Σ_{i∈g} (v_i − v̄), v̄ = 2
+    assert mean == 2.0 and se == pytest.approx(np.sqrt(3 / 2 * sum(r * r for r in residual_sums)) / 5)
+    assert np.isnan(clustered_mean_se(values, np.zeros(5))[1])  # one cluster: no standard error
