@@ -118,7 +118,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     """
     try:
         algo = build(cfg)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, FileNotFoundError) as err:  # bad arguments, a model path that is not there
         raise ConfigError(f"cannot build {cfg.algo} on {cfg.env_id}: {err}") from None
     start, checkpoint = rundir.intact_checkpoint(run_dir) if resume else (None, None)  # None: a fresh start
     if start is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -151,22 +152,54 @@ def open_study(journal: str | os.PathLike, name: str, sampler_seed: int):
     return study
 
 
-def run_trials(objective: Objective, journal: str, name: str, n: int, sampler_seed: int) -> None:
-    """``n`` trials of the study, one after the other, in this process (the main one, a local worker
-    or a Ray task), each printed when it ends."""
+def run_trials(objective: Objective, journal: str, name: str, trials: int, sampler_seed: int) -> None:
+    """Trials of the study, one after the other, in this process (the main one, a local worker or a
+    Ray task), until the study holds ``trials`` (finished or running, in any process): each new
+    trial is asked for under the lock of the journal's folder, so concurrent ``tune``s never run
+    more trials than asked. Each trial is printed when it ends; a trial that raises is marked failed
+    and the error goes on."""
     import optuna
 
-    def show(_study, trial) -> None:
-        value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else f"{trial.value:.4g}"
-        print(f"trial {trial.number}: {value}  {trial.params}", flush=True)
-
-    open_study(journal, name, sampler_seed).optimize(objective, n_trials=n, callbacks=[show])
+    states = optuna.trial.TrialState
+    study = open_study(journal, name, sampler_seed)
+    while True:
+        with _locked(Path(journal).parent):
+            if len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))) >= trials:
+                return
+            trial = study.ask()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=states.PRUNED)
+            print(f"trial {trial.number}: pruned  {trial.params}", flush=True)
+            continue
+        except BaseException:
+            study.tell(trial, state=states.FAIL)
+            raise
+        study.tell(trial, value)
+        print(f"trial {trial.number}: {value:.4g}  {trial.params}", flush=True)
 
 
 def _run_trials_in_worker(objective: Objective, *job) -> None:
     torch.set_num_threads(1)  # one process per core
     import_modules(objective.imports)
     run_trials(objective, *job)
+
+
+def check_definition(study, definition: dict[str, Any], journal: str) -> None:
+    """Store what defines the study (budget, tuning seeds, fixed settings, search space, objective,
+    config folder) on its first run; a later run with other settings is refused naming them (its
+    trials would not be comparable with the stored ones)."""
+    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # as the journal stores it
+    stored = study.user_attrs.get("definition")
+    if stored is None:
+        study.set_user_attr("definition", definition)
+        return
+    changed = sorted(key for key in definition.keys() | stored.keys() if definition.get(key) != stored.get(key))
+    if changed:
+        raise ConfigError(f"the study in {journal} was run with other {', '.join(changed)} "
+                          f"({'; '.join(f'{k}: {stored.get(k)!r}' for k in changed)}); use another --out, or the "
+                          "same settings to continue it")
 
 
 def run_in_parallel(jobs: list[tuple], executor) -> None:
@@ -216,15 +249,16 @@ def tune(algo: str, env_id: str, out: str | os.PathLike, *, trials: int, budget:
                           str(out / "trials" / algo / rundir.env_dirname(env_id)), registering_modules([env_id]))
     journal, study_name = str(out / f"{algo}-{rundir.env_dirname(env_id)}.journal"), f"{algo}-{env_id}"
     study = open_study(journal, study_name, seed)
+    check_definition(study, {"budget": budget, "tuning_seeds": seeds, "fixed": base, "search_space": space,
+                             "objective": objective.metric, "config_dir": objective.directory}, journal)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(states=finished))
     if done:
         print(f"tune: resuming the study in {out} ({done} of {trials} trials done)", flush=True)
-    shares = [len(share) for share in np.array_split(np.arange(max(0, trials - done)), workers) if len(share)]
-    # a resumed study reseeds the sampler past the trials it has; parallel shares get seeds of their own
+    # a resumed study reseeds the sampler past the trials it has; parallel workers get seeds of their own
     with executor:
-        run_in_parallel([(objective, journal, study_name, n, seed + done + 10_000 * k) for k, n in enumerate(shares)],
-                        executor)
+        run_in_parallel([(objective, journal, study_name, trials, seed + done + 10_000 * k)
+                         for k in range(min(workers, max(0, trials - done)))], executor)
     study = open_study(journal, study_name, seed)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:

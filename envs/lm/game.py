@@ -42,7 +42,11 @@ def read_prompts(prompts: str | os.PathLike | Sequence[str]) -> list[str]:
         path = Path(prompts)
         if not path.is_file():
             raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"prompts file {str(path)!r} is not a text file (not valid UTF-8)") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         if path.suffix == ".jsonl":
             out = []
             for number, line in enumerate(lines, 1):
@@ -57,9 +61,9 @@ def read_prompts(prompts: str | os.PathLike | Sequence[str]) -> list[str]:
         prompts, source = list(prompts), "prompts"
     if not prompts:
         raise ValueError(f"{source} holds no prompts; expected at least 2 (train and held-out)")
-    bad = [p for p in prompts if not isinstance(p, str)]
+    bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
     if bad:
-        raise ValueError(f"prompts must be strings, got {bad[0]!r}")
+        raise ValueError(f"prompts must be non-empty strings, got {bad[0]!r} (prompt {prompts.index(bad[0])} of {source})")
     return prompts
 
 

@@ -353,3 +353,21 @@ def test_clustered_standard_error_by_hand():
     residual_sums = [(1 - 2) + (2 - 2) + (4 - 2), 0 - 2, 3 - 2]  # Σ_{i∈g} (v_i − v̄), v̄ = 2
     assert mean == 2.0 and se == pytest.approx(np.sqrt(3 / 2 * sum(r * r for r in residual_sums)) / 5)
     assert np.isnan(clustered_mean_se(values, np.zeros(5))[1])  # one cluster: no standard error
+
+
+def test_bad_prompts_and_a_missing_model_folder_are_named_and_leave_no_run_behind(tmp_path, capsys, monkeypatch):
+    from prefzoo.zoo import cli
+
+    binary = tmp_path / "prompts.txt"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match=f"prompts file '{binary}' is not a text file"):
+        LMGame(prompts=str(binary))
+    with pytest.raises(ValueError, match=r"prompts must be non-empty strings, got ' ' \(prompt 1 of prompts\)"):
+        LMGame(prompts=["a prompt", " "])
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--no-progress", "--hp", "policy=hf",
+                  "--hp", f"env_kwargs={{model: {missing}, prompts: {PROMPTS}}}"])
+    assert exit_info.value.code == 2 and f"model path '{missing}' does not exist" in capsys.readouterr().err
+    assert not list((tmp_path / "logs").rglob("*_1"))  # the run directory it reserved is gone

@@ -143,13 +143,36 @@ def test_benchmark_scores_and_leaderboard(tuned, configs, tmp_path, monkeypatch)
 
 
 def test_parallel_trials_run_in_two_workers_against_one_journal(configs, tmp_path):
-    """``workers=2``: the 4 missing trials run 2 + 2 in two spawned processes (each trial records its
-    worker), all in the one journal, and a resume with more trials adds only the missing ones."""
+    """``workers=2``: the 4 missing trials run in two spawned processes that take the next trial until
+    the study holds 4 (each trial records its worker), all in the one journal, and a resume with more
+    trials adds only the missing ones."""
     result = tune.tune("wind", ENV, tmp_path, trials=4, budget=320, n_seeds=1, directory=configs, device="cpu",
                        workers=2)
     trials = result["study"].trials
     workers = [t.user_attrs["worker"] for t in trials]
-    assert len(trials) == 4 and len(set(workers)) == 2 and all(workers.count(w) == 2 for w in workers)
+    assert len(trials) == 4 and 1 <= len(set(workers)) <= 2  # (a worker that starts late may find none left)
     assert all(not w.endswith(f":{os.getpid()}") for w in workers)
     assert tune.tune("wind", ENV, tmp_path, trials=5, budget=320, n_seeds=1, directory=configs, device="cpu",
                      workers=2)["trials"] == 5
+
+
+def test_a_study_refuses_other_settings_and_concurrent_tunes_run_only_the_trials_asked(configs, tmp_path):
+    import subprocess
+    import sys
+
+    import optuna
+
+    out = tmp_path / "tuned"
+    tune.tune("wind", ENV, out, trials=1, budget=64, n_seeds=1, directory=configs, device="cpu")
+    with pytest.raises(ConfigError, match=r"was run with other budget \(budget: 64\); use another --out"):
+        tune.tune("wind", ENV, out, trials=2, budget=128, n_seeds=1, directory=configs, device="cpu")
+    command = [sys.executable, "-m", "prefzoo", "tune", "--algo", "wind", "--env", ENV, "--trials", "4",
+               "--budget", "64", "--tuning-seeds", "1", "--out", str(out), "--config-dir", str(configs)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    study = tune.open_study(str(out / f"wind-{rundir.env_dirname(ENV)}.journal"), f"wind-{ENV}", 0)
+    states = [t.state for t in study.get_trials()]
+    assert len(states) == 4 and set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert yaml.safe_load((out / "tuning.yml").read_text())["wind"][ENV]["trials"] == 4
