@@ -117,8 +117,8 @@ def test_max_calls_stops_with_a_checkpoint_and_a_resume_raises_it(config_dir, tm
     assert rundir.progress_arrays(run)["cost/queries"][-1] == 20 * 32  # the whole run, across the resume
 
 
-def test_compare_tournament_and_tune(config_dir, tmp_path):
-    from prefzoo.zoo import compare, tournament, tune
+def test_compare_tournament_tune_and_benchmark(config_dir, tmp_path):
+    from prefzoo.zoo import benchmark, compare, tournament, tune
 
     pytest.importorskip("optuna")
     result = compare.compare(["wind", "online_dpo"], ENV, [0, 1], tmp_path / "compare", budget=320,
@@ -132,3 +132,7 @@ def test_compare_tournament_and_tune(config_dir, tmp_path):
     assert best["objective"] == "|est/win_rate_vs_ref - 1|"  # no exact target: the headline's distance to 1
     entry = yaml.safe_load((tmp_path / "tuned" / "wind.yml").read_text())[ENV]
     assert best["best_params"] and entry.items() >= best["best_params"].items()
+    benchmark.benchmark(tmp_path / "bench", algos=["rucb"], games=[ENV], seeds=[0, 1], budget=320, workers=1,
+                        progress=False)  # scored by the headline: (1 − win rate at the budget)/(1 − ½)
+    scores = [float(row.split(",")[-1]) for row in (tmp_path / "bench" / "scores.csv").read_text().splitlines()[1:]]
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores) and (tmp_path / "bench" / "aggregate.csv").is_file()
