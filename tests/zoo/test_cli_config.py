@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from zoo_helpers import ENV, run_prefzoo
 
-from prefzoo.zoo import config
+from prefzoo.zoo import compare, config
 from prefzoo.zoo.config import ConfigError
 
 
@@ -86,10 +86,11 @@ def test_cli_reports_errors_without_traceback(tiny_configs, tmp_path):
 
 
 def test_a_gymnasium_env_that_is_no_preference_game_is_refused_before_anything_is_written(tiny_configs, tmp_path):
-    for command in (["train", "--algo", "wind"], ["compare", "--algos", "wind", "--seeds", "0", "--out", "out"]):
-        proc = run_prefzoo(tiny_configs, tmp_path, *command, "--env", "CartPole-v1", check=False)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert "'CartPole-v1' is registered with Gymnasium but is not a preference game" in proc.stderr
+    proc = run_prefzoo(tiny_configs, tmp_path, "train", "--algo", "wind", "--env", "CartPole-v1", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'CartPole-v1' is registered with Gymnasium but is not a preference game" in proc.stderr
+    with pytest.raises(ConfigError, match="not a preference game"):  # compare resolves every config first
+        compare.compare(["wind"], "CartPole-v1", [0], tmp_path / "out", budget=100, progress=False)
     assert not (tmp_path / "logs").exists() and not (tmp_path / "out" / "logs").exists()
 
 

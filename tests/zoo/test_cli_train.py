@@ -12,8 +12,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from zoo_helpers import (ENV, only_run, prefzoo_cmd, prefzoo_env, read_csv, run_prefzoo,
-                         without_wall_time)
+from zoo_helpers import ENV, only_run, prefzoo_cmd, prefzoo_env, read_csv, run_prefzoo, without_wall_time
 
 import prefzoo
 from prefzoo.envs import metrics
