@@ -157,13 +157,17 @@ class AnswerTokenGame(PreferenceOracle):
 
     # ------------------------------------------------------------------ the counted oracle
     def add_rows(self, tokens: np.ndarray) -> np.ndarray:
-        """Handles [n] of token rows [n, L] (the responses :meth:`compare` and :meth:`prob` take)."""
+        """Handles [n] of token rows [n, L] (the responses :meth:`compare` and :meth:`prob` take).
+        The store keeps every row of the game's life (L + 8 bytes each), in buffers that double."""
         tokens = self.check_tokens(tokens)
-        self._tokens = np.concatenate([self._tokens, tokens.astype(np.uint8)])
-        self._answers = np.concatenate([self._answers, self.walk(tokens)[2]])
-        handles = np.arange(self._rows, self._rows + len(tokens))
-        self._rows += len(tokens)
-        return handles
+        start, end = self._rows, self._rows + len(tokens)
+        if end > len(self._answers):
+            size = max(end, 2 * len(self._answers), 1024)
+            self._tokens = np.concatenate([self._tokens[:start], np.empty((size - start, self.max_length), np.uint8)])
+            self._answers = np.concatenate([self._answers[:start], np.empty(size - start, np.int64)])
+        self._tokens[start:end], self._answers[start:end] = tokens, self.walk(tokens)[2]
+        self._rows = end
+        return np.arange(start, end)
 
     def rows(self, handles: np.ndarray) -> np.ndarray:
         """The token rows [n, L] of handles [n]."""
@@ -187,17 +191,18 @@ class AnswerTokenGame(PreferenceOracle):
     def tilted(self, terminal_log_weight: np.ndarray) -> FiniteStatePolicy:
         """π(y|x) ∝ π_ref(y|x)·exp(f(x, a(y))) for ``terminal_log_weight`` f [X, K], by the backward
         program log h_t(s, c) = logsumexp_v log q(v|s) + log h_{t+1}(δ(s, v), c + w_v); the next-token
-        law is q(v|s)·h_{t+1}(s', c')/h_t(s, c)."""
-        X, L, S, K = self.n_contexts, self.max_length, self.n_states, self.n_answers
-        nxt = (np.arange(K)[:, None] + self.weights) % K  # [K, V]
+        law is q(v|s)·h_{t+1}(s', c')/h_t(s, c). Where h_t(s, c) = 0 (f = −∞ on every answer reachable
+        from there; never on a path π_ref takes to a weighted answer) the law is uniform."""
+        X, L, S, K, V = self.n_contexts, self.max_length, self.n_states, self.n_answers, self.vocab_size
+        nxt = (np.arange(K)[:, None] + self.weights) % K  # c' = c + w_v mod K, [K, V]
         log_h = np.broadcast_to(terminal_log_weight[:, None, :], (X, S, K))
-        log_probs = np.empty((X, L, S, K, self.vocab_size))
+        log_probs = np.empty((X, L, S, K, V))
         for t in reversed(range(L)):
             joint = self.log_q[:, :, None, :] + log_h[:, self.delta[:, None, :], nxt[None, :, :]]  # [X, S, K, V]
             with np.errstate(invalid="ignore"):
                 log_h = logsumexp(joint, axis=-1)
-                log_probs[:, t] = np.where(np.isfinite(log_h)[..., None], joint - log_h[..., None], -np.log(
-                    self.vocab_size))  # an unreachable (s, c) with no way to a weighted answer: uniform
+                dead = ~np.isfinite(log_h)[..., None]
+                log_probs[:, t] = np.where(dead, -np.log(V), joint - log_h[..., None])
         return FiniteStatePolicy(self, log_probs)
 
     def nash(self, beta: float = 0.0) -> FiniteStatePolicy:
