@@ -26,7 +26,8 @@ from prefzoo.zoo.estimators_cli import cmd_estimators
 DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
 DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
 DEMO_BUDGET = 200_000  # oracle queries per run; sized for about two minutes on 2 cores
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # exit codes: bad input, an I/O or data error, Ctrl-C
+# exit codes: bad input, an I/O or data error, the game's budget spent before the run's end, Ctrl-C
+EXIT_USAGE, EXIT_FAILED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 2, 1, 3, 130
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -84,6 +85,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
     if result["status"] == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
+    if result["status"] == runner.BUDGET_SPENT:  # resumable: `train --resume RUN --max-calls N`
+        sys.exit(EXIT_BUDGET_SPENT)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -32,7 +32,7 @@ from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 import prefzoo
-from prefzoo.envs.metrics import QUERIES
+from prefzoo.envs.metrics import ITERATIONS, QUERIES
 from prefzoo.envs.oracle import BudgetExhausted
 from prefzoo.zoo import rundir
 from prefzoo.zoo.config import ConfigError, RunConfig, validate
@@ -135,7 +135,11 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     algo.set_logger(logger)
     state = LoopState(logged=start)
     if start is None:
-        _log_start(algo, cfg, logger, state)
+        record_config(logger, cfg)
+    lost = start is not None and start % cfg.eval_freq == 0 and start not in rundir.progress_arrays(run_dir).get(
+        ITERATIONS, ())  # a scheduled evaluation the budget cut short
+    if start is None or lost:
+        _log_first(algo, logger, state)
     bar = tqdm(total=cfg.iterations, initial=algo.iteration, disable=not progress, unit="it",
                desc=f"{cfg.algo} s{cfg.seed}", dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -159,12 +163,18 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
             "metrics": state.metrics, "seconds": time.perf_counter() - t0, "headline": algo.game.headline}
 
 
-def _log_start(algo, cfg: RunConfig, logger: Logger, state: LoopState) -> None:
-    """A fresh run's start: the config to TensorBoard and iteration 0, π_ref itself, so every
-    curve starts at the same point."""
-    record_config(logger, cfg)
-    log_metrics(logger, algo.evaluate(), 0)
-    state.logged = 0
+def _log_first(algo, logger: Logger, state: LoopState) -> None:
+    """The evaluation at the starting iteration: π_ref on a fresh run (every curve starts at the
+    same point), and on a resume whose scheduled evaluation at its checkpoint was lost (the game's
+    budget ran out during it). A budget spent by this evaluation stops the run cleanly (resumable
+    with a larger one)."""
+    try:
+        log_metrics(logger, algo.evaluate(), algo.iteration)
+    except BudgetExhausted as err:
+        print(f"stopping: {err}", file=sys.stderr)
+        state.stop = BUDGET_SPENT
+        return
+    state.logged = algo.iteration
 
 
 def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Report | None):

@@ -196,8 +196,10 @@ def test_cli_max_calls_caps_a_run_and_a_resume_raises_it(tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     hp = ["--hp", f"env_kwargs={{prompts: {PROMPTS}, max_new_tokens: 6, eval_samples: 2}}", "--hp", "policy=hf",
           "--hp", "mode=sample", "--hp", "batch_size=8", "--hp", "grad_steps=1"]
-    cli.main(["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--iterations", "3", "--max-calls", "30",
-              "--no-progress", *hp])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--iterations", "3", "--max-calls", "30",
+                  "--no-progress", *hp])
+    assert stopped.value.code == cli.EXIT_BUDGET_SPENT
     assert f"{runner.BUDGET_SPENT} at iteration 1" in capsys.readouterr().out
     run = tmp_path / "logs" / "wind" / "prefzoo-LMGame-v0_1"
     cli.main(["train", "--resume", str(run), "--max-calls", "1000", "--no-progress"])
@@ -271,3 +273,25 @@ def test_tune_on_the_lm_game_optimizes_its_headline_and_writes_the_config(tmp_pa
     entry = config.load_yaml(tmp_path / "wind.yml")["prefzoo/LMGame-v0"]
     assert entry.items() >= best["best_params"].items() and best["best_params"]
     assert 0 <= best["best_value"] <= 1
+
+
+def test_a_budget_spent_by_an_evaluation_stops_cleanly_and_the_resume_logs_it_first(tmp_path):
+    """A budget below the first evaluation's cost: a clean stop at iteration 0 (no traceback, nothing
+    paid for the refused batch, no row logged); the resume with a larger budget logs iteration 0
+    first and ends where an uninterrupted run ends (rows, metrics, oracle calls)."""
+    kwargs = {"prompts": PROMPTS, "max_new_tokens": 6, "eval_samples": 2}
+    hp = {"mode": "sample", "policy": "hf", "batch_size": 8, "grad_steps": 1, "lr": 1e-3}
+    plain = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=2, eval_freq=1, save_freq=2,
+                      env_kwargs=kwargs, hyperparams=hp)
+    capped = RunConfig(**{**plain.to_dict(), "env_kwargs": {**kwargs, "max_queries": 2}})
+    done = runner.train(plain, tmp_path / "plain", progress=False)
+    stopped = runner.train(capped, tmp_path / "capped", progress=False)
+    assert stopped["status"] == runner.BUDGET_SPENT and stopped["iteration"] == 0
+    assert rundir.read_progress(tmp_path / "capped")[1] == []  # no row for an evaluation that did not happen
+    config.set_max_queries(capped, 10_000)
+    resumed = runner.train(capped, tmp_path / "capped", resume=True, progress=False)
+    assert resumed["status"] == "done"
+    a, b = rundir.progress_arrays(tmp_path / "plain"), rundir.progress_arrays(tmp_path / "capped")
+    np.testing.assert_array_equal(b[metrics.ITERATIONS], [0, 1, 2])
+    for key in (metrics.EST_WIN_RATE_VS_REF, metrics.LM_ORACLE_CALLS, metrics.QUERIES):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -108,7 +108,9 @@ def test_max_calls_stops_with_a_checkpoint_and_a_resume_raises_it(config_dir, tm
     from prefzoo.zoo import rundir, runner
 
     monkeypatch.chdir(tmp_path)
-    train(config_dir, "--algo", "wind", "--max-calls", "200")
+    with pytest.raises(SystemExit) as stopped:
+        train(config_dir, "--algo", "wind", "--max-calls", "200")
+    assert stopped.value.code == 3  # the budget was spent before the run's end
     assert f"{runner.BUDGET_SPENT} at iteration 6" in capsys.readouterr().out  # 7 × 32 > 200
     run = rundir.latest_run_dir(tmp_path / "logs", "wind", ENV)
     assert max(rundir.checkpoints(run)) == 6
