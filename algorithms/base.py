@@ -28,6 +28,7 @@ from stable_baselines3.common.logger import Logger
 from prefzoo.envs import duel, metrics
 from prefzoo.envs.answer_token import FiniteStatePolicy
 from prefzoo.envs.checks import check_choice, check_int, check_real
+from prefzoo.envs.judges import JudgeError
 from prefzoo.envs.oracle import (
     MAX_LISTED_READ,
     RESPONSES,
@@ -291,7 +292,7 @@ class Algorithm:
             rng_state, samples = copy.deepcopy(self.rng.bit_generator.state), self.samples
             try:
                 diagnostics = self.step()
-            except BudgetExhausted:  # undo the unfinished iteration's draws: a resumed run redoes it exactly
+            except (BudgetExhausted, JudgeError):  # undo the unfinished iteration's draws: a resume redoes it exactly
                 self.rng.bit_generator.state, self.samples = rng_state, samples
                 raise
             self.wall_s += time.perf_counter() - start

@@ -20,7 +20,7 @@ Nothing here needs transformers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.special import expit
@@ -73,10 +73,28 @@ class TextOracle:
         return f"{type(self).__name__}({self.name!r})"
 
     def _pay(self, n: int) -> None:
-        """Charge ``n`` new evaluations (which may raise, counting nothing), then count them."""
+        """Charge ``n`` new evaluations (which may raise, counting nothing), then count them; a
+        negative ``n`` refunds evaluations charged but never made."""
         if n and self.charge is not None:
             self.charge(n)
         self.calls += n
+
+    def _answer_batch(self, keys: list, answers: Callable[[list], Iterator[tuple[Any, float]]]) -> None:
+        """Pay for the new ``keys`` as one batch before any is asked (a batch over the budget asks and
+        counts nothing), then cache the ``(key, value)`` pairs of ``answers(keys)`` as they come. When
+        an answer fails (:class:`JudgeError`), the answers given stay cached and paid and the rest are
+        refunded, so a run resumed from the failure pays for none of them twice."""
+        if not keys:
+            return
+        self._pay(len(keys))
+        answered = 0
+        try:
+            for key, value in answers(keys):
+                self._cache[key] = value
+                answered += 1
+        except JudgeError:
+            self._pay(answered - len(keys))
+            raise
 
     def state(self) -> dict:
         """Calls, cache hits and the cache as plain data (a checkpoint's): the cache as
@@ -139,21 +157,22 @@ class ScoreOracle(TextOracle):
                              "expected a finite score")
         return values
 
-    def _evaluate(self, keys: list) -> list[float]:
+    def _evaluate(self, keys: list) -> Iterator[tuple[Any, float]]:
+        """(key, score) pairs: one call per text, or one call for the whole batch (``batched``)."""
         texts = [f"{prompt} {response}" if self.include_prompt else response for prompt, response in keys]
         if self.batched:
-            return self._scores(texts, texts).tolist()
-        return [float(self._scores(text, [text])[0]) for text in texts]
+            yield from zip(keys, self._scores(texts, texts).tolist(), strict=True)
+            return
+        for key, text in zip(keys, texts, strict=True):
+            yield key, float(self._scores(text, [text])[0])
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """s(prompt_i, response_i), [n]: from the cache, the missing ones (deduplicated) paid for
         as one batch before any is scored."""
         keys = list(zip(prompts, responses, strict=True))
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        self._pay(len(missing))  # before counting hits: a batch over the budget counts nothing
+        self._answer_batch(missing, self._evaluate)  # before counting hits: a batch over the budget counts nothing
         self.cache_hits += len(keys) - len(missing)
-        if missing:
-            self._cache.update(zip(missing, self._evaluate(missing), strict=True))
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
 
     def probability(self, prompts, a, b) -> np.ndarray:
@@ -233,9 +252,7 @@ class PairwiseJudgeOracle(TextOracle):
             reverse = (prompt, yb, ya)
             if ya != yb and not any(k in self._cache or k in missing for k in (key, reverse)):
                 missing[key] = None
-        self._pay(len(missing))  # the whole batch at once: a batch over the budget asks and counts nothing
+        self._answer_batch(list(missing), lambda batch: ((key, self._ask(*key)) for key in batch))
         self.cache_hits += sum(ya != yb for _, ya, yb in keys) - len(missing)
-        for key in missing:
-            self._cache[key] = self._ask(*key)
         return np.array([0.5 if ya == yb else self._cache[p, ya, yb] if (p, ya, yb) in self._cache
                          else 1.0 - self._cache[p, yb, ya] for p, ya, yb in keys])

@@ -216,7 +216,8 @@ class PreferenceOracle:
         self.max_queries = None if max_queries is None else check_int("max_queries", max_queries, low=0)
 
     def spend(self, n: int) -> None:
-        """Charge ``n`` paid evaluations against ``max_queries``, or raise before paying any.
+        """Charge ``n`` paid evaluations against ``max_queries``, or raise before paying any (a
+        negative ``n`` refunds evaluations charged but never made, e.g. a judge that failed).
 
         Raises:
             BudgetExhausted: ``spent + n`` would pass ``max_queries`` (nothing is counted).

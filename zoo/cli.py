@@ -26,8 +26,9 @@ from prefzoo.zoo.estimators_cli import cmd_estimators
 DEMO_ENV = "prefzoo/PrefBandit-Cyclic-v0"
 DEMO_ALGOS = ("wind", "sppo", "iterative_bon")
 DEMO_BUDGET = 200_000  # oracle queries per run; sized for about two minutes on 2 cores
-# exit codes: bad input, an I/O or data error, the game's budget spent before the run's end, Ctrl-C
-EXIT_USAGE, EXIT_FAILED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 2, 1, 3, 130
+# exit codes: bad input, an I/O or data error, the game's budget spent before the run's end, the judge
+# failed (checkpointed), Ctrl-C
+EXIT_USAGE, EXIT_FAILED, EXIT_BUDGET_SPENT, EXIT_JUDGE_FAILED, EXIT_INTERRUPTED = 2, 1, 3, 4, 130
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -87,6 +88,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         sys.exit(EXIT_INTERRUPTED)
     if result["status"] == runner.BUDGET_SPENT:  # resumable: `train --resume RUN --max-calls N`
         sys.exit(EXIT_BUDGET_SPENT)
+    if result["status"] == runner.JUDGE_FAILED:  # resumable once the judge answers again
+        print(f"the judge failed; its answers so far are checkpointed: `prefzoo train --resume {run_dir}`",
+              file=sys.stderr)
+        sys.exit(EXIT_JUDGE_FAILED)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 import prefzoo
+from prefzoo.envs.judges import JudgeError
 from prefzoo.envs.metrics import ITERATIONS, QUERIES
 from prefzoo.envs.oracle import BudgetExhausted
 from prefzoo.zoo import rundir
@@ -39,6 +40,8 @@ from prefzoo.zoo.config import ConfigError, RunConfig, validate
 from prefzoo.zoo.run_logging import log_metrics, make_logger, record_config
 
 BUDGET_SPENT = "budget spent"  # the status of a run whose game refused a query past its max_queries
+JUDGE_FAILED = "judge failed"  # a judge or score function raised or answered outside [0, 1] (resumable)
+STOPS = (BudgetExhausted, JudgeError)  # oracle failures that stop a run with a checkpoint instead of crashing it
 NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
 
 Report = Callable[[dict[str, float], str], None]  # (an evaluation's metrics, the game's headline metric)
@@ -51,7 +54,7 @@ class LoopState:
 
     logged: int | None  # the last iteration whose metrics were logged (None: none yet)
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # the metrics logged there
-    stop: str | None = None  # why the loop stopped early: budget, no queries, interrupted, budget spent
+    stop: str | None = None  # why the loop stopped early: budget, no queries, interrupted, budget spent, judge failed
     interrupted: bool = False  # a first Ctrl-C came: stop at the next evaluation
 
 
@@ -170,11 +173,16 @@ def _log_first(algo, logger: Logger, state: LoopState) -> None:
     with a larger one)."""
     try:
         log_metrics(logger, algo.evaluate(), algo.iteration)
-    except BudgetExhausted as err:
-        print(f"stopping: {err}", file=sys.stderr)
-        state.stop = BUDGET_SPENT
+    except STOPS as err:
+        _stop(state, err)
         return
     state.logged = algo.iteration
+
+
+def _stop(state: LoopState, err: Exception) -> None:
+    """Stop the loop on an oracle failure (:data:`STOPS`), saying why in one line."""
+    print(f"stopping: {err}", file=sys.stderr)
+    state.stop = BUDGET_SPENT if isinstance(err, BudgetExhausted) else JUDGE_FAILED
 
 
 def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Report | None):
@@ -208,21 +216,22 @@ def _learn_in_chunks(algo, cfg: RunConfig, run_dir: Path, state: LoopState, call
         chunk = min(save_freq - algo.iteration % save_freq, cfg.iterations - algo.iteration)
         try:
             algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
-        except BudgetExhausted as err:
-            print(f"stopping: {err}", file=sys.stderr)
-            state.stop = BUDGET_SPENT
+        except STOPS as err:
+            _stop(state, err)
         if algo.iteration % save_freq == 0 or state.stop:
             _save_checkpoint(algo, cfg, run_dir)
 
 
 def _finish(algo, cfg: RunConfig, run_dir: Path, logger: Logger, state: LoopState) -> None:
-    """Log the final iterate (unless just logged, or the judge is spent) and, unless interrupted,
-    save the last checkpoint and the final policy."""
-    if state.logged != algo.iteration and state.stop != BUDGET_SPENT:
+    """Log the final iterate (unless just logged, or the oracle stopped the run), save the last
+    checkpoint (unless interrupted: the last one is intact) and the final policy (unless the run is
+    to go on: interrupted, or its judge failed)."""
+    if state.logged != algo.iteration and state.stop not in (BUDGET_SPENT, JUDGE_FAILED):
         state.metrics = algo.evaluate()
         log_metrics(logger, state.metrics, algo.iteration)
     if state.stop != "interrupted":
         _save_checkpoint(algo, cfg, run_dir)
+    if state.stop not in ("interrupted", JUDGE_FAILED):
         rundir.record_artifacts(run_dir, algo.export(run_dir))
 
 

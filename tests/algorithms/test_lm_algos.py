@@ -295,3 +295,41 @@ def test_a_budget_spent_by_an_evaluation_stops_cleanly_and_the_resume_logs_it_fi
     np.testing.assert_array_equal(b[metrics.ITERATIONS], [0, 1, 2])
     for key in (metrics.EST_WIN_RATE_VS_REF, metrics.LM_ORACLE_CALLS, metrics.QUERIES):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_failing_judge_stops_with_a_checkpoint_and_the_resume_pays_no_answer_twice(tmp_path, monkeypatch, capsys):
+    """VADER raises ("rate limited") from its 40th text on: `train` exits 4 with a one-line error naming
+    the score function and the text, the run is checkpointed at the failure with the answers paid so
+    far, and the resume (the judge answering again) ends where an uninterrupted run ends, with the
+    same oracle calls (nothing paid twice)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from prefzoo.zoo import cli
+
+    hp = ["--hp", f"env_kwargs={{prompts: {PROMPTS}, max_new_tokens: 6, eval_samples: 2}}", "--hp", "policy=hf",
+          "--hp", "mode=sample", "--hp", "batch_size=8", "--hp", "grad_steps=1", "--hp", "eval_freq=1"]
+    train = ["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--iterations", "3", "--no-progress", *hp]
+    monkeypatch.chdir(tmp_path)
+    cli.main([*train, "--log-folder", "plain"])
+    real, calls = SentimentIntensityAnalyzer.polarity_scores, []
+
+    def flaky(self, text):
+        calls.append(text)
+        if len(calls) >= 40:
+            raise RuntimeError("rate limited")
+        return real(self, text)
+
+    monkeypatch.setattr(SentimentIntensityAnalyzer, "polarity_scores", flaky)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*train, "--log-folder", "flaky"])
+    assert stopped.value.code == cli.EXIT_JUDGE_FAILED
+    err = capsys.readouterr().err
+    assert "stopping: score function" in err and "rate limited" in err and "Traceback" not in err
+    run = tmp_path / "flaky" / "wind" / "prefzoo-LMGame-v0_1"
+    assert rundir.checkpoints(run) and not rundir.finished(run)
+    monkeypatch.setattr(SentimentIntensityAnalyzer, "polarity_scores", real)
+    cli.main(["train", "--resume", str(run), "--no-progress"])
+    a, b = rundir.progress_arrays(tmp_path / "plain" / "wind" / "prefzoo-LMGame-v0_1"), rundir.progress_arrays(run)
+    np.testing.assert_array_equal(b[metrics.ITERATIONS], [0, 1, 2, 3])
+    for key in (metrics.EST_WIN_RATE_VS_REF, metrics.LM_ORACLE_CALLS, metrics.QUERIES):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

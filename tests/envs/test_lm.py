@@ -371,3 +371,24 @@ def test_bad_prompts_and_a_missing_model_folder_are_named_and_leave_no_run_behin
                   "--hp", f"env_kwargs={{model: {missing}, prompts: {PROMPTS}}}"])
     assert exit_info.value.code == 2 and f"model path '{missing}' does not exist" in capsys.readouterr().err
     assert not list((tmp_path / "logs").rglob("*_1"))  # the run directory it reserved is gone
+
+
+def test_a_judge_that_fails_mid_batch_keeps_the_answers_it_gave_and_refunds_the_rest():
+    asked, fail = [], {"at": 3}
+
+    def judge(prompt, a, b):
+        asked.append((a, b))
+        if len(asked) == fail["at"]:
+            raise TimeoutError("API timeout")
+        return 0.7
+
+    oracle = judges.PairwiseJudgeOracle(judge)
+    spent = []
+    oracle.charge = spent.append  # what the game binds (its spend)
+    pairs = (["p"] * 5, list("abcde"), list("fghij"))
+    with pytest.raises(judges.JudgeError, match="judge 'judge' on prompt='p', a='c', b='h' raised TimeoutError"):
+        oracle.probability(*pairs)
+    assert oracle.calls == 2 and spent == [5, -3]  # 5 charged before asking, the 3 not answered refunded
+    fail["at"] = 0
+    np.testing.assert_allclose(oracle.probability(*pairs), 0.7)
+    assert oracle.calls == 5 and spent == [5, -3, 3] and asked.count(("a", "f")) == 1  # none asked twice
