@@ -109,9 +109,11 @@ class RewardModelOracle(ScoreOracle):
     texts in forward passes of ``batch_size``.
 
     The text prompt + " " + response is **re-tokenized with the reward model's own tokenizer**
-    (policy token ids never reach it), right-padded and truncated to the model's context. A
-    tokenizer without a pad token gets its EOS (or UNK) as pad, and the model's ``pad_token_id``
-    is set to match, so batched scoring reads the last real token.
+    (policy token ids never reach it), right-padded, and truncated to the model's context **from the
+    left** with a warning: the prompt's start goes first, so the response is always scored (right
+    truncation would cut the response once the prompt fills the context, and every response of that
+    prompt would score the same). A tokenizer without a pad token gets its EOS (or UNK) as pad, and
+    the model's ``pad_token_id`` is set to match, so batched scoring reads the last real token.
 
     Args:
         model: a folder or hub id (``AutoModelForSequenceClassification.from_pretrained``), or a
@@ -120,13 +122,18 @@ class RewardModelOracle(ScoreOracle):
         temperature: T > 0.
         batch_size: texts per forward pass (>= 1).
         device: torch device of the reward model.
+        label: the output read as the reward when the model has several (``num_labels`` > 1; e.g.
+            the "positive" logit of a classifier); a one-output model needs none.
 
     Raises:
-        TypeError, ValueError: a bad temperature or batch size, or a loaded model without tokenizer.
+        TypeError, ValueError: a bad temperature or batch size, a loaded model without tokenizer, a
+            model with several outputs and no ``label`` (the labels are named), or a tokenizer with
+            no pad, EOS or UNK token to pad with (refused here, not at the first scoring).
         FileNotFoundError: a missing model folder (nothing is downloaded when offline).
     """
 
-    def __init__(self, model, tokenizer=None, temperature: float = 1.0, batch_size: int = 32, device: str = "cpu"):
+    def __init__(self, model, tokenizer=None, temperature: float = 1.0, batch_size: int = 32, device: str = "cpu",
+                 label: int | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         super().__init__(self._forward, temperature, include_prompt=True, name="reward_model", batched=True)
@@ -142,19 +149,34 @@ class RewardModelOracle(ScoreOracle):
         self.name = name
         if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
             tokenizer = load_pretrained(AutoTokenizer, str(tokenizer))
-        model.config.pad_token_id = ensure_pad_token(tokenizer).pad_token_id
+        outputs = model.config.num_labels
+        if outputs > 1 and label is None:
+            raise ValueError(f"reward model {name!r} has {outputs} outputs ({model.config.id2label}); pass label= the "
+                             "index of the one to read as the reward")
+        self.label = 0 if label is None else check_int("label", label, low=0, high=outputs - 1)
+        if ensure_pad_token(tokenizer).pad_token_id is None:
+            raise ValueError(f"the reward tokenizer of {name!r} has no pad, EOS or UNK token to pad batches with; "
+                             "give it a pad token (tokenizer.pad_token = ...)")
+        model.config.pad_token_id = tokenizer.pad_token_id
+        tokenizer.truncation_side = "left"  # keep the response (module docstring)
         self.model, self.tokenizer = model.to(device).eval().requires_grad_(False), tokenizer
         self.batch_size, self.device, self.max_length = batch_size, device, context_length(model.config)
 
     def _forward(self, texts: list[str]) -> list[float]:
-        """The reward model's scores (logit 0) of ``texts``, in forward passes of ``batch_size``."""
+        """The reward model's scores (logit ``label``) of ``texts``, in forward passes of ``batch_size``."""
         import torch
 
+        if self.max_length is not None:
+            longest = max(len(ids) for ids in self.tokenizer(texts)["input_ids"])
+            if longest > self.max_length:
+                warnings.warn(f"reward model {self.name!r}: a prompt + response of {longest} tokens is cut to its "
+                              f"context of {self.max_length} from the left (the prompt's start is not scored)",
+                              stacklevel=3)
         scores = []
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt", padding_side="right")
                 logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
-                scores.extend(logits[:, 0].float().cpu().tolist())
+                scores.extend(logits[:, self.label].float().cpu().tolist())
         return scores

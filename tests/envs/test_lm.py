@@ -392,3 +392,39 @@ def test_a_judge_that_fails_mid_batch_keeps_the_answers_it_gave_and_refunds_the_
     fail["at"] = 0
     np.testing.assert_allclose(oracle.probability(*pairs), 0.7)
     assert oracle.calls == 5 and spent == [5, -3, 3] and asked.count(("a", "f")) == 1  # none asked twice
+
+
+def test_reward_model_keeps_the_response_when_the_prompt_fills_its_context(reward_model_dir):
+    """Context 64 tokens, a 70-word prompt: the text is cut from the left (a warning), so the two
+    responses still score differently, each as the model scores the last 64 tokens."""
+    from transformers import AutoModelForSequenceClassification
+
+    oracle = RewardModelOracle(str(reward_model_dir))
+    rm = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
+    rm_tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    prompt = " ".join(["the movie was good and"] * 14)
+    with pytest.warns(UserWarning, match="cut to its context of 64 from the left"):
+        scores = oracle.score([prompt, prompt], ["great !", "awful ."])
+    with torch.no_grad():
+        expected = [rm(torch.tensor([rm_tokenizer(f"{prompt} {r}")["input_ids"][-64:]])).logits[0, 0].item()
+                    for r in ("great !", "awful .")]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    assert scores[0] != scores[1]
+
+
+def test_reward_model_with_several_outputs_or_no_pad_token_is_refused_at_construction(reward_model_dir):
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    classifier = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16,
+                                                          n_layer=1, n_head=2, num_labels=2))
+    with pytest.raises(ValueError, match=r"has 2 outputs \(\{0: 'LABEL_0', 1: 'LABEL_1'\}\); pass label="):
+        RewardModelOracle(classifier, tokenizer=tokenizer)
+    positive = RewardModelOracle(classifier, tokenizer=tokenizer, label=1)
+    with torch.no_grad():
+        logit = classifier(torch.tensor([tokenizer("p great !")["input_ids"]])).logits[0, 1].item()
+    assert positive.score(["p"], ["great !"])[0] == pytest.approx(logit, rel=1e-5)
+    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "b": 1})))
+    with pytest.raises(ValueError, match="has no pad, EOS or UNK token"):
+        RewardModelOracle(classifier, tokenizer=bare, label=1)
