@@ -39,7 +39,7 @@ from prefzoo.envs.oracle import (
     kl_divergence,
 )
 
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
@@ -324,6 +324,19 @@ class Algorithm:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: a state of another algorithm, or one whose parts do not fit this algorithm
+                and game (missing keys, wrong types or shapes, invalid cached answers).
+        """
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            raise CheckpointError(f"the checkpoint's state does not fit {type(self).__name__} on "
+                                  f"{type(self.game).__name__}: {type(err).__name__}: {err}") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         if state["class"] != type(self).__name__:
             raise ValueError(f"checkpoint holds a {state['class']}, not a {type(self).__name__}")
         self.iteration, self.queries, self.samples = state["iteration"], state["queries"], state["samples"]

@@ -20,12 +20,13 @@ Nothing here needs transformers.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.special import expit
 
-from .checks import check_real
+from .checks import check_int, check_real
 
 WINNERS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 JUDGE_SIGNATURE = "a callable (prompt, a, b) -> P(a > b) in [0, 1] or a winner ('a', 'b', 'tie')"
@@ -103,9 +104,25 @@ class TextOracle:
                 "cache": [[*key, value] for key, value in self._cache.items()]}
 
     def load_state(self, state: dict) -> None:
-        """Restore :meth:`state` (the budget is the holding game's, not restored here)."""
-        self.calls, self.cache_hits = state["calls"], state["cache_hits"]
-        self._cache = {tuple(row[:-1]): row[-1] for row in state["cache"]}
+        """Restore :meth:`state` (the budget is the holding game's, not restored here).
+
+        Raises:
+            ValueError: counters that are not integers >= 0, or a cache row that is not text keys and
+                a finite answer (a NaN would be served, and logged, for the rest of the run).
+        """
+        calls, hits = check_int("calls", state["calls"], low=0), check_int("cache_hits", state["cache_hits"], low=0)
+        for row in state["cache"]:
+            if not (isinstance(row, list) and len(row) > 1 and all(isinstance(k, str) for k in row[:-1])
+                    and isinstance(row[-1], (int, float)) and not isinstance(row[-1], bool)
+                    and math.isfinite(row[-1]) and self._valid_answer(row[-1])):
+                raise ValueError(f"{self!r}'s cached answers hold {str(row)[:120]}; expected text keys and a "
+                                 "finite answer")
+        self.calls, self.cache_hits = calls, hits
+        self._cache = {tuple(row[:-1]): float(row[-1]) for row in state["cache"]}
+
+    def _valid_answer(self, value: float) -> bool:
+        """Whether a cached answer can be one of this oracle's (a score: any finite number)."""
+        return True
 
     def probability(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """P(a_i ≻ b_i | prompt_i) for aligned lists of strings, [n]."""
@@ -243,6 +260,9 @@ class PairwiseJudgeOracle(TextOracle):
         if not 0.0 <= value <= 1.0:  # also catches NaN
             raise JudgeError(f"{where} answered {value}; expected P(a > b) in [0, 1]")
         return value
+
+    def _valid_answer(self, value: float) -> bool:
+        return 0.0 <= value <= 1.0
 
     def probability(self, prompts, a, b) -> np.ndarray:
         keys = list(zip(prompts, a, b, strict=True))

@@ -27,6 +27,9 @@ def load_pretrained(auto_cls, name: str, **kwargs):
     if local and not path.is_dir():
         raise FileNotFoundError(f"model path {str(name)!r} does not exist (or is not a folder); give a folder "
                                 f"written by save_pretrained, or a hub id (nothing is downloaded when offline)")
+    if local and not any((path / f).is_file() for f in ("config.json", "tokenizer_config.json", "tokenizer.json")):
+        raise FileNotFoundError(f"model folder {str(name)!r} holds no saved model or tokenizer (no config.json); "
+                                "give a folder written by save_pretrained")
     try:
         return auto_cls.from_pretrained(str(path) if local else str(name), **kwargs)
     except OSError as err:

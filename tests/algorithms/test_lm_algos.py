@@ -333,3 +333,31 @@ def test_a_failing_judge_stops_with_a_checkpoint_and_the_resume_pays_no_answer_t
     np.testing.assert_array_equal(b[metrics.ITERATIONS], [0, 1, 2, 3])
     for key in (metrics.EST_WIN_RATE_VS_REF, metrics.LM_ORACLE_CALLS, metrics.QUERIES):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_checkpoint_whose_cached_answers_are_nan_or_mistyped_is_refused_on_resume(tmp_path, capsys, monkeypatch):
+    """A data-only checkpoint that passes the format check but holds a NaN cached score (served and
+    logged for the rest of the run if loaded) or a counter of the wrong type: `train --resume` exits 1
+    with one line naming the problem, no traceback."""
+    from prefzoo.algorithms.checkpoint import read_checkpoint, write_checkpoint
+    from prefzoo.zoo import cli
+
+    monkeypatch.chdir(tmp_path)
+    cli.main(["train", "--algo", "wind", "--env", "prefzoo/LMGame-v0", "--iterations", "2", "--save-freq", "1",
+              "--no-progress", "--hp", f"env_kwargs={{prompts: {PROMPTS}, max_new_tokens: 6, eval_samples: 2}}",
+              "--hp", "policy=hf", "--hp", "mode=sample", "--hp", "batch_size=8", "--hp", "grad_steps=1"])
+    run = tmp_path / "logs" / "wind" / "prefzoo-LMGame-v0_1"
+    path = rundir.checkpoint_path(run, 2)
+    good = read_checkpoint(path)
+    for damage, message in ((lambda s: s["game"]["oracle"]["cache"][0].__setitem__(-1, float("nan")),
+                             "cached answers hold"),
+                            (lambda s: s["game"]["oracle"].__setitem__("calls", "many"), "calls must be an integer")):
+        state = read_checkpoint(path)
+        damage(state["state"])
+        write_checkpoint(path, {key: value for key, value in state.items() if key != "format"})
+        with pytest.raises(SystemExit) as failed:
+            cli.main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"])
+        err = capsys.readouterr().err
+        assert failed.value.code == 1 and message in err and "does not fit WIND on LMGame" in err
+        assert "Traceback" not in err
+    write_checkpoint(path, {key: value for key, value in good.items() if key != "format"})

@@ -287,6 +287,9 @@ def test_missing_model_path_says_nothing_is_downloaded(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match=f"{missing}.*nothing is downloaded"):
         LMGame(prompts=PROMPTS, model=str(missing))
+    missing.mkdir()  # a folder, but no model in it
+    with pytest.raises(FileNotFoundError, match=f"model folder '{missing}' holds no saved model or tokenizer"):
+        LMGame(prompts=PROMPTS, model=str(missing))
 
 
 def test_prompts_files(tmp_path):
