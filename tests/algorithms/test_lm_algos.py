@@ -284,7 +284,7 @@ def test_a_budget_spent_by_an_evaluation_stops_cleanly_and_the_resume_logs_it_fi
     plain = RunConfig("wind", "prefzoo/LMGame-v0", seed=0, iterations=2, eval_freq=1, save_freq=2,
                       env_kwargs=kwargs, hyperparams=hp)
     capped = RunConfig(**{**plain.to_dict(), "env_kwargs": {**kwargs, "max_queries": 2}})
-    done = runner.train(plain, tmp_path / "plain", progress=False)
+    runner.train(plain, tmp_path / "plain", progress=False)
     stopped = runner.train(capped, tmp_path / "capped", progress=False)
     assert stopped["status"] == runner.BUDGET_SPENT and stopped["iteration"] == 0
     assert rundir.read_progress(tmp_path / "capped")[1] == []  # no row for an evaluation that did not happen
