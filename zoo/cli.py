@@ -34,15 +34,17 @@ EXIT_USAGE, EXIT_FAILED, EXIT_BUDGET_SPENT, EXIT_JUDGE_FAILED, EXIT_INTERRUPTED 
 def cmd_list(args: argparse.Namespace) -> None:
     """Print the registered environments and algorithms (with their config files)."""
     print("environments (what each game declares, read from its class):")
+    width = max(map(len, prefzoo.ENV_IDS))
     for env_id in prefzoo.ENV_IDS:
         game = game_class(env_id)
         declared = " ".join(f"{k}={v}" for k, v in declarations(game).items())
-        print(f"  {env_id:32s} {declared}  headline={game.headline}")
+        print(f"  {env_id:{width}s}  {declared}  headline={game.headline}")
     print("algorithms:")
     directory = config.config_dir(args.config_dir)
+    width = max(map(len, prefzoo.ALGORITHMS))
     for name, cls in sorted(prefzoo.ALGORITHMS.items()):
         has = (directory / f"{name}.yml").is_file()
-        print(f"  {name:16s} {cls.__name__:20s} {'zoo_configs/' + name + '.yml' if has else '(constructor defaults)'}")
+        print(f"  {name:{width}s}  {cls.__name__:20s} {'zoo_configs/' + name + '.yml' if has else '(constructor defaults)'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
