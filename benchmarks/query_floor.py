@@ -8,7 +8,8 @@ floor target π*_β = ``game.nash(0.1)``; iterative BoN (N = 2, mixing matched t
 ``benchmarks/query_efficiency.py``) its own exact fixed point; SPPO, unregularized, the Nash
 equilibrium (exploitability ≤ 0.02, ``query_efficiency.first_hit``'s fallback). Target: KL 0.01
 from the algorithm's target to its policy. Hyperparameters: ``zoo_configs/`` unchanged (tuned on
-8×6 games; not re-tuned per size). Floors: ``estimate_then_solve`` with ``uniform`` and
+8×6 games; not re-tuned per size) except the batch, grown with |Y| (``online_batch``).
+Floors: ``estimate_then_solve`` with ``uniform`` and
 ``adaptive`` allocation, re-solved every ``floor_batch`` queries (half a sweep over the pairs,
 at least 256), which is the resolution of their counts.
 
@@ -80,6 +81,14 @@ def floor_batch(env) -> int:
     return max(256, game.n_contexts * game.n_actions * (game.n_actions - 1) // 4)
 
 
+def online_batch(tuned: int, n_responses: int) -> int:
+    """An online algorithm's batch on a game of ``n_responses``: its 8×6-tuned batch grown in proportion
+    to |Y|/6 (never below it), so that each response keeps the samples per iteration it had at
+    |Y| = 6: with the tuned batch alone, the noise of one comparison per sample is averaged over
+    fewer samples per response as |Y| grows, and the online algorithms stall at a noise floor."""
+    return int(tuned * max(1.0, n_responses / 6))
+
+
 def run(task: tuple[str, str, int, int]) -> tuple[tuple[str, str, int], float, float, float]:
     """One run until the target or the cap: (key, queries to target or NaN, wall s, best value)."""
     game, algo, seed, cap = task
@@ -90,8 +99,9 @@ def run(task: tuple[str, str, int, int]) -> tuple[tuple[str, str, int], float, f
         agent, eval_freq = prefzoo.make_algo("estimate_then_solve", env, seed=seed, **hp), 1
     else:
         cfg = resolve(algo, BANDIT if game != "token" else TOKEN, seed=seed, overrides=matched(algo, "cyclic"))
-        agent = prefzoo.make_algo(algo, env, seed=seed, **{**cfg.hyperparams, "mode": "sample"})
-        eval_freq = ONLINE_EVAL_FREQ
+        hp = {**cfg.hyperparams, "mode": "sample"}
+        hp["batch_size"] = online_batch(hp["batch_size"], env.unwrapped.game.n_actions)
+        agent, eval_freq = prefzoo.make_algo(algo, env, seed=seed, **hp), ONLINE_EVAL_FREQ
     rows = []
 
     def record(_, values):  # stop at first_hit's criterion or at the cap
