@@ -38,7 +38,8 @@ from prefzoo.zoo.config import ConfigError
 DEFAULT_RETRIES = 2
 BACKENDS = ("local", "ray")
 PROGRESS_EVERY_S = 0.2  # a worker reports its run's progress at most this often
-RAY_CONNECT_TIMEOUT_S = 10  # an unreachable --address fails after this long
+RAY_CONNECT_TIMEOUT_S = 10  # an unreachable --address, or one that is not Ray, fails after this long
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04" + bytes(5)  # + an empty SETTINGS frame
 RAY_OBJECT_STORE_BYTES = 80 * 1024**2  # runs return small dicts; Ray's minimum is 75 MiB
 
 Progress = Callable[[str, float, str, float], None]  # (key, queries, headline metric, its value)
@@ -316,7 +317,10 @@ class RayBackend(Backend):
 
     @staticmethod
     def _check_reachable(address: str) -> None:
-        """Fail within seconds when ``host:port`` (or ``ray://host:port``) accepts no connection."""
+        """Fail within :data:`RAY_CONNECT_TIMEOUT_S` when ``host:port`` (or ``ray://host:port``) is not
+        a Ray cluster: no connection, or a server that does not answer as Ray's gRPC servers do (an
+        HTTP/2 SETTINGS frame in reply to the HTTP/2 preface) — e.g. the dashboard's HTTP port, on
+        which ``ray.init`` would wait without end. The error says what was found there."""
         import socket
 
         if address == "auto":
@@ -325,10 +329,22 @@ class RayBackend(Backend):
         if not host or not port.isdigit():
             raise ConfigError(f"--address must be host:port, ray://host:port or 'auto', got {address!r}")
         try:
-            socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+            with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S) as conn:
+                conn.sendall(HTTP2_PREFACE)
+                reply = conn.recv(64)
+        except TimeoutError:
+            reply = None
         except OSError as err:
             raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({err}); is `ray start --head` "
                               "running there, and is the port open?") from None
+        if reply is not None and len(reply) >= 4 and reply[3] == 0x04:  # an HTTP/2 SETTINGS frame: gRPC
+            return
+        http = reply and (b"HTTP/" in reply or reply.lstrip().startswith(b"<"))  # a status line or an HTML page
+        found = ("an HTTP/1 server (Ray's dashboard?)" if http else
+                 f"a server that did not answer within {RAY_CONNECT_TIMEOUT_S} s" if reply is None else
+                 f"a server that answered {reply[:16]!r}")
+        raise ConfigError(f"{address!r} is not a Ray cluster: found {found}. --address is the head's GCS port "
+                          "(6379 by default: `ray start --head` prints it) or ray://host:10001")
 
     def describe(self) -> str:
         ray = self.connect()

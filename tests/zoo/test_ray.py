@@ -109,3 +109,25 @@ def test_tuning_trials_run_as_ray_tasks(ray_instance, tmp_path):
     workers = {t.user_attrs["worker"] for t in result["study"].trials}
     assert result["trials"] == 4 and workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
     assert ENV in config.load_yaml(result["config"])
+
+
+def test_an_address_that_accepts_tcp_but_is_not_ray_is_named_within_the_timeout(ray_instance, monkeypatch):
+    """A silent server and an HTTP server (e.g. the dashboard's port): a clear error saying what was
+    found, after at most the connect timeout (ray.init would wait without end); the real GCS passes."""
+    import http.server
+    import socket
+
+    monkeypatch.setattr(backends, "RAY_CONNECT_TIMEOUT_S", 1)
+    silent = socket.create_server(("127.0.0.1", 0))
+    http_server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ConfigError, match=r"is not a Ray cluster: found a server that did not answer within 1 s"):
+            backends.RayBackend(address=f"127.0.0.1:{silent.getsockname()[1]}").connect()
+        with pytest.raises(ConfigError, match=r"is not a Ray cluster: found an HTTP/1 server \(Ray's dashboard\?\)"):
+            backends.RayBackend(address=f"127.0.0.1:{http_server.server_address[1]}").connect()
+    finally:
+        silent.close()
+        http_server.shutdown()
+    gcs = ray_instance.get_runtime_context().gcs_address
+    assert backends.RayBackend(address=gcs).connect() is ray_instance  # Ray's own gRPC server answers
