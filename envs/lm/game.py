@@ -63,7 +63,8 @@ def read_prompts(prompts: str | os.PathLike | Sequence[str]) -> list[str]:
         raise ValueError(f"{source} holds no prompts; expected at least 2 (train and held-out)")
     bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
     if bad:
-        raise ValueError(f"prompts must be non-empty strings, got {bad[0]!r} (prompt {prompts.index(bad[0])} of {source})")
+        raise ValueError(f"prompts must be non-empty strings, got {bad[0]!r} "
+                         f"(prompt {prompts.index(bad[0])} of {source})")
     return prompts
 
 
@@ -202,7 +203,7 @@ class LMGame(PreferenceOracle):
         self.oracle = make_text_oracle(oracle, oracle_kwargs)
         self._split_prompts(read_prompts(default_prompts() if prompts is None else prompts), eval_fraction)
         self.model_path = str(builtin_model_path() if model is None else model)
-        self.tokenizer = ensure_pad_token(load_pretrained(AutoTokenizer, self.model_path))
+        self.tokenizer = ensure_pad_token(load_pretrained(AutoTokenizer, self.model_path), f"model {self.model_path!r}")
         context = context_length(load_pretrained(AutoConfig, self.model_path))
         self.prompt_ids = tokenize_prompts(self.tokenizer, self.prompts, context, self.max_new_tokens)
         super().__init__(self.n_train, features=np.array([[len(p)] for p in self.prompt_ids[:self.n_train]], float),

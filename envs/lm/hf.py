@@ -42,10 +42,18 @@ def context_length(config) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
-def ensure_pad_token(tokenizer):
-    """Give a tokenizer without a pad token its EOS (or UNK) as pad (e.g. GPT-2; masked everywhere)."""
+def ensure_pad_token(tokenizer, owner: str = "the model"):
+    """Give a tokenizer without a pad token its EOS (or UNK) as pad (e.g. GPT-2; masked everywhere).
+
+    Raises:
+        ValueError: the tokenizer has no pad, EOS or UNK token at all (batches could not be padded:
+            refused here, not at the first generation or scoring).
+    """
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"the tokenizer of {owner} has no pad, EOS or UNK token to pad batches with; give it a "
+                         "pad token (tokenizer.pad_token = ...)")
     return tokenizer
 
 
@@ -157,10 +165,7 @@ class RewardModelOracle(ScoreOracle):
             raise ValueError(f"reward model {name!r} has {outputs} outputs ({model.config.id2label}); pass label= the "
                              "index of the one to read as the reward")
         self.label = 0 if label is None else check_int("label", label, low=0, high=outputs - 1)
-        if ensure_pad_token(tokenizer).pad_token_id is None:
-            raise ValueError(f"the reward tokenizer of {name!r} has no pad, EOS or UNK token to pad batches with; "
-                             "give it a pad token (tokenizer.pad_token = ...)")
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = ensure_pad_token(tokenizer, f"reward model {name!r}").pad_token_id
         tokenizer.truncation_side = "left"  # keep the response (module docstring)
         self.model, self.tokenizer = model.to(device).eval().requires_grad_(False), tokenizer
         self.batch_size, self.device, self.max_length = batch_size, device, context_length(model.config)

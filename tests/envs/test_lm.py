@@ -431,3 +431,14 @@ def test_reward_model_with_several_outputs_or_no_pad_token_is_refused_at_constru
     bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "b": 1})))
     with pytest.raises(ValueError, match="has no pad, EOS or UNK token"):
         RewardModelOracle(classifier, tokenizer=bare, label=1)
+
+
+def test_a_model_whose_tokenizer_has_no_special_token_is_refused_at_construction(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "b": 1})))
+    GPT2LMHeadModel(GPT2Config(vocab_size=2, n_positions=16, n_embd=8, n_layer=1, n_head=1)).save_pretrained(tmp_path)
+    bare.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"the tokenizer of model '{tmp_path}' has no pad, EOS or UNK token"):
+        LMGame(prompts=["a b", "b a"], model=str(tmp_path))
