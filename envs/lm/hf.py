@@ -8,7 +8,10 @@ module costs nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import socket
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -19,9 +22,26 @@ from ..checks import check_int
 from ..judges import ScoreOracle
 
 
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub may be asked: not offline (``HF_HUB_OFFLINE``) and its host
+    accepts a connection within 3 s (checked once per process)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.create_connection((urllib.parse.urlparse(constants.ENDPOINT).hostname, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_pretrained(auto_cls, name: str, **kwargs):
     """``auto_cls.from_pretrained(name)`` with a clear error when ``name`` is neither a local
-    folder nor loadable from the hub cache (nothing is downloaded when offline)."""
+    folder nor loadable from the hub cache (nothing is downloaded when offline). A hub id is looked
+    up in the local cache only when the hub cannot be reached (:func:`hub_reachable`), so that an
+    offline machine answers at once instead of retrying the download."""
     path = Path(os.path.expanduser(str(name)))
     local = path.exists() or str(name).startswith((".", "/", "~")) or str(name).count("/") > 1
     if local and not path.is_dir():
@@ -30,11 +50,15 @@ def load_pretrained(auto_cls, name: str, **kwargs):
     if local and not any((path / f).is_file() for f in ("config.json", "tokenizer_config.json", "tokenizer.json")):
         raise FileNotFoundError(f"model folder {str(name)!r} holds no saved model or tokenizer (no config.json); "
                                 "give a folder written by save_pretrained")
+    offline = not local and not hub_reachable()
     try:
-        return auto_cls.from_pretrained(str(path) if local else str(name), **kwargs)
+        return auto_cls.from_pretrained(str(path) if local else str(name), **kwargs,
+                                        **({"local_files_only": True} if offline else {}))
     except OSError as err:
-        raise FileNotFoundError(f"cannot load {str(name)!r} with {auto_cls.__name__}: no such local folder and not in "
-                                f"the Hugging Face cache (nothing is downloaded when offline): {err}") from err
+        where = "the hub is unreachable and it is not" if offline else "not"
+        raise FileNotFoundError(f"cannot load {str(name)!r} with {auto_cls.__name__}: it is no local folder, and "
+                                f"{where} in the Hugging Face cache (nothing is downloaded when offline): "
+                                f"{err}") from err
 
 
 def context_length(config) -> int | None:

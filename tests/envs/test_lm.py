@@ -442,3 +442,21 @@ def test_a_model_whose_tokenizer_has_no_special_token_is_refused_at_construction
     bare.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=f"the tokenizer of model '{tmp_path}' has no pad, EOS or UNK token"):
         LMGame(prompts=["a b", "b a"], model=str(tmp_path))
+
+
+def test_a_relative_name_that_is_no_folder_is_looked_up_in_the_cache_only_when_offline(monkeypatch, tmp_path):
+    """``lmx/nonexist`` looks like a hub id; with the hub unreachable it is looked up in the local cache
+    only (no download retries) and the error says so at once."""
+    from huggingface_hub import constants
+
+    from prefzoo.envs.lm import hf
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hf.hub_reachable.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.raises(FileNotFoundError, match="'lmx/nonexist' .* it is no local folder, and the hub is "
+                                                    "unreachable and it is not in the Hugging Face cache"):
+            LMGame(prompts=PROMPTS, model="lmx/nonexist")
+    finally:
+        hf.hub_reachable.cache_clear()
