@@ -290,8 +290,9 @@ class LMGame(PreferenceOracle):
 
         - ``est/`` win rate vs π_ref = mean of the oracle's P(y_i ≻ y_ref,i | x_i) (the Bernoulli
           outcome's conditional mean, so no comparison noise is added);
-        - ``est/`` KL(π‖π_ref) = mean of the sequence log-ratio log π(y_i|x_i) − log π_ref(y_i|x_i)
-          over y_i ~ π (unbiased);
+        - ``est/`` KL(π‖π_ref) = mean over y_i ~ π of the per-token KL Σ_t KL(π(·|x, y_<t) ‖ π_ref(·|x, y_<t))
+          (``policy.token_kl``; unbiased and never negative, unlike the sequence log-ratio
+          log π(y|x) − log π_ref(y|x));
         - both with cluster-robust standard errors over the held-out prompts
           (:func:`~prefzoo.envs.oracle.clustered_mean_se`: a prompt's responses are not independent).
           The π_ref responses are one fixed draw, so every evaluation of a run (and every run of
@@ -316,10 +317,10 @@ class LMGame(PreferenceOracle):
         with torch.no_grad():
             xs = torch.as_tensor(contexts, device=policy.device)
             ys = torch.as_tensor(responses, device=policy.device)
-            log_ratio = (policy.log_prob(xs, ys) - policy.ref_log_prob(xs, ys)).double().cpu().numpy()
+            token_kl = policy.token_kl(xs, ys).double().cpu().numpy()
         eos = self.tokenizer.eos_token_id
         content = [row[:-1] if len(row) and row[-1] == eos else row for row in rows]
-        (win, win_se), (kl, kl_se) = clustered_mean_se(p, contexts), clustered_mean_se(log_ratio, contexts)
+        (win, win_se), (kl, kl_se) = clustered_mean_se(p, contexts), clustered_mean_se(token_kl, contexts)
         out = {metrics.EST_WIN_RATE_VS_REF: win, metrics.EST_WIN_RATE_VS_REF_SE: win_se,
                metrics.EST_KL_TO_REF: kl, metrics.EST_KL_TO_REF_SE: kl_se,
                metrics.LM_LENGTH: float(np.mean([len(row) for row in content])),

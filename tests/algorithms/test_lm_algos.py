@@ -361,3 +361,29 @@ def test_a_checkpoint_whose_cached_answers_are_nan_or_mistyped_is_refused_on_res
         assert failed.value.code == 1 and message in err and "does not fit WIND on LMGame" in err
         assert "Traceback" not in err
     write_checkpoint(path, {key: value for key, value in good.items() if key != "format"})
+
+
+def test_token_kl_matches_a_per_position_loop_over_both_models(game):
+    """Σ_t KL(π_θ(·|x, y_<t) ‖ π_ref(·|x, y_<t)) (est/kl_to_ref's estimator), batched and padded, against
+    a loop over positions with each model on the unpadded prefix; 0 at init."""
+    policy = LMPolicy(game, torch.device("cpu"))
+    x = np.array([1, 4, 4])
+    y = policy.sample(x, np.random.default_rng(3))
+    xs, ys = torch.as_tensor(x), torch.as_tensor(y)
+    assert policy.token_kl(xs, ys).abs().max().item() == 0.0  # π_θ = π_ref
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in policy.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    batched = policy.token_kl(xs, ys).numpy()
+    ref_model = AutoModelForCausalLM.from_pretrained(game.model_path)
+    for i in range(len(x)):
+        ids, total = list(game.prompt_ids[x[i]]), 0.0
+        for token in game.store.tokens[y[i]]:
+            with torch.no_grad():
+                log_p, log_r = (torch.log_softmax(m(torch.tensor([ids])).logits[0, -1].double() / 0.9, -1)
+                                for m in (policy.model, ref_model))
+            total += float((log_p.exp() * (log_p - log_r)).sum())
+            ids.append(int(token))
+        np.testing.assert_allclose(batched[i], total, rtol=1e-4, atol=1e-5)
+    assert batched.min() > 0
