@@ -181,8 +181,12 @@ class AnswerTokenGame(PreferenceOracle):
                              f"got {handles!r}")
         return handles
 
+    def handle_answers(self, handles: np.ndarray) -> np.ndarray:
+        """The answers of handles (stored when their rows were added)."""
+        return self._answers[self._check_handles(handles)]
+
     def preference(self, x, y, y2) -> np.ndarray:
-        return self.Q[x, self._answers[self._check_handles(y)], self._answers[self._check_handles(y2)]]
+        return self.Q[x, self.handle_answers(y), self.handle_answers(y2)]
 
     def sample_ref(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.add_rows(self.reference.sample(contexts, rng))
@@ -303,6 +307,6 @@ class AnswerTokenGameEnv(TokenEpisodeEnv):
             reward = float(self.game.compare(x, y, opponent, self.np_random)[0])
         else:
             reward = float(self.game.prob(x, y, opponent)[0])
-        answer, opponent_answer = (int(a) for a in self.game.answers(np.r_[x, x], self.game.rows(np.r_[y, opponent])))
+        answer, opponent_answer = (int(a) for a in self.game.handle_answers(np.r_[y, opponent]))
         return Ending(reward, {"answer": answer, "opponent_answer": opponent_answer, "win_prob": win_prob},
                       f"{tokens.tolist()} answer {answer} vs {opponent_answer}")
