@@ -257,7 +257,7 @@ class PairwiseJudgeOracle(TextOracle):
             value = float(answer)
         except (TypeError, ValueError):
             raise JudgeError(f"{where} answered {answer!r}; expected P(a > b) in [0, 1]") from None
-        if not 0.0 <= value <= 1.0:  # also catches NaN
+        if not self._valid_answer(value):  # also catches NaN
             raise JudgeError(f"{where} answered {value}; expected P(a > b) in [0, 1]")
         return value
 

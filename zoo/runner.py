@@ -139,8 +139,8 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
     state = LoopState(logged=start)
     if start is None:
         record_config(logger, cfg)
-    lost = start is not None and start % cfg.eval_freq == 0 and start not in rundir.progress_arrays(run_dir).get(
-        ITERATIONS, ())  # a scheduled evaluation the budget cut short
+    logged = rundir.progress_arrays(run_dir).get(ITERATIONS, ())
+    lost = start is not None and start % cfg.eval_freq == 0 and start not in logged  # cut short by the budget
     if start is None or lost:
         _log_first(algo, logger, state)
     bar = tqdm(total=cfg.iterations, initial=algo.iteration, disable=not progress, unit="it",
