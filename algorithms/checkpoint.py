@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from prefzoo.envs.checks import expanded_size
 
 # data only (tensors and plain Python values), loaded with weights_only=True; 3: + the game's
 # counters; 4: + the budget spent, the duel regrets by kind (weak, average, Copeland)
@@ -47,22 +49,11 @@ def to_checkpoint_data(value: Any) -> Any:
     return value
 
 
-def expanded_size(value: Any, sizes: dict[int, int] | None = None, open_ids: set[int] | None = None) -> int:
-    """Values in ``value`` with every shared reference counted each time it is reached (what
-    :func:`from_checkpoint_data` would build), computed once per distinct container; a tensor or a
-    scalar counts 1. Raises :class:`CheckpointError` on a container that contains itself."""
-    sizes, open_ids = ({} if sizes is None else sizes), (set() if open_ids is None else open_ids)
-    if not isinstance(value, (dict, list, tuple)):
-        return 1
-    key = id(value)
-    if key not in sizes:
-        if key in open_ids:
-            raise CheckpointError("a checkpoint container contains itself")
-        open_ids.add(key)
-        items = value.values() if isinstance(value, dict) else value
-        sizes[key] = 1 + sum(expanded_size(item, sizes, open_ids) for item in items)
-        open_ids.discard(key)
-    return sizes[key]
+def _contents(value: Any) -> Sequence:
+    """The items of a checkpoint container (none for a tensor or a scalar)."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def from_checkpoint_data(value: Any) -> Any:
@@ -116,9 +107,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a prefzoo checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
     try:
-        size = expanded_size(state)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}; refused") from None
+        size = expanded_size(state, _contents)
+    except ValueError:
+        raise CheckpointError(f"{path}: a checkpoint container contains itself; refused") from None
     if size > MAX_CHECKPOINT_NODES:
         raise CheckpointError(f"{path} expands to {size:,} values through shared references (more than "
                               f"{MAX_CHECKPOINT_NODES:,}); refused before building it")

@@ -16,7 +16,7 @@ import difflib
 import math
 import numbers
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -121,6 +121,31 @@ def check_step(started: bool, action_space, action: Any, expected: str, episode:
         raise RuntimeError(f"call reset() before step() ({episode})")
     if not action_space.contains(action):
         raise ValueError(f"action must be {expected} in {action_space}, got {action!r}")
+
+
+def expanded_size(root: Any, children: Callable[[Any], Sequence]) -> int:
+    """Nodes of the graph under ``root`` with every shared node counted each time it is reached (the
+    size of the tree that expanding it would build), computed once per distinct node, without
+    building anything: a guard against small inputs that expand to gigabytes (YAML aliases, pickled
+    shared lists). ``children(node)`` lists a node's children (empty for a leaf).
+
+    Raises:
+        ValueError: a node that contains itself (the expansion would never end).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key not in sizes:
+            if key in open_nodes:
+                raise ValueError("a node contains itself (a recursive structure)")
+            open_nodes.add(key)
+            sizes[key] = 1 + sum(size(child) for child in children(node))
+            open_nodes.discard(key)
+        return sizes[key]
+
+    return size(root)
 
 
 def memory_limit() -> float:

@@ -25,7 +25,7 @@ import yaml
 
 import prefzoo
 from prefzoo.algorithms import ALGORITHMS
-from prefzoo.envs.checks import closest_hint
+from prefzoo.envs.checks import closest_hint, expanded_size
 from prefzoo.envs.oracle import BUDGET_KEYWORD
 
 RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}}
@@ -105,21 +105,10 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|
 MAX_YAML_NODES = 100_000  # a config's nodes once its aliases are expanded (configs hold a few hundred)
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """Nodes of ``node`` with every alias expanded, counted on the alias graph (nothing is built)."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_nodes:
-        raise ConfigError("a YAML alias refers to a node that contains it (a recursive structure)")
-    open_nodes.add(key)
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        children = [child for pair in node.value for child in pair]
-    else:
-        children = node.value if isinstance(node, yaml.SequenceNode) else []
-    sizes[key] = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
-    open_nodes.discard(key)
-    return sizes[key]
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
 
 
 def safe_yaml(text: str, source: str) -> Any:
@@ -133,9 +122,10 @@ def safe_yaml(text: str, source: str) -> Any:
         if node is None:
             return None
         try:
-            size = _expanded_size(node, {}, set())
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}; refused") from None
+            size = expanded_size(node, _yaml_children)
+        except ValueError:
+            raise ConfigError(f"{source}: a YAML alias refers to a node that contains it (a recursive "
+                              "structure); refused") from None
         if size > MAX_YAML_NODES:
             raise ConfigError(f"{source}: its YAML aliases expand to {size:,} nodes (more than {MAX_YAML_NODES:,}); "
                               "refused before building it")
