@@ -7,12 +7,18 @@ review-like sentences (:func:`corpus`, half positive, half negative) are saved w
 ``save_pretrained`` into a cache folder, and then loaded back like any user's model:
 ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``.
 
-The folder is ``$PREFZOO_CACHE/builtin-lm-v1`` (default ``~/.cache/prefzoo``), keyed by
+The folder is ``$PREFZOO_CACHE/builtin-lm-v2`` (default ``~/.cache/prefzoo``), keyed by
 :data:`VERSION`, written atomically (built in a temporary folder, then renamed), so concurrent
-processes never see half a model (and build it once, under a file lock). Building is seeded:
-same version, same weights (on one machine).
-"""
+processes never see half a model (and build it once, under a file lock).
 
+Building is seeded and pre-trains on one torch thread, in float32, with torch's deterministic
+algorithms on (the caller's thread count, default dtype and deterministic setting are restored
+afterwards): the weights are bit-identical whatever thread count the process has (checked in
+the tests with 1 and 2 threads). Bit-identity is not promised across CPU instruction sets
+(torch picks AVX2, AVX-512 or other kernels at run time, which round differently) nor across
+torch / transformers versions; there the weights, and every number measured with them, agree
+only to within the spread over seeds.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "builtin-lm-v1"
+VERSION = "builtin-lm-v2"  # v2: pre-trained on one thread (v1 depended on the thread count)
 PAD, BOS_EOS, UNK = "<pad>", "<|endoftext|>", "<unk>"
 
 POSITIVE = ("good great excellent amazing wonderful fantastic lovely perfect superb brilliant delightful pleasant "
@@ -113,7 +119,9 @@ def build_tokenizer():
 
 
 def build_model(tokenizer, steps: int = PRETRAIN_STEPS, seed: int = SEED):
-    """The tiny GPT-2 pre-trained on :func:`corpus` (next-token cross-entropy, Adam, seeded)."""
+    """The tiny GPT-2 pre-trained on :func:`corpus` (next-token cross-entropy, Adam, seeded), on one
+    torch thread in float32 with deterministic algorithms, so the weights do not depend on the
+    caller's thread count (its settings are restored, also on error)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -124,17 +132,28 @@ def build_model(tokenizer, steps: int = PRETRAIN_STEPS, seed: int = SEED):
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
     labels = ids.masked_fill(mask == 0, -100)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-        order = torch.randperm(len(ids))
-        for step in range(steps):
-            rows = order[(step * 64 + torch.arange(64)) % len(ids)]
-            loss = model(input_ids=ids[rows], attention_mask=mask[rows], labels=labels[rows]).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.set_num_threads(1)  # reductions split over threads sum in another order
+        torch.set_default_dtype(torch.float32)
+        torch.use_deterministic_algorithms(True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = GPT2LMHeadModel(config)
+            optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+            order = torch.randperm(len(ids))
+            for step in range(steps):
+                rows = order[(step * 64 + torch.arange(64)) % len(ids)]
+                loss = model(input_ids=ids[rows], attention_mask=mask[rows], labels=labels[rows]).loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
 

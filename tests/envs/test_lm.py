@@ -8,6 +8,9 @@ $PREFZOO_CACHE), the reward model is a tiny GPT-2 built from a config with its o
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,6 +57,46 @@ def test_builtin_model_round_trips_through_save_and_from_pretrained(tmp_path):
     vocab = tokenizer.get_vocab()
     sentiment = sum(probs[vocab[w]] for w in builtin.POSITIVE + builtin.NEGATIVE)
     assert sentiment > 0.8
+
+
+# builds the built-in model (20 pre-training steps) for each seed in argv[2:] in a process with
+# argv[1] torch threads; prints the seed, the sha256 of the state dict (keys in order) and the
+# thread count after the build
+BUILD_AND_HASH = """
+import hashlib, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from prefzoo.envs.lm import builtin
+tokenizer = builtin.build_tokenizer()
+for seed in map(int, sys.argv[2:]):
+    state = builtin.build_model(tokenizer, steps=20, seed=seed).state_dict()
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        digest.update(key.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    print(seed, digest.hexdigest(), torch.get_num_threads())
+"""
+
+
+def test_builtin_model_weights_do_not_depend_on_the_thread_count():
+    """Pre-training runs on one thread: built with 1 or 2 torch threads, the weights are the same
+    bytes (before builtin-lm-v2 they were not), another seed gives others, and the caller's thread
+    count is restored."""
+    runs = {}
+    for threads, seeds in ((1, ["0", "1"]), (2, ["0"])):  # the two processes run side by side
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        runs[threads] = subprocess.Popen([sys.executable, "-c", BUILD_AND_HASH, str(threads), *seeds],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    hashes = {}
+    for threads, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        for line in out.splitlines():
+            seed, digest, after = line.split()
+            assert int(after) == threads
+            hashes[threads, int(seed)] = digest
+    assert len(hashes) == 3
+    assert hashes[1, 0] == hashes[2, 0]
+    assert hashes[1, 1] != hashes[1, 0]
 
 
 @pytest.fixture(scope="module")
