@@ -11,16 +11,22 @@ from prefzoo.envs.checks import check_choice
 
 from .aqp_alft import AQPALFT
 from .base import Algorithm
+from .dno import DNO
 from .dueling import RUCB, DoubleTS
+from .egpo import EGPO
 from .estimate_then_solve import EstimateThenSolve
 from .grpo import GRPO
+from .inpo import INPO
 from .iterative_bon import IterativeBoN
 from .jbond import JBOND
+from .mpo import MPO
 from .nash_md import NashMD, NashMP
 from .online_dpo import OnlineDPO, OnlineIPO
 from .ppo import PPO
+from .spo import SPO
 from .sppo import SPPO
 from .wind import WIND
+from .xpo import XPO
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "wind": WIND,
@@ -29,8 +35,14 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "sppo": SPPO,
     "nash_md": NashMD,
     "nash_mp": NashMP,
+    "mpo": MPO,
+    "inpo": INPO,
+    "egpo": EGPO,
+    "dno": DNO,
+    "spo": SPO,
     "online_dpo": OnlineDPO,
     "online_ipo": OnlineIPO,
+    "xpo": XPO,
     "grpo": GRPO,
     "ppo": PPO,
     "aqp_alft": AQPALFT,

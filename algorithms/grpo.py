@@ -28,6 +28,20 @@ def group_win_rewards(wins: np.ndarray) -> np.ndarray:
     return (wins * off).sum(-1) / (G - 1)
 
 
+def compare_within_groups(algo: Algorithm, contexts: np.ndarray, responses: np.ndarray) -> np.ndarray:
+    """The comparison matrix [n, G, G] of groups of responses [n, G] to contexts [n, G]: each pair
+    i < j of distinct responses compared once through ``algo.compare`` (b_ij, b_ji = 1 − b_ij);
+    identical responses, and the diagonal, tie at ½ without a query."""
+    n, G = responses.shape
+    wins = np.full((n, G, G), 0.5)
+    i, j = np.triu_indices(G, k=1)
+    rows, pair = np.nonzero(responses[:, i] != responses[:, j])
+    pi, pj = i[pair], j[pair]
+    b = algo.compare(contexts[rows, pi], responses[rows, pi], responses[rows, pj])
+    wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
+    return wins
+
+
 def group_advantages(rewards, eps: float = 1e-4):
     """(r − mean_group r)/(std_group r + ε) per row (torch's unbiased std, as in DeepSeekMath)."""
     return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
@@ -108,19 +122,16 @@ class GRPO(Algorithm):
         self.group_size, self.clip, self.beta = int(group_size), clip, beta
         self.lr_decay_start = int(lr_decay_start)
 
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """A [n, G] from the group rewards [n, G]: standardized within each group."""
+        return group_advantages(rewards)
+
     def step(self):
         n, G = self.batch_size, self.group_size
         x = np.repeat(self.game.sample_contexts(n, self.rng), G)
         y = self.sample_responses(x)
-        xg, yg = x.reshape(n, G), y.reshape(n, G)
-        wins = np.full((n, G, G), 0.5)
-        i, j = np.triu_indices(G, k=1)
-        rows, pair = np.nonzero(yg[:, i] != yg[:, j])  # identical responses tie at ½, unqueried
-        pi, pj = i[pair], j[pair]
-        b = self.compare(xg[rows, pi], yg[rows, pi], yg[rows, pj])
-        wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
-        rewards = group_win_rewards(wins)
-        advantages = group_advantages(self.tensor(rewards)).reshape(-1)
+        rewards = group_win_rewards(compare_within_groups(self, x.reshape(n, G), y.reshape(n, G)))
+        advantages = self.advantages(self.tensor(rewards)).reshape(-1)
         if self.lr_decay_start:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * min(1.0, self.lr_decay_start / (self.iteration + 1))

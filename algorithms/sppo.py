@@ -41,7 +41,41 @@ def sppo_loss(log_new: torch.Tensor, log_old: torch.Tensor, win_hat: torch.Tenso
     return ((log_new - log_old - eta * (win_hat - 0.5)) ** 2).mean()
 
 
-class SPPO(Algorithm):
+class AverageIterate:
+    """Mixin: tracks π̄_T = (1/T)·Σ_{t=1..T} π_t (π_0 before the first step) where the game's
+    response table may be read each iteration, and logs ``game/avg_exploitability`` on exact games.
+    The no-regret guarantees of self-play on the unregularized game are for π̄_T, not π_T."""
+
+    _extra_state = ("avg_pi",)
+
+    def start_average(self) -> None:
+        # None where the responses cannot be listed (last iterate only)
+        self.avg_pi = self.policy_probs() if self.game.table_readable else None
+
+    def update_average(self) -> None:
+        """Call at the end of ``step`` (``self.iteration`` is the number of steps before it)."""
+        if self.avg_pi is not None:
+            self.avg_pi += (self.policy_probs() - self.avg_pi) / (self.iteration + 1)
+
+    def average_policy_probs(self) -> np.ndarray:
+        """π̄_T [X, Y].
+
+        Raises:
+            ValueError: the game's response table cannot be read each iteration, so no average is tracked.
+        """
+        if self.avg_pi is None:
+            raise ValueError(f"no average iterate on a game whose response table is not read each iteration "
+                             f"({type(self.game).__name__}); {type(self).__name__} keeps the last iterate there")
+        return self.avg_pi.copy()
+
+    def evaluate(self) -> dict[str, float]:
+        out = super().evaluate()
+        if self.exact_preference:
+            out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
+        return out
+
+
+class SPPO(AverageIterate, Algorithm):
     """SPPO (self-play preference optimization) for the unregularized game max_π min_π' P(π≻π').
 
     Paper: Wu, Sun, Yuan, Ji, Yang, Gu (2024), "Self-Play Preference Optimization for Language
@@ -79,8 +113,6 @@ class SPPO(Algorithm):
         ValueError: eta ≤ 0, k < 2 or an unknown ``labels``.
     """
 
-    _extra_state = ("avg_pi",)
-
     def __init__(self, env, seed: int = 0, mode: str = "exact", eta: float = 0.5, k: int = 5,
                  labels: str = "comparison", policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
@@ -88,25 +120,7 @@ class SPPO(Algorithm):
         check_choice("labels", labels, LABELS)
         super().__init__(env, seed, mode, policy, lr, batch_size, grad_steps, device)
         self.eta, self.k, self.labels = float(eta), int(k), labels
-        # π̄_0 = π_0 until the first step; None where the responses cannot be listed (last iterate only)
-        self.avg_pi = self.policy_probs() if self.game.table_readable else None
-
-    def average_policy_probs(self) -> np.ndarray:
-        """π̄_T = (1/T)·Σ_{t=1..T} π_t [X, Y] (π_0 before the first step).
-
-        Raises:
-            ValueError: the game's response table cannot be read each iteration, so no average is tracked.
-        """
-        if self.avg_pi is None:
-            raise ValueError(f"no average iterate on a game whose response table is not read each iteration "
-                             f"({type(self.game).__name__}); SPPO keeps the last iterate there")
-        return self.avg_pi.copy()
-
-    def evaluate(self) -> dict[str, float]:
-        out = super().evaluate()
-        if self.exact_preference:
-            out[metrics.AVG_EXPLOITABILITY] = self.game.exploitability(self.avg_pi)
-        return out
+        self.start_average()
 
     def _labels(self, x: np.ndarray, y: np.ndarray, y2: np.ndarray) -> np.ndarray:
         if self.labels == "comparison":
@@ -131,6 +145,5 @@ class SPPO(Algorithm):
                 log_old = self.policy.log_prob(xs, ys_t)
             diagnostics[metrics.LOSS] = self.fit(
                 lambda: sppo_loss(self.policy.log_prob(xs, ys_t), log_old, target, self.eta))
-        if self.avg_pi is not None:
-            self.avg_pi += (self.policy_probs() - self.avg_pi) / (self.iteration + 1)
+        self.update_average()
         return diagnostics

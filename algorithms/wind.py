@@ -29,10 +29,25 @@ def wind_step(log_pi: np.ndarray, log_ref: np.ndarray, win: np.ndarray, eta: flo
     return log_softmax(logits + keep * log_pi if keep else logits, axis=-1)
 
 
+def check_omd_step(beta: float, eta: float) -> tuple[float, float]:
+    """β > 0 and η > 0 with ηβ ≤ 1: the KL-regularized mirror-descent step of WIND, INPO and EGPO."""
+    beta = check_real("beta", beta, 0, low_open=True)  # the regularized game
+    eta = check_real("eta", eta, 0, low_open=True)
+    if eta * beta > 1:
+        raise ValueError(f"eta must be <= 1/beta = {1 / beta:g} (the step needs eta*beta <= 1), got eta={eta:g}")
+    return beta, eta
+
+
+def omd_log_ratio(log_new, log_old, log_ref, eta: float, beta: float):
+    """h_θ(y) = log π_θ(y) − (1−ηβ) log π_t(y) − ηβ log μ(y): the step's log-ratio, equal to
+    η·P(y≻π_opp) + const exactly when π_θ is :func:`wind_step` against π_opp."""
+    return log_new - (1 - eta * beta) * log_old - eta * beta * log_ref
+
+
 def wind_score(log_new, log_old, log_ref, offset, eta: float, beta: float):
-    """s = h_θ(x,y) − c(x), h_θ = (1/η)[log π_θ − (1−ηβ) log π_t − ηβ log μ]; its population
-    optimum under every WIND loss is s = P(y ≻ π_t | x) − ½, i.e. the exact WIND step."""
-    return (log_new - (1 - eta * beta) * log_old - eta * beta * log_ref) / eta - offset
+    """s = h_θ(x,y)/η − c(x) (h_θ: :func:`omd_log_ratio`); its population optimum under every
+    WIND loss is s = P(y ≻ π_t | x) − ½, i.e. the exact WIND step."""
+    return omd_log_ratio(log_new, log_old, log_ref, eta, beta) / eta - offset
 
 
 def safe_log(z, eps: float = 1e-3):
@@ -114,10 +129,7 @@ class WIND(Algorithm):
                  loss: str = "sq", offset: str = "learned", eta_decay: bool | None = None,
                  policy: str = "tabular", lr: float = 0.05,
                  batch_size: int = 256, grad_steps: int = 20, device: str = "cpu"):
-        beta = check_real("beta", beta, 0, low_open=True)  # WIND solves the regularized game
-        eta = check_real("eta", eta, 0, low_open=True)
-        if eta * beta > 1:
-            raise ValueError(f"eta must be <= 1/beta = {1 / beta:g} (WIND's step needs eta*beta <= 1), got eta={eta:g}")
+        beta, eta = check_omd_step(beta, eta)
         check_choice("loss", loss, LOSSES)
         check_choice("offset", offset, OFFSETS)
         if eta_decay is not None and not isinstance(eta_decay, (bool, np.bool_)):

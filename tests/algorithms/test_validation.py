@@ -76,7 +76,7 @@ def test_issue_examples(envs):
     for hp in ("lr", "beta", "eta"):
         with pytest.raises(ValueError, match=rf"{hp} must be a finite number .*, got nan"):
             prefzoo.make_algo("wind", env, **{hp: float("nan")})
-    with pytest.raises(ValueError, match=r"eta must be <= 1/beta = 10 \(WIND's step needs eta\*beta <= 1\), "
+    with pytest.raises(ValueError, match=r"eta must be <= 1/beta = 10 \(the step needs eta\*beta <= 1\), "
                                          r"got eta=20"):
         prefzoo.make_algo("wind", env, beta=0.1, eta=20.0)  # WIND's step needs eta*beta <= 1
     algo = prefzoo.make_algo("sppo", env)
