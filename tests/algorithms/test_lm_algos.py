@@ -1,6 +1,7 @@
 """The zoo on a real (built-in, Hugging Face) language model: LMPolicy's log-probabilities
 against an independent per-token loop, WIND and online DPO raising the estimated win rate
-against π_ref under VADER (SPPO and iterative BoN in their sampled forms too), GRPO's query count, and a run that stops at the oracle's cap, resumes
+against π_ref under VADER (SPPO and iterative BoN in their sampled forms too, and MPO, INPO,
+EGPO, DNO, XPO and SPO), GRPO's query count, and a run that stops at the oracle's cap, resumes
 from its checkpoint, ends where an uninterrupted run ends and leaves a Hugging Face folder."""
 
 import numpy as np
@@ -58,17 +59,28 @@ def test_tabular_policy_on_an_lm_game_is_refused(game):
         prefzoo.make_algo("wind", env, mode="sample", policy="tabular")
 
 
+AT_MOST = "at most"  # every distinct pair of a group compared once: identical responses are not queried
+
+
 @pytest.mark.parametrize("algo, hyperparams, comparisons", [
     ("wind", {"mode": "sample", "beta": 0.1, "eta": 1.0, "lr": 2e-3, "grad_steps": 2}, 1),
     ("online_dpo", {"beta": 0.1, "lr": 2e-3, "grad_steps": 1}, 1),
     ("sppo", {"mode": "sample", "eta": 1.0, "k": 3, "lr": 2e-3, "grad_steps": 2}, 3),  # last iterate
     ("iterative_bon", {"mode": "sample", "n": 4, "mixing": 0.2, "lr": 2e-3, "grad_steps": 2}, 3),  # sampled normalizer
+    ("mpo", {"mode": "sample", "beta": 0.1, "eta": 1.0, "magnet_every": 4, "lr": 2e-3, "grad_steps": 2}, 1),
+    ("inpo", {"mode": "sample", "beta": 0.1, "eta": 2.0, "lr": 2e-3, "grad_steps": 3}, 1),
+    ("egpo", {"mode": "sample", "beta": 0.1, "eta": 2.0, "lr": 2e-3, "grad_steps": 3}, 3),
+    ("dno", {"mode": "sample", "eta": 0.5, "k": 3, "lr": 2e-3, "grad_steps": 2}, (AT_MOST, 3)),  # distinct pairs
+    ("xpo", {"beta": 0.1, "alpha": 1e-3, "lr": 2e-3, "grad_steps": 2}, 1),
+    ("spo", {"group_size": 4, "n_epochs": 2, "lr": 2e-3}, (AT_MOST, 6)),  # distinct pairs
 ])
 def test_sample_algorithms_raise_the_win_rate_against_the_reference(algo, hyperparams, comparisons):
     """The built-in model and VADER (default prompts, 30 held-out prompts x 4 samples): after 12
     iterations of 32 prompts the held-out win rate exceeds ½ (π_ref's own, exactly, by symmetry)
-    and the estimate at the start by 3 standard errors; the sentiment score rises. Measured win
-    rates from 0.455: WIND 0.626, online DPO 0.607, SPPO 0.638, iterative BoN 0.643."""
+    and the estimate at the start by 3 standard errors; the sentiment score rises; the queries are
+    12 x 32 x the comparisons per prompt (at most that where groups compare distinct pairs only).
+    Measured win rates from 0.455 ± 0.034: WIND 0.618, online DPO 0.610, SPPO 0.646, iterative BoN
+    0.677, MPO 0.648, INPO 0.661, EGPO 0.660, DNO 0.665, XPO 0.719, SPO 0.847 (s.e. 0.018-0.037)."""
     env = gym.make("prefzoo/LMGame-v0", max_new_tokens=12)
     algorithm = prefzoo.make_algo(algo, env, seed=0, policy="hf", batch_size=32, **hyperparams)
     before = algorithm.evaluate()
@@ -77,7 +89,11 @@ def test_sample_algorithms_raise_the_win_rate_against_the_reference(algo, hyperp
     assert win - 0.5 > 3 * se
     assert win - before[metrics.EST_WIN_RATE_VS_REF] > 3 * np.hypot(se, before[metrics.EST_WIN_RATE_VS_REF_SE])
     assert after[metrics.LM_SCORE] > before[metrics.LM_SCORE]
-    assert after[metrics.EST_KL_TO_REF] > 0 and after[metrics.QUERIES] == 12 * 32 * comparisons
+    assert after[metrics.EST_KL_TO_REF] > 0
+    if isinstance(comparisons, tuple):
+        assert 0 < after[metrics.QUERIES] <= 12 * 32 * comparisons[1]
+    else:
+        assert after[metrics.QUERIES] == 12 * 32 * comparisons
 
 
 def test_grpo_compares_every_distinct_pair_of_a_group(game):
