@@ -34,7 +34,7 @@ BANDITS = ("prefzoo/PrefBandit-v0", "prefzoo/PrefBandit-Cyclic-v0", "prefzoo/Pre
 TOKEN_GAMES = ("prefzoo/TokenGame-v0", "prefzoo/TokenGame-Cyclic-v0")
 DEFAULT_GAMES = BANDITS + TOKEN_GAMES
 SUITE_ENV_KWARGS = {game: {"vocab_size": 4, "max_length": 3} for game in TOKEN_GAMES}  # 84 sequences per prompt
-DEFAULT_ALGOS = ("wind", "sppo", "iterative_bon", "nash_md")
+DEFAULT_ALGOS = ("wind", "sppo", "iterative_bon", "nash_md", "mpo", "inpo", "egpo", "dno", "xpo", "spo")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_BUDGET = 50_000
 

@@ -42,7 +42,7 @@ from prefzoo.zoo.run_logging import log_metrics, make_logger, record_config
 BUDGET_SPENT = "budget spent"  # the status of a run whose game refused a query past its max_queries
 JUDGE_FAILED = "judge failed"  # a judge or score function raised or answered outside [0, 1] (resumable)
 STOPS = (BudgetExhausted, JudgeError)  # oracle failures that stop a run with a checkpoint instead of crashing it
-NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that has made no query by this iteration
+NO_QUERY_PATIENCE = 10  # with a query budget, stop a run that by this iteration makes no more queries
 
 Report = Callable[[dict[str, float], str], None]  # (an evaluation's metrics, the game's headline metric)
 
@@ -190,6 +190,7 @@ def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Repo
     whether to go on (not past the query ``budget``, nor after a Ctrl-C)."""
 
     def callback(algo, metrics: dict[str, float]) -> bool:
+        previous = state.metrics.get(QUERIES, 0)  # at this process's previous evaluation (0: none yet)
         state.metrics, state.logged = metrics, algo.iteration
         bar.update(algo.iteration - bar.n)
         headline = algo.game.headline
@@ -199,8 +200,10 @@ def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Repo
             report(metrics, headline)
         if budget is not None and metrics.get(QUERIES, 0) >= budget:
             state.stop = "budget"
-        elif budget is not None and algo.iteration >= NO_QUERY_PATIENCE and not metrics.get(QUERIES):
-            state.stop = "no queries"  # e.g. exact mode: a query budget is never reached
+        elif budget is not None and algo.iteration >= NO_QUERY_PATIENCE and metrics.get(QUERIES, 0) == previous:
+            # e.g. exact mode, or a self-play group whose responses have become identical (no pair left to
+            # compare, so the policy no longer moves): the query budget would never be reached
+            state.stop = "no queries"
         if state.interrupted:
             state.stop = "interrupted"
         return state.stop is None

@@ -251,3 +251,19 @@ def test_sample_mode_cuts_kl_to_the_regularized_equilibrium(name):
     while algo.queries < 40_000:
         algo.learn(10, eval_freq=10**6)
     assert algo.evaluate()["game/kl_to_target"] < start / 4
+
+
+def test_a_budgeted_run_stops_when_self_play_has_nothing_left_to_compare(tmp_path):
+    """SPO on a 2-response Bradley–Terry game collapses onto the better response; its groups are then
+    identical, no pair is compared and the policy no longer moves: a query-budgeted run stops there
+    ("no queries") instead of iterating toward a budget it can never reach."""
+    from prefzoo.zoo import config, rundir, runner
+
+    env = "prefzoo/PrefBandit-v0"
+    overrides = {"lr": 0.3, "lr_decay_start": 0, "eval_freq": 5, "save_freq": 1000,
+                 "env_kwargs": {"n_contexts": 2, "n_actions": 2}}
+    (tmp_path / "no_configs").mkdir()
+    cfg = config.resolve("spo", env, 0, {**overrides, "iterations": 10**6}, tmp_path / "no_configs", "cpu")
+    result = runner.train(cfg, rundir.new_run_dir(tmp_path, "spo", env), progress=False, verbose=False,
+                          budget=10**9)
+    assert result["status"] == "no queries" and result["iteration"] < 10**4, result
