@@ -15,12 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))  # _quick.py: a helper
 NEEDS = {"lm_throughput": ("transformers",), "sweep_scaling": ("ray",)}  # optional packages a script imports
-OUT_FLAG = {"query_floor", "reproduce_wind"}  # scripts that write files: into tmp_path, never into the repo
+OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate"}  # scripts that write files: into tmp_path, never the repo
 
 PAIR = re.compile(r"([A-Za-z_][\w./-]*)=(\S+)")
-# a value is a number, optionally marked as a bound (query_floor's "<0.64"), or a word label
-# (lm_throughput's "device=cpu", query_floor's "crossover_Y=none"); nan and inf are neither
-NUMBER = re.compile(r"[<>]?([-+0-9.eE]+)")
+# a value is a number, optionally marked as a bound (query_floor's "<0.64") or labelled (last_iterate's
+# "best=mpo:0.012"), or a word label (lm_throughput's "device=cpu", query_floor's "crossover_Y=none");
+# nan and inf are neither
+NUMBER = re.compile(r"(?:[<>]|[a-z][a-z0-9_]*:)?([-+0-9.eE]+)")
 LABEL = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -47,10 +48,10 @@ def parse_result(line: str) -> dict[str, str]:
 
 
 def test_result_line_parser():
-    assert parse_result("RESULT a=1.5 b=2e+06 c=<0.64 device=cpu crossover_Y=none") == \
-        {"a": "1.5", "b": "2e+06", "c": "<0.64", "device": "cpu", "crossover_Y": "none"}
+    assert parse_result("RESULT a=1.5 b=2e+06 c=<0.64 device=cpu crossover_Y=none best=mpo:0.012") == \
+        {"a": "1.5", "b": "2e+06", "c": "<0.64", "device": "cpu", "crossover_Y": "none", "best": "mpo:0.012"}
     for bad in ("RESULT", "RESULT a=nan", "RESULT a=inf", "RESULT a=1 a=2", "RESULT a", "RESULT x=cpu",
-                "speedup=2", "RESULT a=1,5"):
+                "speedup=2", "RESULT a=1,5", "RESULT best=mpo:nan", "RESULT best=mpo:"):
         with pytest.raises(AssertionError):
             parse_result(bad)
 
