@@ -51,6 +51,7 @@ CONVERGED_KL = 1e-8  # ... and ends below this
 INPO_KL = 1e-6
 NASH_EXPL = 0.01  # "reaches the (unregularized) equilibrium": exploitability below this
 SE_MARGIN = 2  # a sample-mode comparison holds when the gap exceeds this many standard errors
+ITERATION_CAP_FACTOR = 3
 QUICK = {"iterations": 200, "budget": 5_000, "seeds": [0], "figure": None}  # --quick: the figure goes to --out
 
 
@@ -75,15 +76,19 @@ def exact_curve(task):
 
 
 def sample_run(task):
-    """(game, algo, seed) → the last iterate's exploitability (and the average's) at the budget."""
+    """(game, algo, seed) → the exploitability of the last iterate (and of the average) at the budget,
+    or after ITERATION_CAP_FACTOR × budget / (the first iteration's queries) iterations, whichever
+    comes first: a self-play group that converges onto one response compares ever fewer pairs."""
     game_id, name, seed, budget = task
     torch.set_num_threads(1)
     cfg = resolve(name, game_id, seed, {"mode": "sample"})
-    algo = prefzoo.make_algo(name, game_id, seed=seed, **cfg.hyperparams)
-    while algo.queries < budget and algo.iteration < 20 * budget:  # (a collapsed group spends no queries)
+    algo = prefzoo.make_algo(name, game_id, seed=seed, **cfg.hyperparams).learn(1, eval_freq=10**9)
+    cap = ITERATION_CAP_FACTOR * budget / max(algo.queries, 1)
+    while algo.queries < budget and algo.iteration < cap:
         algo.learn(1, eval_freq=10**9)
     out = algo.evaluate()
-    return (game_id, name, seed), (out[metrics.EXPLOITABILITY], out.get(metrics.AVG_EXPLOITABILITY, np.nan))
+    return (game_id, name, seed), (out[metrics.EXPLOITABILITY], out.get(metrics.AVG_EXPLOITABILITY, np.nan),
+                                   algo.queries)
 
 
 def fitted_slope(curve: np.ndarray) -> float:
@@ -180,14 +185,17 @@ def main() -> None:
     ref_expl = {g: prefzoo.make_algo("wind", g).evaluate()[metrics.EXPLOITABILITY] for g in GAMES}
 
     print(f"sample mode, last iterate's exploitability at {args.budget:,} comparisons (mean ± s.e. over seeds "
-          f"{args.seeds}; average iterate in brackets where kept):")
+          f"{args.seeds}; average iterate in brackets where kept; ✂ k/n: k runs stopped by the iteration cap, "
+          f"with the mean share of the budget they spent):")
     best = {}
     for name in SAMPLE:
         cells = []
         for g in GAMES:
             values = [v for (game, a, _), v in samples.items() if game == g and a == name]
             (last, se), (avg, _) = mean_se([v[0] for v in values]), mean_se([v[1] for v in values])
-            cells.append(f"{last:.3f} ± {se:.3f}" + ("" if np.isnan(avg) else f" [{avg:.3f}]"))
+            short = [v[2] / args.budget for v in values if v[2] < args.budget]
+            cells.append(f"{last:.3f} ± {se:.3f}" + ("" if np.isnan(avg) else f" [{avg:.3f}]")
+                         + (f" ✂ {len(short)}/{len(values)} at {np.mean(short):.0%}" if short else ""))
             best.setdefault(name, []).append(last)
         print(f"  {name:8s} " + "   ".join(f"{g.split('/')[1]}: {c}" for g, c in zip(GAMES, cells, strict=True)))
     print("  π_ref    " + "   ".join(f"{g.split('/')[1]}: {ref_expl[g]:.3f}" for g in GAMES))
