@@ -108,19 +108,51 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], context: int | None, max
     return ids
 
 
+# generation settings that do not change the distribution sampled from (the rest, e.g. a hub model's
+# repetition_penalty or no_repeat_ngram_size, would make it differ from the one responses are scored under)
+NEUTRAL_GENERATION_KEYS = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "max_length",
+                           "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "use_cache",
+                           "cache_implementation", "output_attentions", "output_hidden_states", "output_scores",
+                           "output_logits", "return_dict_in_generate", "transformers_version", "_from_model_config"}
+
+
+@contextlib.contextmanager
+def sampling_config(model):
+    """Within: ``model.generation_config`` holds only its token ids, so that ``generate`` samples
+    exactly from the tempered softmax that the policy's log-probabilities score; settings of the
+    model's own generation config that would change that distribution are named in a warning
+    (once per model) and ignored. The model's config is restored afterwards."""
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    altering = {k: v for k, v in own.to_diff_dict().items() if k not in NEUTRAL_GENERATION_KEYS}
+    if altering and not getattr(model, "_prefzoo_warned_generation", False):
+        warnings.warn(f"the model's generation config sets {altering}: ignored, prefzoo samples from the tempered "
+                      "softmax that it scores (a repetition penalty or n-gram block would bias every KL and ratio)",
+                      stacklevel=4)
+        model._prefzoo_warned_generation = True
+    model.generation_config = GenerationConfig(bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
+                                               pad_token_id=own.pad_token_id)
+    try:
+        yield
+    finally:
+        model.generation_config = own
+
+
 def generate(model, prompt_ids: Sequence[np.ndarray], rng: np.random.Generator, *, max_new_tokens: int,
              temperature: float, top_p: float, pad_id: int, eos_id: int, device, autocast: bool = False,
              batch_size: int = 256) -> list[np.ndarray]:
     """Sample one continuation per prompt with ``model.generate`` (KV cache, left padding) in
-    batches; the torch sampling seed is drawn from ``rng``, so a run is reproducible on a device.
-    Returns each response's token ids through its first EOS."""
+    batches, from the tempered softmax alone (:func:`sampling_config`); the torch sampling seed is
+    drawn from ``rng``, so a run is reproducible on a device. Returns each response's token ids
+    through its first EOS."""
     import torch
 
     seed = int(rng.integers(2**63 - 1))
     out: list[np.ndarray] = []
     devices = [device] if torch.device(device).type == "cuda" else []
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), amp:
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), amp, sampling_config(model):
         torch.manual_seed(seed)
         for start in range(0, len(prompt_ids), batch_size):
             chunk = prompt_ids[start:start + batch_size]

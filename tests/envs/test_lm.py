@@ -553,3 +553,30 @@ def test_a_relative_name_that_is_no_folder_is_looked_up_in_the_cache_only_when_o
             LMGame(prompts=PROMPTS, model="lmx/nonexist")
     finally:
         hf.hub_reachable.cache_clear()
+
+
+def test_generation_ignores_settings_that_would_change_the_sampled_distribution():
+    """A model whose generation config sets a repetition penalty and an n-gram block is still sampled
+    from the tempered softmax its log-probabilities score: the same responses as without those
+    settings (which plain ``model.generate`` does not give: the control), a warning naming them, and
+    the model's own config restored."""
+    from prefzoo.envs.lm import hf
+
+    model = AutoModelForCausalLM.from_pretrained(builtin.builtin_model_path())
+    prompts = [np.array([1, 5, 6]), np.array([1, 7]), np.array([1, 9, 10, 11])]
+    settings = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0, "pad_id": 0, "eos_id": 1, "device": "cpu"}
+    plain = hf.generate(model, prompts, np.random.default_rng(0), **settings)
+
+    def control():
+        torch.manual_seed(0)
+        return model.generate(input_ids=torch.tensor([[1, 5, 6]]), do_sample=True, max_new_tokens=12, top_k=0,
+                              pad_token_id=0)
+
+    before = control()
+    model.generation_config.repetition_penalty, model.generation_config.no_repeat_ngram_size = 50.0, 1
+    assert not torch.equal(control(), before)  # these settings do change what model.generate samples
+    with pytest.warns(UserWarning, match=r"'repetition_penalty': 50.0.*'no_repeat_ngram_size': 1|"
+                                         r"'no_repeat_ngram_size': 1.*'repetition_penalty': 50.0"):
+        penalized = hf.generate(model, prompts, np.random.default_rng(0), **settings)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, penalized, strict=True))
+    assert model.generation_config.repetition_penalty == 50.0
