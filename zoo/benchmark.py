@@ -101,7 +101,7 @@ def benchmark(out: str | os.PathLike, *, algos=DEFAULT_ALGOS, games=DEFAULT_GAME
             continue
         for cfg, outcome in zip(game_configs, game_outcomes, strict=True):
             if outcome.result is not None:
-                score = normalized_score(rundir.progress_arrays(outcome.result["run_dir"]), budget,
+                score = normalized_score(rundir.budget_arrays(outcome.result, budget), budget,
                                          outcome.result["headline"])
                 if np.isfinite(score):
                     rows.append({"algorithm": cfg.algo, "game": game, "seed": cfg.seed, "score": score})

@@ -226,11 +226,14 @@ def tabulate(configs: list[RunConfig], outcomes: list[backends.Outcome], out: Pa
     for cfg, outcome in zip(configs, outcomes, strict=True):
         if outcome.result is None:
             continue
-        arrays = rundir.progress_arrays(outcome.result["run_dir"])
+        arrays = rundir.budget_arrays(outcome.result, budget)
         if np.nanmax(arrays[QUERIES]) <= 0:
             print(f"note: {cfg.algo} seed {cfg.seed} made no oracle queries; left out of the query-budget table")
             continue
-        if budget and arrays[QUERIES][-1] < budget:
+        if outcome.result.get("status") == rundir.NO_QUERIES and budget:
+            print(f"note: {cfg.algo} seed {cfg.seed} stopped making queries before the budget (nothing left to "
+                  f"compare); its last evaluation holds up to {budget:,} queries")
+        elif budget and arrays[QUERIES][-1] < budget:
             print(f"note: {cfg.algo} seed {cfg.seed} stopped at {int(arrays[QUERIES][-1])} queries < budget "
                   f"{budget} (iteration cap {cfg.iterations}; raise --iterations)")
         runs.setdefault(cfg.algo, []).append(arrays)

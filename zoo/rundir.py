@@ -33,9 +33,10 @@ import numpy as np
 import yaml
 
 from prefzoo.algorithms.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
-from prefzoo.envs.metrics import ITERATIONS
+from prefzoo.envs.metrics import ITERATIONS, QUERIES
 from prefzoo.zoo.config import ConfigError, RunConfig, changed_keys, config_hash, fingerprint, safe_yaml, validate
 
+NO_QUERIES = "no queries"  # the status of a budgeted run stopped because it made no new query (runner)
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
 LOCK_FILE = ".lock"  # flock'ed by the process that writes the run; holds its PID
 FAILED_FILE = "FAILED"  # written (with the error) when a run fails after writing its files
@@ -228,6 +229,18 @@ def progress_arrays(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     header, rows = read_progress(run_dir)
     return {key: np.array([float(r[i]) if i < len(r) and r[i] != "" else np.nan for r in rows])
             for i, key in enumerate(header)}
+
+
+def budget_arrays(result: dict[str, Any], budget: int | None) -> dict[str, np.ndarray]:
+    """:func:`progress_arrays` of a finished run, read at query budgets: a run that queried, then
+    stopped because it made no new query (status :data:`NO_QUERIES`: e.g. a self-play group collapsed
+    onto one response, with nothing left to compare, so its policy no longer moves) keeps its last
+    row up to ``budget`` instead of counting as never reaching it."""
+    arrays = progress_arrays(result["run_dir"])
+    spent = arrays[QUERIES][-1]
+    if budget and result.get("status") == NO_QUERIES and 0 < spent < budget:
+        arrays = {key: np.append(values, budget if key == QUERIES else values[-1]) for key, values in arrays.items()}
+    return arrays
 
 
 def value_at(x: np.ndarray, y: np.ndarray, at) -> np.ndarray:

@@ -203,7 +203,7 @@ def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Repo
         elif budget is not None and algo.iteration >= NO_QUERY_PATIENCE and metrics.get(QUERIES, 0) == previous:
             # e.g. exact mode, or a self-play group whose responses have become identical (no pair left to
             # compare, so the policy no longer moves): the query budget would never be reached
-            state.stop = "no queries"
+            state.stop = rundir.NO_QUERIES
         if state.interrupted:
             state.stop = "interrupted"
         return state.stop is None

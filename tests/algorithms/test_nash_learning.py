@@ -265,5 +265,10 @@ def test_a_budgeted_run_stops_when_self_play_has_nothing_left_to_compare(tmp_pat
     (tmp_path / "no_configs").mkdir()
     cfg = config.resolve("spo", env, 0, {**overrides, "iterations": 10**6}, tmp_path / "no_configs", "cpu")
     result = runner.train(cfg, rundir.new_run_dir(tmp_path, "spo", env), progress=False, verbose=False,
-                          budget=10**9)
+                          budget=10**6)
     assert result["status"] == "no queries" and result["iteration"] < 10**4, result
+    # read at query budgets (compare, benchmark), its last evaluation holds up to the budget
+    logged = rundir.progress_arrays(result["run_dir"])
+    held = rundir.budget_arrays(result, 10**6)
+    assert held["cost/queries"][-1] == 10**6 and held["game/exploitability"][-1] == logged["game/exploitability"][-1]
+    assert len(rundir.budget_arrays({**result, "status": "done"}, 10**6)["cost/queries"]) == len(logged["cost/queries"])
