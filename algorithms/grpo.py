@@ -62,14 +62,21 @@ def clipped_objective(log_new, log_old, advantages, clip: float):
 def clipped_policy_update(algo: Algorithm, x: np.ndarray, y: np.ndarray, advantages: torch.Tensor,
                           clip: float, kl_coef: float) -> float:
     """``algo.fit`` on −E[clipped ratio objective − kl_coef·k3] over the samples (x, y) drawn from
-    the current policy (π_old = a frozen copy of its log-probs); returns the last loss."""
+    the current policy; returns the last loss. π_old's log-probs are those of the first step's own
+    forward, detached (π_θ = π_old there), so no separate forward is spent on them, and π_ref is
+    read only when ``kl_coef`` > 0."""
     xs, ys = algo.tensor(x, torch.long), algo.tensor(y, torch.long)
-    log_old, log_ref = algo.frozen_log_probs(xs, ys)
+    with torch.no_grad():
+        log_ref = algo.policy.ref_log_prob(xs, ys) if kl_coef else None
+    log_old = None
 
     def loss_fn():
+        nonlocal log_old
         log_new = algo.policy.log_prob(xs, ys)
+        if log_old is None:
+            log_old = log_new.detach()
         objective = clipped_objective(log_new, log_old, advantages, clip)
-        return -(objective - kl_coef * k3_kl(log_ref, log_new)).mean()
+        return -(objective - kl_coef * k3_kl(log_ref, log_new) if kl_coef else objective).mean()
 
     return algo.fit(loss_fn)
 
