@@ -84,5 +84,6 @@ class MPO(Algorithm):
 
             diagnostics[metrics.LOSS] = self.fit(loss_fn)
         if (self.iteration + 1) % self.magnet_every == 0:  # ρ_{k+1} = π_{t+1}
-            self.magnet = np.log(self.pi) if self.mode == "exact" else self.snapshot()
+            with np.errstate(divide="ignore"):
+                self.magnet = np.log(self.pi) if self.mode == "exact" else self.snapshot()
         return diagnostics

@@ -28,8 +28,10 @@ class SPO(AverageIterate, GRPO):
     gradient of the win rate itself, and there is no KL penalty by default (``beta=0``: the paper
     has no reference policy). Claim: self-play no-regret learning on this reward reaches the
     minimax winner (the Condorcet winner where one exists) without a reward model, robust to
-    intransitive preferences (their Theorems 2–3 bound the average iterate). No exact mode: the
-    paper leaves the RL algorithm open (PPO in its experiments).
+    intransitive preferences (their Theorems 2–3 bound the average iterate π̄_T, logged as
+    ``game/avg_exploitability``). Measured (``benchmarks/last_iterate.py``): on a cyclic game the
+    last iterate of this unregularized policy gradient orbits the equilibrium, while π̄_T converges.
+    No exact mode: the paper leaves the RL algorithm open (PPO in its experiments).
 
     Args: as :class:`~prefzoo.algorithms.grpo.GRPO` (``group_size`` is the paper's number of
         trajectories compared; ``beta`` > 0 adds GRPO's k3 penalty toward π_ref).

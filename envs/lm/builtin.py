@@ -19,6 +19,7 @@ the tests with 1 and 2 threads). Bit-identity is not promised across CPU instruc
 torch / transformers versions; there the weights, and every number measured with them, agree
 only to within the spread over seeds.
 """
+
 from __future__ import annotations
 
 import fcntl
