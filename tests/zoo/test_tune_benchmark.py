@@ -176,3 +176,24 @@ def test_a_study_refuses_other_settings_and_concurrent_tunes_run_only_the_trials
     states = [t.state for t in study.get_trials()]
     assert len(states) == 4 and set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert yaml.safe_load((out / "tuning.yml").read_text())["wind"][ENV]["trials"] == 4
+
+
+def test_every_preference_algorithm_has_a_search_space_whose_points_build_it():
+    """Equal-effort tuning needs a search space per algorithm: every algorithm that plays the bandit
+    games (SB3's PPO aside) has one, and points drawn from it build the algorithm."""
+    import optuna
+
+    import prefzoo
+    from prefzoo.algorithms.base import plays
+
+    game = prefzoo.make_game("cyclic")
+    names = sorted(name for name, cls in prefzoo.ALGORITHMS.items() if plays(cls, game) and name != "ppo")
+    assert set(benchmark.DEFAULT_ALGOS) <= set(names)
+    for name in names:
+        space = tune.search_space(name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(3):
+            trial = study.ask()
+            cfg = config.resolve(name, ENV, 0, tune.suggest(trial, space))
+            prefzoo.make_algo(name, ENV, **cfg.hyperparams)
+            study.tell(trial, 0.0)
