@@ -39,7 +39,7 @@ class DNO(AverageIterate, Algorithm):
 
     Exact mode: π_{t+1} ∝ π_t·exp(η·P(y≻π_t)) (their Algorithm 1's population solution, with
     r_t(y) = P(y≻π_t); the same multiplicative weights as SPPO's exact step,
-    :func:`~prefzoo.algorithms.sppo.sppo_step`). Their Theorem 2 bounds the average iterate's
+    :func:`~prefzoo.algorithms.sppo.sppo_step`). Their analysis bounds the average iterate's
     distance to the equilibrium (π̄_T, logged as ``game/avg_exploitability``); the last iterate
     may cycle on intransitive games.
     Sample mode: per prompt K responses from π_t, every pair of distinct responses compared once

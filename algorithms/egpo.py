@@ -17,9 +17,9 @@ class EGPO(INPO):
 
     Paper: Zhou, Fazel, Du (2025), EGPO, COLM, arXiv:2503.08942.
 
-    Exact mode (the extragradient of their Algorithm 1 in the tabular softmax form):
+    Exact mode (their extragradient update in the tabular softmax form):
     π_{t+½} ∝ π_t^{1−ηβ} μ^{ηβ} exp(η·P(y≻π_t)),  π_{t+1} ∝ π_t^{1−ηβ} μ^{ηβ} exp(η·P(y≻π_{t+½})).
-    Claim: last-iterate linear convergence to π*_β (their Theorem 1), also with noisy preferences.
+    Claim: last-iterate linear convergence to π*_β, also with noisy preferences.
     Sample mode: per prompt y, y' ~ π_t. Step ½: one comparison b = 1{y≻y'} and INPO's pair loss
     (h(y) − h(y') − η(b − ½))² (:func:`~prefzoo.algorithms.inpo.pair_loss`) give π_{t+½}. Step 1:
     z ~ π_{t+½}, two comparisons (y vs z, y' vs z) and the same loss, anchored at π_t, with target

@@ -19,7 +19,7 @@ from .wind import check_omd_step, omd_log_ratio, wind_step
 
 def pair_loss(h_first, h_second, target, weight=None):
     """(h(y) − h(y') − t)², averaged (or summed with ``weight``). With t = η(b − ½), b = 1{y≻y'},
-    this is INPO's (h(y_w) − h(y_l) − η/2)² (their eq. 9), whose population minimizer over
+    this is INPO's (h(y_w) − h(y_l) − η/2)², whose population minimizer over
     y, y' ~ π_t is h(y) = η·P(y≻π_t) + const; with t = η(b_yz − b_y'z), z ~ π_opp, it is
     h(y) = η·P(y≻π_opp) + const."""
     per = (h_first - h_second - target) ** 2
@@ -31,10 +31,10 @@ class INPO(Algorithm):
 
     Paper: Zhang et al. (2025), INPO, ICLR, arXiv:2407.00617.
 
-    Exact mode: online mirror descent in self-play (their eq. 6),
+    Exact mode: online mirror descent in self-play,
     π_{t+1} ∝ π_t^{1−ηβ} · μ^{ηβ} · exp(η·P(y≻π_t)) — the same step as WIND's
     (:func:`~prefzoo.algorithms.wind.wind_step`); its fixed point is π*_β, reached in the last
-    iterate (their Theorem 2).
+    iterate (the paper's convergence theorem).
     Sample mode: per prompt y, y' ~ π_t and one comparison b = 1{y≻y'}; with the log-ratio
     h_θ(y) = log π_θ(y) − (1−ηβ) log π_t(y) − ηβ log μ(y) minimize (:func:`pair_loss`)
     (h_θ(y) − h_θ(y') − η(b − ½))², the paper's loss. A difference of pairs cancels log Z, so

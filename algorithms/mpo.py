@@ -25,13 +25,13 @@ class MPO(Algorithm):
 
     Paper: Wang et al. (2024), MPO, arXiv:2410.16714.
 
-    Exact mode: magnetic mirror descent (their eq. 7) toward the magnet ρ_k,
+    Exact mode: magnetic mirror descent toward the magnet ρ_k,
     π_{t+1} ∝ exp((log π_t + ηβ log ρ_k + η·P(y≻π_t))/(1+ηβ))
     (:func:`~prefzoo.algorithms.nash_md.prox_step` anchored at π_t against π_t), whose last
     iterate converges linearly to the equilibrium of the game regularized toward ρ_k; every
     ``magnet_every`` iterations ρ_{k+1} = π_t (ρ_0 = μ = π_ref). Claim: the magnets' sequence is
     a proximal-point iteration, so the last iterate reaches the equilibrium of the original game
-    (their Theorem 3.3); MPO is judged by the unregularized exploitability.
+    (the paper's main theorem); MPO is judged by the unregularized exploitability.
     Sample mode: per prompt y, y' ~ π_t and one comparison b = 1{y≻y'}, labelling (y, b) and
     (y', 1−b); minimize (s − (b − ½))² with s = [(1+ηβ) log π_θ − log π_t − ηβ log ρ_k]/η − c(x)
     (:func:`~prefzoo.algorithms.nash_md.prox_score`, c a learned per-context offset), whose

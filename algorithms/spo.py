@@ -21,14 +21,14 @@ class SPO(AverageIterate, GRPO):
 
     Sample mode: per prompt G responses from π_t; every pair of distinct responses is compared
     once (identical ones tie at ½ without a query); the reward of y_i is its win rate against the
-    other G − 1 (their Algorithm 1: "the proportion of other trajectories it beats"), unbiased for
+    other G − 1 (their Algorithm 1: the share of the other trajectories it beats), unbiased for
     P(y_i≻π_t), and the advantage is r_i − ½: the exact baseline E_{π_t} P(y≻π_t) = ½, also the
     group's mean reward exactly. Unlike GRPO (:class:`~prefzoo.algorithms.grpo.GRPO`, whose loop
     this is) the advantage is not divided by the group's spread, so the update is the policy
     gradient of the win rate itself, and there is no KL penalty by default (``beta=0``: the paper
     has no reference policy). Claim: self-play no-regret learning on this reward reaches the
     minimax winner (the Condorcet winner where one exists) without a reward model, robust to
-    intransitive preferences (their Theorems 2–3 bound the average iterate π̄_T, logged as
+    intransitive preferences (their theorems bound the average iterate π̄_T, logged as
     ``game/avg_exploitability``). Measured (``benchmarks/last_iterate.py``): on a cyclic game the
     last iterate of this unregularized policy gradient orbits the equilibrium, while π̄_T converges.
     No exact mode: the paper leaves the RL algorithm open (PPO in its experiments).

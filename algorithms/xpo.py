@@ -23,7 +23,7 @@ class XPO(OnlineDPO):
 
     Sample mode: per prompt x draw y ~ π_θ and ỹ ~ π_ref, one comparison b = 1{y≻ỹ}; with
     Δ = [log π_θ(y) − log μ(y)] − [log π_θ(ỹ) − log μ(ỹ)] take ``grad_steps`` Adam steps on
-    −log σ(β(2b−1)Δ) + α·log π_θ(ỹ), averaged over the batch (their Algorithm 1, line 6). The
+    −log σ(β(2b−1)Δ) + α·log π_θ(ỹ), averaged over the batch (their Algorithm 1's objective). The
     optimism term α·log π_θ(ỹ) pushes mass off the reference's responses, which the paper shows
     explores like an upper-confidence bonus in the Bradley–Terry (reward-based) setting. (The
     paper sums the losses over all past iterations; here, as in TRL's XPO trainer, each
