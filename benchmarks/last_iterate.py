@@ -30,12 +30,14 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from _quick import parse_args
 from scipy.special import rel_entr
 
 import prefzoo
+from prefzoo.algorithms.sppo import AverageIterate
 from prefzoo.envs import metrics
 from prefzoo.zoo.config import resolve
 from prefzoo.zoo.papers import result_line
@@ -70,7 +72,7 @@ def exact_curve(task):
     for t in range(0, iterations + 1, every):
         algo.learn(t - algo.iteration, eval_freq=10**9)
         pi = algo.policy_probs()
-        avg = algo.average_policy_probs() if hasattr(algo, "average_policy_probs") else None
+        avg = algo.average_policy_probs() if isinstance(algo, AverageIterate) else None
         rows.append((t, game.exploitability(pi), game.expectation(rel_entr(nash, pi).sum(1)),
                      np.nan if avg is None else game.exploitability(avg)))
     return (game_id, name), np.array(rows)
@@ -98,6 +100,11 @@ def fitted_slope(curve: np.ndarray) -> float:
     t, kl = curve[:, 0], curve[:, 2]
     keep = (kl > RATE_WINDOW[0]) & (kl < RATE_WINDOW[1])
     return float(np.polyfit(t[keep], np.log(kl[keep]), 1)[0]) if keep.sum() >= 3 else float("nan")
+
+
+def runs_of(samples, game: str, algo: str) -> list[tuple]:
+    """The sample runs' results (last, average, queries) of ``algo`` on ``game``, one per seed."""
+    return [v for (g, a, _), v in samples.items() if g == game and a == algo]
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -128,14 +135,14 @@ def verdicts(curves, samples, ref_expl) -> list[tuple[str, str, str, bool]]:
                  f"average {worst('dno', 3):.1e}, last {worst('dno', 1):.2f} (bound {NASH_EXPL})",
                  worst("dno", 3) < NASH_EXPL))
     for g in GAMES:
-        last, last_se = mean_se([v[0] for (game, name, _), v in samples.items() if game == g and name == "spo"])
-        avg, avg_se = mean_se([v[1] for (game, name, _), v in samples.items() if game == g and name == "spo"])
+        last, last_se = mean_se([v[0] for v in runs_of(samples, g, "spo")])
+        avg, avg_se = mean_se([v[1] for v in runs_of(samples, g, "spo")])
         rows.append(("SPO", f"self-play PG approaches the minimax winner on an intransitive game ({g.split('/')[1]})",
                      f"last {last:.3f} ± {last_se:.3f}, average {avg:.3f} ± {avg_se:.3f} vs π_ref {ref_expl[g]:.3f}",
                      ref_expl[g] - last > SE_MARGIN * last_se))
     xpo, xpo_se, plain, plain_se, dpo, dpo_se = (
         x for name in ("xpo", "xpo_alpha0", "online_dpo")
-        for x in mean_se([v[0] for (game, a, _), v in samples.items() if game == BT and a == name]))
+        for x in mean_se([v[0] for v in runs_of(samples, BT, name)]))
     rows.append(("XPO", "the optimism term (α > 0) lowers exploitability at equal queries (Bradley–Terry)",
                  f"{xpo:.4f} ± {xpo_se:.4f} vs α = 0 {plain:.4f} ± {plain_se:.4f} (online DPO's config: "
                  f"{dpo:.4f} ± {dpo_se:.4f})", plain - xpo > SE_MARGIN * float(np.hypot(xpo_se, plain_se))))
@@ -185,7 +192,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         curves = dict(pool.map(exact_curve, exact_tasks))
         samples = dict(pool.map(sample_run, sample_tasks))
-    ref_expl = {g: prefzoo.make_algo("wind", g).evaluate()[metrics.EXPLOITABILITY] for g in GAMES}
+    ref_expl = {g: game.exploitability(game.ref) for g in GAMES for game in [gym.make(g).unwrapped.game]}
 
     print(f"sample mode, last iterate's exploitability at {args.budget:,} comparisons (mean ± s.e. over seeds "
           f"{args.seeds}; average iterate in brackets where kept; ✂ k/n: k runs stopped by the iteration cap, "
@@ -194,7 +201,7 @@ def main() -> None:
     for name in SAMPLE:
         cells = []
         for g in GAMES:
-            values = [v for (game, a, _), v in samples.items() if game == g and a == name]
+            values = runs_of(samples, g, name)
             (last, se), (avg, _) = mean_se([v[0] for v in values]), mean_se([v[1] for v in values])
             short = [v[2] / args.budget for v in values if v[2] < args.budget]
             cells.append(f"{last:.3f} ± {se:.3f}" + ("" if np.isnan(avg) else f" [{avg:.3f}]")
