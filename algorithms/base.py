@@ -203,6 +203,17 @@ class Algorithm:
         contexts = self.game.sample_contexts(n, self.rng)
         return contexts, self.sample_responses(contexts)
 
+    def sample_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``batch_size`` contexts x from ρ and two responses y, y' ~ π to each, in one batched draw
+        (one generate call on an LM; the same draws as two calls)."""
+        x = self.game.sample_contexts(self.batch_size, self.rng)
+        y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
+        return x, y, y2
+
+    def duel_tensors(self, x, y, y2) -> tuple[torch.Tensor, torch.Tensor]:
+        """[x; x] and [y; y'] as tensors: the batch of a loss that labels both sides of each duel."""
+        return self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
+
     def sample_responses(self, contexts: np.ndarray) -> np.ndarray:
         self.samples += len(contexts)
         return self.policy.sample(contexts, self.rng)

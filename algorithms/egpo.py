@@ -34,9 +34,11 @@ class EGPO(INPO):
         if self.mode == "exact":
             self.pi = self.omd_step(self.omd_step(self.pi))
             return {}
-        x, y, y2, anchor = self.sample_pairs()
+        x, y, y2 = self.sample_pairs()
+        xs, ys = self.duel_tensors(x, y, y2)
+        anchor = self.frozen_log_probs(xs, ys)  # π_t's, for both steps
         b = self.compare(x, y, y2)
-        self.fit_pairs(x, y, y2, self.eta * (b - 0.5), anchor)  # π_θ = π_{t+½}
+        self.fit_pairs(xs, ys, self.eta * (b - 0.5), anchor)  # π_θ = π_{t+½}
         z = self.sample_responses(x)
         target = self.eta * (self.compare(x, y, z) - self.compare(x, y2, z))
-        return {metrics.LOSS: self.fit_pairs(x, y, y2, target, anchor)}
+        return {metrics.LOSS: self.fit_pairs(xs, ys, target, anchor)}

@@ -66,13 +66,11 @@ class INPO(Algorithm):
             log_pi = np.log(self.pi)
         return np.exp(wind_step(log_pi, self.log_ref, self.game.win_rates(opponent), self.eta, self.beta))
 
-    def fit_pairs(self, x: np.ndarray, y: np.ndarray, y2: np.ndarray, target: np.ndarray,
+    def fit_pairs(self, xs: torch.Tensor, ys: torch.Tensor, target: np.ndarray,
                   anchor: tuple[torch.Tensor, torch.Tensor]) -> float:
-        """``fit`` π_θ by :func:`pair_loss` on the pairs (y, y') with targets ``target``, the step
-        anchored at ``anchor`` = (log π_t, log μ) of the concatenated responses [y; y']."""
-        n = len(x)
-        xs = self.tensor(np.concatenate([x, x]), torch.long)
-        ys = self.tensor(np.concatenate([y, y2]), torch.long)
+        """``fit`` π_θ by :func:`pair_loss` on the pairs (y, y') of ``duel_tensors`` (xs = [x; x],
+        ys = [y; y']) with targets ``target``, the step anchored at ``anchor`` = (log π_t, log μ) of ys."""
+        n = len(xs) // 2
         target = self.tensor(target)
 
         def loss_fn():
@@ -81,18 +79,11 @@ class INPO(Algorithm):
 
         return self.fit(loss_fn)
 
-    def sample_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
-        """Prompts x, two responses y, y' ~ π_t each (one batched draw) and (log π_t, log μ) of [y; y']."""
-        x = self.game.sample_contexts(self.batch_size, self.rng)
-        y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
-        anchor = self.frozen_log_probs(self.tensor(np.concatenate([x, x]), torch.long),
-                                       self.tensor(np.concatenate([y, y2]), torch.long))
-        return x, y, y2, anchor
-
     def step(self):
         if self.mode == "exact":
             self.pi = self.omd_step(self.pi)
             return {}
-        x, y, y2, anchor = self.sample_pairs()
+        x, y, y2 = self.sample_pairs()
+        xs, ys = self.duel_tensors(x, y, y2)
         b = self.compare(x, y, y2)
-        return {metrics.LOSS: self.fit_pairs(x, y, y2, self.eta * (b - 0.5), anchor)}
+        return {metrics.LOSS: self.fit_pairs(xs, ys, self.eta * (b - 0.5), self.frozen_log_probs(xs, ys))}

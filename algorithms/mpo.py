@@ -70,10 +70,9 @@ class MPO(Algorithm):
                 log_pi = np.log(self.pi)
             self.pi = np.exp(prox_step(log_pi, self.magnet, self.game.win_rates(self.pi), eta, beta))
         else:
-            x = self.game.sample_contexts(self.batch_size, self.rng)
-            y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
+            x, y, y2 = self.sample_pairs()
             b = self.compare(x, y, y2)
-            xs, ys = self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
+            xs, ys = self.duel_tensors(x, y, y2)
             label = self.tensor(np.concatenate([b, 1 - b]))
             with torch.no_grad():
                 log_old, log_magnet = self.policy.log_prob(xs, ys), self.magnet.log_prob(xs, ys)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -85,9 +84,7 @@ class OnlineDPO(Algorithm):
         return self.beta
 
     def step(self):
-        x = self.game.sample_contexts(self.batch_size, self.rng)
-        # y and y' in one batched draw (one generate call on an LM; the same draws as two calls)
-        y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
+        x, y, y2 = self.sample_pairs()
         b = self.tensor(self.compare(x, y, y2))
         xs, ys, ys2 = (self.tensor(a, torch.long) for a in (x, y, y2))
         ref_y, ref_y2 = self.policy.ref_log_prob(xs, ys), self.policy.ref_log_prob(xs, ys2)

@@ -156,11 +156,9 @@ class WIND(Algorithm):
                 log_pi = np.log(self.pi)
             self.pi = np.exp(wind_step(log_pi, self.log_ref, self.game.win_rates(self.pi), eta, self.beta))
             return {metrics.ETA: eta}
-        x = self.game.sample_contexts(self.batch_size, self.rng)
-        # y and y' in one batched draw (one generate call on an LM; the same draws as two calls)
-        y, y2 = self.sample_responses(np.concatenate([x, x])).reshape(2, -1)
+        x, y, y2 = self.sample_pairs()
         b = self.compare(x, y, y2)
-        xs, ys = self.tensor(np.concatenate([x, x]), torch.long), self.tensor(np.concatenate([y, y2]), torch.long)
+        xs, ys = self.duel_tensors(x, y, y2)
         label = self.tensor(np.concatenate([b, 1 - b]))
         log_old, log_ref = self.frozen_log_probs(xs, ys)
 
