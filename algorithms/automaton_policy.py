@@ -40,6 +40,7 @@ class AutomatonPolicy(nn.Module):
         X, L, S, K, V = game.n_contexts, game.max_length, game.n_states, game.n_answers, game.vocab_size
         self.register_buffer("log_q", torch.as_tensor(game.log_q, dtype=torch.float64, device=device))
         self.logits = nn.Parameter(torch.zeros((X, L, S, K, V), dtype=torch.float64, device=device))
+        self._walk_key, self._walked = None, None
 
     @property
     def game(self) -> AnswerTokenGame:
@@ -49,14 +50,23 @@ class AutomatonPolicy(nn.Module):
         """log π_θ(v | x, t, s, c), [X, L, S, K, V]."""
         return torch.log_softmax(self.log_q[:, None, :, None, :] + self.logits, dim=-1)
 
+    def _walk(self, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(automaton states, partial answers, tokens) of handles [n] along their rows, [n, L] each
+        (memoized for the last batch: the losses reuse one batch for every step)."""
+        handles = responses.cpu().numpy()
+        if handles.tobytes() != self._walk_key:
+            tokens = self.game.rows(handles)
+            states, partials, _ = self.game.walk(tokens)
+            self._walk_key = handles.tobytes()
+            self._walked = tuple(torch.as_tensor(a, device=self.logits.device) for a in (states, partials, tokens))
+        return self._walked
+
     def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """log π_θ(y|x) of handles [n], [n] (float32, as the other policies')."""
-        tokens = self.game.rows(responses.cpu().numpy())
-        states, partials, _ = self.game.walk(tokens)
-        index = [torch.as_tensor(a, device=self.logits.device) for a in (states, partials, tokens)]
+        states, partials, tokens = self._walk(responses)
         x, t = contexts[:, None], torch.arange(tokens.shape[1], device=self.logits.device)
-        logits = self.log_q[x, index[0]] + self.logits[x, t, index[0], index[1]]  # [n, L, V]
-        return torch.log_softmax(logits, -1).gather(-1, index[2][..., None])[..., 0].sum(1).float()
+        logits = self.log_q[x, states] + self.logits[x, t, states, partials]  # [n, L, V]
+        return torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0].sum(1).float()
 
     def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """log π_ref(y|x) of handles [n] (the game's exact reference)."""
