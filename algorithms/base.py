@@ -26,7 +26,7 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import duel, metrics
-from prefzoo.envs.answer_token import FiniteStatePolicy
+from prefzoo.envs.answer_token import CandidatePolicy, FiniteStatePolicy
 from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.judges import JudgeError
 from prefzoo.envs.oracle import (
@@ -276,15 +276,17 @@ class Algorithm:
         game, policy = self.game, self.evaluation_policy()
         out = {**game.evaluate(policy, np.random.default_rng([self.seed, self.iteration])),
                metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
-        finite_state = isinstance(policy, FiniteStatePolicy)
-        if not (self.exact_preference or finite_state):
+        answer_level = isinstance(policy, (FiniteStatePolicy, CandidatePolicy))
+        if not (self.exact_preference or answer_level):
             return out
         if self.regularization() > 0:
-            out[metrics.REG_EXPLOITABILITY] = game.exploitability(policy if finite_state else policy.table,
+            out[metrics.REG_EXPLOITABILITY] = game.exploitability(policy if answer_level else policy.table,
                                                                   self.regularization())
         target = self.target_policy()
-        if target is not None and finite_state:
-            out[metrics.KL_TO_TARGET] = game.kl(target, policy)
+        if target is not None and answer_level:
+            out[metrics.ANSWER_KL_TO_TARGET] = game.answer_kl(target, policy)
+            if isinstance(policy, FiniteStatePolicy):  # a candidate policy's support is finite: KL(π*‖π) = ∞
+                out[metrics.KL_TO_TARGET] = game.kl(target, policy)
         elif target is not None:
             with np.errstate(divide="ignore"):
                 out[metrics.KL_TO_TARGET] = game.expectation(kl_divergence(np.log(target), policy.log_table))

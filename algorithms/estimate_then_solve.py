@@ -1,6 +1,6 @@
-"""Estimate-then-solve: the statistical floor of query efficiency on a game of listed responses. Compare
-response pairs, estimate the preference tensor P̂, and report the exact equilibrium of the
-estimated game. Helpers: the posterior-mean estimate (:func:`estimated_preferences`), the
+"""Estimate-then-solve: the statistical floor of query efficiency. Compare response pairs, estimate
+the preference tensor P̂, and report the exact equilibrium of the estimated game: over a game's
+listed responses, or, where they cannot be listed, over M candidates per prompt drawn from π_ref. Helpers: the posterior-mean estimate (:func:`estimated_preferences`), the
 sensitivity weight of a pair (:func:`pair_costs`) and the batch split toward the Neyman
 allocation (:func:`neyman_allocation`), followed by the algorithm class :class:`EstimateThenSolve`.
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prefzoo.envs.checks import check_choice, check_real
+from prefzoo.envs.answer_token import AnswerTokenGame, CandidatePolicy
+from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.game import PreferenceGame
 
 from .base import Algorithm
@@ -77,6 +78,14 @@ class EstimateThenSolve(Algorithm):
     Newton for β > 0, the HiGHS LP von Neumann winner for β = 0). With every pair compared n
     times, E‖P̂ − P‖² = Σ P(1 − P)/n up to the prior's O(1/n²) bias, so KL(π*_β‖π̂) falls as 1/n.
 
+    Candidates (``candidates=M``, games whose responses are not listed, e.g. 10^19 token rows per
+    prompt): M responses per prompt are drawn from π_ref once, at construction (counted as samples),
+    and the game is restricted to them with the reference uniform over the draws — the
+    self-normalized importance-sampling form of π_ref, so the restricted π*_β(P̂) ∝ exp(P̂(y ≻ π)/β)
+    over the draws tends to π*_β's answer-level law as M grows. The policy is a
+    :class:`~prefzoo.envs.answer_token.CandidatePolicy`: its answer marginal, KL to π_ref and
+    exploitability are exact; its support is the M draws.
+
     Allocations:
         ``uniform``: round-robin over all X·Y(Y−1)/2 pairs in one seeded random order, so after
             any number of queries the pair counts differ by at most one.
@@ -96,11 +105,15 @@ class EstimateThenSolve(Algorithm):
             prior): P̂ = ½ for a pair never compared, and the adaptive rule's variance is never 0.
         explore: ε ∈ (0, 1], the uniform share mixed into the estimate's weights by the adaptive
             rule (ignored by ``uniform``).
+        candidates: M ≥ 2 responses per prompt drawn from π_ref to restrict the game to (above), or
+            None (default): every listed response.
         mode: ``"sample"`` only (the estimate uses counted comparisons).
 
     Raises:
-        ValueError: a game whose responses are not listed (or too many to read), beta < 0, an unknown
-            allocation, prior_count ≤ 0 or explore outside (0, 1].
+        ValueError: with ``candidates=None``, a game whose responses are not listed (or too many to
+            read); with ``candidates=M``, a game whose exact answer-level services do not take a
+            :class:`~prefzoo.envs.answer_token.CandidatePolicy`; beta < 0, an unknown allocation,
+            prior_count ≤ 0, explore outside (0, 1] or M < 2.
     """
 
     supported_modes = ("sample",)
@@ -109,15 +122,30 @@ class EstimateThenSolve(Algorithm):
     _extra_state = ("wins", "counts", "cursor")
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", beta: float = 0.1, allocation: str = "uniform",
-                 batch_size: int = 256, prior_count: float = 1.0, explore: float = 0.1):
+                 batch_size: int = 256, prior_count: float = 1.0, explore: float = 0.1, candidates: int | None = None):
         beta = check_real("beta", beta, 0)  # 0: the LP Nash equilibrium
         check_choice("allocation", allocation, ALLOCATIONS)
         prior_count = check_real("prior_count", prior_count, 0, low_open=True)  # pseudo-comparisons per pair
         explore = check_real("explore", explore, 0, 1, low_open=True)
+        self.candidates = None if candidates is None else check_int("candidates", candidates, low=2)
+        self.reads_every_response = candidates is None  # M candidates: P̂ is [X, M, M], whatever |Y|
         super().__init__(env, seed, mode, batch_size=batch_size)
         self.beta, self.allocation = float(beta), allocation
         self.prior_count, self.explore = float(prior_count), float(explore)
-        X, Y = self.game.n_contexts, self.game.n_actions
+        X = self.game.n_contexts
+        if candidates is None:
+            Y = self.game.n_actions
+            self.responses, self.ref = np.broadcast_to(np.arange(Y), (X, Y)), self.game.ref
+        else:
+            Y = self.candidates
+            if not isinstance(self.game, AnswerTokenGame):
+                raise ValueError(f"candidates=M needs a game whose policies over drawn responses are evaluated "
+                                 f"exactly (prefzoo/AnswerTokenGame-v0), got {type(self.game).__name__}; on games "
+                                 "of listed responses leave candidates=None")
+            self.responses = self.game.sample_ref(np.repeat(np.arange(X), Y), self.rng).reshape(X, Y)
+            self.samples += self.responses.size
+            self.ref = np.full((X, Y), 1.0 / Y)
+            self.pi = self.ref.copy()
         self.pairs_i, self.pairs_j = np.triu_indices(Y, 1)
         self.wins = np.zeros((X, len(self.pairs_i)))  # wins of pairs_i over pairs_j per context
         self.counts = np.zeros((X, len(self.pairs_i)))
@@ -126,7 +154,7 @@ class EstimateThenSolve(Algorithm):
         # self.pi starts at π_ref, the solution of the all-½ prior estimate for every β > 0
 
     def target_policy(self):
-        return self.game.nash(self.beta) if self.beta > 0 and self.exact_preference else None
+        return self.game.nash(self.beta) if self.beta > 0 and self.game.exact else None
 
     def regularization(self) -> float:
         return self.beta
@@ -134,12 +162,21 @@ class EstimateThenSolve(Algorithm):
     def policy_probs(self) -> np.ndarray:
         return self.pi.copy()
 
+    def evaluation_policy(self):
+        if self.candidates is None:
+            return super().evaluation_policy()
+        return CandidatePolicy(self.game, self.game.rows(self.responses.ravel()).reshape(*self.responses.shape, -1),
+                               self.pi)
+
+    def export(self, run_dir):
+        return super().export(run_dir) if self.candidates is None else self.evaluation_policy().export(run_dir)
+
     def estimate(self) -> np.ndarray:
         """The current estimate P̂ [X, Y, Y] (:func:`estimated_preferences`)."""
-        return estimated_preferences(self.wins, self.counts, self.prior_count, self.game.n_actions)
+        return estimated_preferences(self.wins, self.counts, self.prior_count, self.responses.shape[1])
 
     def _solve(self) -> np.ndarray:
-        return PreferenceGame(self.estimate(), self.game.ref, self.game.rho).nash(self.beta)
+        return PreferenceGame(self.estimate(), self.ref, self.game.rho).nash(self.beta)
 
     def _next_pairs(self) -> np.ndarray:
         """Flat indices (context·n_pairs + pair) of this iteration's ``batch_size`` queries."""
@@ -153,7 +190,7 @@ class EstimateThenSolve(Algorithm):
     def step(self):
         flat = self._next_pairs()
         x, pair = np.divmod(flat, self.wins.shape[1])
-        b = self.compare(x, self.pairs_i[pair], self.pairs_j[pair])
+        b = self.compare(x, self.responses[x, self.pairs_i[pair]], self.responses[x, self.pairs_j[pair]])
         self.wins += np.bincount(flat, weights=b, minlength=self.wins.size).reshape(self.wins.shape)
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
         self.pi = self._solve()

@@ -14,6 +14,8 @@ over (t, s, c), which π_ref, π*_β and every tilt of π_ref by a function of t
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,54 @@ class FiniteStatePolicy:
         occ = self.occupancy()[:-1]  # [L, X, S, K]
         step = kl_divergence(self.log_probs, other.log_probs)  # [X, L, S, K]
         return np.einsum("txsc,xtsc->x", occ, step)
+
+
+class CandidatePolicy:
+    """π(y|x) = Σ_j p[x, j]·1[y = y_j(x)]: a distribution over M token rows per prompt (e.g. M
+    draws from π_ref, :class:`~prefzoo.algorithms.estimate_then_solve.EstimateThenSolve` with
+    ``candidates=M``). Its answer marginal and KL to a :class:`FiniteStatePolicy` are exact (a row
+    drawn twice counts once, with the sum of its weights); KL to it of a full-support policy is ∞.
+
+    Args:
+        game: the :class:`AnswerTokenGame`. rows: token rows [X, M, L]. probs: p [X, M], rows summing to 1.
+    """
+
+    def __init__(self, game: AnswerTokenGame, rows: np.ndarray, probs: np.ndarray):
+        X = game.n_contexts
+        if np.shape(rows)[:1] != (X,) or np.shape(probs) != np.shape(rows)[:2]:
+            raise ValueError(f"rows must be [X, M, L] and probs [X, M] with X = {X}, got {np.shape(rows)} and "
+                             f"{np.shape(probs)}")
+        self.game, self.probs = game, np.asarray(probs, dtype=np.float64)
+        self.rows = game.check_tokens(np.reshape(rows, (-1, game.max_length))).reshape(np.shape(rows))
+        self.answers = game.answers(None, self.rows.reshape(-1, game.max_length)).reshape(self.probs.shape)
+
+    def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exact samples: token rows [n, L] for contexts [n]."""
+        contexts = np.asarray(contexts)
+        return self.rows[contexts, sample_categorical(self.probs[contexts], rng)]
+
+    def export(self, run_dir: str | os.PathLike) -> list[Path]:
+        """``candidate_policy.npz`` (``rows`` [X, M, L], ``probs`` [X, M]) in ``run_dir``; returns the path."""
+        path = Path(run_dir) / "candidate_policy.npz"
+        np.savez(path, rows=self.rows, probs=self.probs)
+        return [path]
+
+    def answer_marginal(self) -> np.ndarray:
+        """ν_π(a | x), [X, K]."""
+        X, K = self.game.n_contexts, self.game.n_answers
+        flat = (np.arange(X)[:, None] * K + self.answers).ravel()
+        return np.bincount(flat, weights=self.probs.ravel(), minlength=X * K).reshape(X, K)
+
+    def kl(self, other: FiniteStatePolicy) -> np.ndarray:
+        """KL(π ‖ other) per context [X], exact: Σ_y π(y)·(log π(y) − log other(y)) over the distinct rows."""
+        out = np.zeros(self.game.n_contexts)
+        for x, (rows, p) in enumerate(zip(self.rows, self.probs, strict=True)):
+            unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+            mass = np.bincount(inverse.ravel(), weights=p, minlength=len(unique))
+            keep = mass > 0
+            log_other = other.log_prob(np.full(keep.sum(), x), unique[keep])
+            out[x] = np.sum(mass[keep] * (np.log(mass[keep]) - log_other))
+        return out
 
 
 class AnswerTokenGame(PreferenceOracle):
@@ -221,22 +271,31 @@ class AnswerTokenGame(PreferenceOracle):
             self._nash[beta] = self.tilted(weight)
         return self._nash[beta]
 
-    def check_finite_state(self, policy: Any, name: str = "policy") -> FiniteStatePolicy:
-        if not isinstance(policy, FiniteStatePolicy) or policy.game is not self:
-            raise TypeError(f"{name} must be a FiniteStatePolicy of this game (game.reference, game.nash(beta), "
-                            f"game.tilted(...)), got {type(policy).__name__}; a neural policy is evaluated by "
-                            "evaluate(policy, rng), from samples")
+    def check_exact(self, policy: Any, name: str = "policy", kinds: tuple[type, ...] = (FiniteStatePolicy,
+                                                                                        CandidatePolicy)):
+        """``policy`` if it is one of ``kinds`` of this game's exact policies, else a TypeError naming it."""
+        if not isinstance(policy, kinds) or policy.game is not self:
+            raise TypeError(f"{name} must be a {' or '.join(k.__name__ for k in kinds)} of this game "
+                            f"(game.reference, game.nash(beta), game.tilted(...)), got {type(policy).__name__}; "
+                            "a neural policy is evaluated by evaluate(policy, rng), from samples")
         return policy
 
-    def kl(self, policy: FiniteStatePolicy, other: FiniteStatePolicy) -> float:
+    def kl(self, policy: FiniteStatePolicy | CandidatePolicy, other: FiniteStatePolicy) -> float:
         """ρ-weighted KL(policy ‖ other) over whole sequences (exact)."""
-        return self.expectation(self.check_finite_state(policy).kl(self.check_finite_state(other, "other")))
+        return self.expectation(self.check_exact(policy).kl(self.check_exact(other, "other", (FiniteStatePolicy,))))
 
-    def exploitability(self, policy: FiniteStatePolicy, beta: float = 0.0) -> float:
+    def answer_kl(self, policy: FiniteStatePolicy | CandidatePolicy, other: FiniteStatePolicy | CandidatePolicy) -> float:
+        """ρ-weighted KL(ν_policy ‖ ν_other) between answer marginals (exact; the metric every exact
+        policy of this game has, candidates included)."""
+        nu, nu_other = self.check_exact(policy).answer_marginal(), self.check_exact(other, "other").answer_marginal()
+        with np.errstate(divide="ignore"):
+            return self.expectation(kl_divergence(np.log(nu), np.log(nu_other)))
+
+    def exploitability(self, policy: FiniteStatePolicy | CandidatePolicy, beta: float = 0.0) -> float:
         """The sequence game's exploitability, exact: with win(a) = (Q ν_π)(a), β = 0:
         E_x[max_a win(a) − ½]; β > 0: E_x[β log Σ_a μ(a) exp(win(a)/β) + β KL(π‖π_ref) − ½]."""
         beta = check_real("beta", beta, 0)
-        policy = self.check_finite_state(policy)
+        policy = self.check_exact(policy)
         win = self.answer_game.win_rates(policy.answer_marginal())
         if beta == 0:
             gap = win.max(axis=1) - 0.5
@@ -245,9 +304,9 @@ class AnswerTokenGame(PreferenceOracle):
         return self.expectation(np.maximum(gap, 0.0))
 
     def evaluate(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
-        """Exact metrics of a :class:`FiniteStatePolicy` (exploitability, KL(π‖π_ref), win rate vs
-        π_ref); any other sampler gets the estimated win rate vs π_ref (the base's)."""
-        if not isinstance(policy, FiniteStatePolicy):
+        """Exact metrics of a :class:`FiniteStatePolicy` or :class:`CandidatePolicy` (exploitability,
+        KL(π‖π_ref), win rate vs π_ref); any other sampler gets the estimated win rate vs π_ref (the base's)."""
+        if not isinstance(policy, (FiniteStatePolicy, CandidatePolicy)):
             return super().evaluate(policy, rng)
         nu = policy.answer_marginal()
         return {metrics.EXPLOITABILITY: self.exploitability(policy),

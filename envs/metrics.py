@@ -19,6 +19,7 @@ KL_TO_TARGET = "game/kl_to_target"
 WIN_RATE_VS_REF = "game/win_rate_vs_ref"
 WIN_RATE_VS_NASH = "game/win_rate_vs_nash"
 AVG_EXPLOITABILITY = "game/avg_exploitability"
+ANSWER_KL_TO_TARGET = "game/answer_kl_to_target"  # KL(ν_target ‖ ν_π) of answer marginals (AnswerTokenGame)
 ALFT_OBJECTIVE = "alft/objective"
 ALFT_KL_TO_TARGET = "alft/kl_answer_to_target"
 
@@ -80,6 +81,7 @@ METRICS: dict[str, Metric] = {
     AVG_EXPLOITABILITY: Metric("exploitability of the average iterate"),
     KL_TO_TARGET: Metric("KL(π_target ‖ π)"),
     REG_EXPLOITABILITY: Metric("regularized exploitability", in_table=False, in_plot=False),
+    ANSWER_KL_TO_TARGET: Metric("KL(ν_target ‖ ν_π) over answers"),
     WIN_RATE_VS_REF: Metric("win rate vs π_ref", best=1.0, log_axis=False, in_plot=False),
     ALFT_KL_TO_TARGET: Metric("KL(ν* ‖ ν_π) over answers"),
     ALFT_OBJECTIVE: Metric("ALFT objective F(ν_π)", best=None, log_axis=False, in_plot=False),

@@ -149,3 +149,45 @@ def test_solves_its_own_estimate_on_a_game_without_exact_services():
     evaluation = algo.evaluate()
     assert algo.queries == game.queries == 6000 and exact > 0.55
     assert abs(evaluation["est/win_rate_vs_ref"] - exact) < 5 * evaluation["est/win_rate_vs_ref_se"]
+
+
+def test_candidates_restrict_a_game_of_1e19_sequences_to_draws_from_the_reference():
+    """candidates=M on AnswerTokenGame (16^16 sequences per prompt): M rows per prompt drawn from
+    π_ref, the game restricted to them with a uniform reference. Independent checks: after 2,000
+    comparisons of each pair its policy is within sampling error of PreferenceGame(Q[a_i, a_j],
+    uniform).nash(β) built from the true Q and the draws' answers; and that restricted solution's
+    answer marginal approaches ν*_β as M grows (self-normalized importance sampling over exact draws)."""
+    env = gym.make("prefzoo/AnswerTokenGame-v0", family="cyclic", n_contexts=2, n_answers=4, seed=0)
+    game = env.unwrapped.game
+    M, beta = 8, 0.1
+
+    def restricted(answers):  # [2, M] -> the game over the draws, uniform reference
+        return PreferenceGame(np.stack([game.Q[x][a][:, a] for x, a in enumerate(answers)]),
+                              np.full(answers.shape, 1 / answers.shape[1]))
+
+    algo = prefzoo.make_algo("estimate_then_solve", env, seed=0, beta=beta, candidates=M, batch_size=2 * 28 * 2000)
+    algo.learn(1)
+    assert algo.samples == 2 * M and algo.queries == 2 * 28 * 2000 and algo.counts.min() == 2000
+    answers = game.handle_answers(algo.responses.ravel()).reshape(2, M)
+    assert np.abs(algo.policy_probs() - restricted(answers).nash(beta)).max() < 0.02  # P̂ s.e. ≤ 0.011 per pair
+    metrics = algo.evaluate()
+    assert metrics["game/answer_kl_to_target"] == pytest.approx(game.answer_kl(game.nash(beta),
+                                                                               algo.evaluation_policy()))
+    assert "game/kl_to_target" not in metrics  # its support is the M draws: KL(π*‖π) = ∞
+    nu_star, rng = game.nash(beta).answer_marginal(), np.random.default_rng(1)
+    gaps = []
+    for m in (8, 1024):
+        draws = game.answers(None, game.reference.sample(np.repeat([0, 1], m), rng)).reshape(2, m)
+        nu = np.stack([np.bincount(a, weights=p, minlength=4) for a, p in zip(draws, restricted(draws).nash(beta))])
+        with np.errstate(divide="ignore"):  # an answer no draw has: KL = ∞
+            gaps.append(np.mean(np.sum(nu_star * np.log(nu_star / nu), axis=1)))
+    assert gaps[1] < 0.01 < gaps[0]
+
+
+def test_candidates_errors():
+    with pytest.raises(ValueError, match="candidates must be an integer >= 2"):
+        prefzoo.make_algo("estimate_then_solve", "prefzoo/AnswerTokenGame-v0", candidates=1)
+    with pytest.raises(ValueError, match="candidates=M needs a game whose policies over drawn responses"):
+        prefzoo.make_algo("estimate_then_solve", "prefzoo/PrefBandit-v0", candidates=8)
+    with pytest.raises(ValueError, match="reads every response's probability"):
+        prefzoo.make_algo("estimate_then_solve", "prefzoo/AnswerTokenGame-v0")  # no candidates: pairs unlisted

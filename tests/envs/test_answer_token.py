@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import chisquare
 
 import prefzoo
-from prefzoo.envs.answer_token import AnswerTokenGame
+from prefzoo.envs.answer_token import AnswerTokenGame, CandidatePolicy
 from prefzoo.envs.game import PreferenceGame
 
 V, L, X, K = 4, 5, 3, 4  # 1,024 sequences per prompt
@@ -60,6 +60,27 @@ def test_unregularized_nash_and_exploitability_of_any_tilt_match_the_dense_game(
     assert game.kl(tilt, game.reference) == pytest.approx(dense.expectation(kl), abs=1e-9)
     metrics = game.evaluate(tilt, np.random.default_rng(0))
     assert metrics["game/win_rate_vs_ref"] == pytest.approx(dense.expectation(dense.win_rate(table(tilt), dense.ref)))
+
+
+def test_a_candidate_policy_has_the_dense_games_exploitability_and_kl(small):
+    """A distribution over M = 40 drawn rows (duplicates among them) as a dense [X, Y] table: its
+    answer marginal, KL to π_ref and exploitability at β are the dense game's."""
+    game, rows, answers, dense, table = small
+    rng = np.random.default_rng(0)
+    drawn = rng.integers(len(rows), size=(X, 40))
+    drawn[:, 1] = drawn[:, 0]  # a row drawn twice counts once, with both weights
+    probs = rng.dirichlet(np.ones(40), size=X)
+    policy = CandidatePolicy(game, rows[drawn], probs)
+    dense_table = np.stack([np.bincount(drawn[x], weights=probs[x], minlength=len(rows)) for x in range(X)])
+    mu = np.stack([np.bincount(answers, weights=dense_table[x], minlength=K) for x in range(X)])
+    np.testing.assert_allclose(policy.answer_marginal(), mu, atol=1e-12)
+    for beta in (0.0, 0.1, 1.0):
+        assert game.exploitability(policy, beta) == pytest.approx(dense.exploitability(dense_table, beta), abs=1e-9)
+    assert game.kl(policy, game.reference) == pytest.approx(dense.expectation(dense.kl(dense_table, dense.ref)))
+    nu_star = game.nash(0.1).answer_marginal()
+    expected = dense.expectation(np.sum(nu_star * np.log(nu_star / mu), axis=1))
+    assert game.answer_kl(game.nash(0.1), policy) == pytest.approx(expected, abs=1e-9)
+    assert np.isin(policy.sample(np.zeros(500, int), rng), rows[drawn[0]]).all(axis=1).all()
 
 
 def test_reference_answer_marginal_against_monte_carlo_of_its_exact_samples():
@@ -116,7 +137,7 @@ def test_bad_input_is_named():
     game = AnswerTokenGame(n_contexts=2, vocab_size=4, max_length=4, n_answers=3)
     with pytest.raises(ValueError, match="beta must be"):
         game.nash(-0.1)
-    with pytest.raises(TypeError, match="policy must be a FiniteStatePolicy of this game"):
+    with pytest.raises(TypeError, match="policy must be a FiniteStatePolicy or CandidatePolicy of this game"):
         game.exploitability(np.full((2, 3), 1 / 3))
     with pytest.raises(ValueError, match=r"tokens must be integer rows \[n, 4\] of ids in \[0, 4\)"):
         game.answers(np.zeros(1, int), np.array([[1, 2, 3]]))
