@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))  # _quick.py: a helper
 NEEDS = {"lm_throughput": ("transformers",), "sweep_scaling": ("ray",)}  # optional packages a script imports
-OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate"}  # scripts that write files: into tmp_path, never the repo
+OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate", "large_game_floor"}  # scripts that write files: into tmp_path, never the repo
 
 PAIR = re.compile(r"([A-Za-z_][\w./-]*)=(\S+)")
 # a value is a number, optionally marked as a bound (query_floor's "<0.64") or labelled (last_iterate's
