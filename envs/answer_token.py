@@ -284,7 +284,8 @@ class AnswerTokenGame(PreferenceOracle):
         """ρ-weighted KL(policy ‖ other) over whole sequences (exact)."""
         return self.expectation(self.check_exact(policy).kl(self.check_exact(other, "other", (FiniteStatePolicy,))))
 
-    def answer_kl(self, policy: FiniteStatePolicy | CandidatePolicy, other: FiniteStatePolicy | CandidatePolicy) -> float:
+    def answer_kl(self, policy: FiniteStatePolicy | CandidatePolicy,
+                  other: FiniteStatePolicy | CandidatePolicy) -> float:
         """ρ-weighted KL(ν_policy ‖ ν_other) between answer marginals (exact; the metric every exact
         policy of this game has, candidates included)."""
         nu, nu_other = self.check_exact(policy).answer_marginal(), self.check_exact(other, "other").answer_marginal()
