@@ -14,12 +14,21 @@ are plain data (:meth:`TextOracle.state`), part of a run's checkpoint.
   Bradley–Terry P = σ((s_a − s_b)/T); :func:`vader_oracle` is the shipped, offline one (VADER's
   compound sentiment), and :class:`~prefzoo.envs.lm.hf.RewardModelOracle` a Hugging Face reward model.
 - :class:`PairwiseJudgeOracle`: any callable (prompt, a, b) → P(a ≻ b) or a winner.
+- :class:`RewardFunctionOracle`: reward functions called as TRL's ``GRPOTrainer`` calls them,
+  ``f(prompts=[...], completions=[...], **columns) -> list[float]``, weighted and summed, with
+  Bradley–Terry preferences on the sum.
+
+A prompt may come with its data row (``rows``: ``{"prompt": ..., **columns}``, the prompt as in
+the data, text or chat messages); the judge and the reward functions receive the row's other
+columns as keyword arguments, and those columns are part of their cache keys.
 
 Nothing here needs transformers.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,6 +39,7 @@ from .checks import check_int, check_real
 
 WINNERS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 JUDGE_SIGNATURE = "a callable (prompt, a, b) -> P(a > b) in [0, 1] or a winner ('a', 'b', 'tie')"
+REWARD_SIGNATURE = "a callable (prompts=[...], completions=[...], **columns) -> list of floats, as TRL calls it"
 
 
 class JudgeError(ValueError):
@@ -41,6 +51,38 @@ def check_callable(name: str, value: Any, expected: str) -> Callable:
     if not callable(value):
         raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     return value
+
+
+def columns_of(row: dict | None) -> dict:
+    """A data row's columns other than ``prompt`` (None: no row)."""
+    return {} if row is None else {key: value for key, value in row.items() if key != "prompt"}
+
+
+def columns_key(row: dict | None) -> tuple[str, ...]:
+    """The part of a cache key that names a row's columns: () without columns, else their JSON."""
+    columns = columns_of(row)
+    return (json.dumps(columns, sort_keys=True, default=str),) if columns else ()
+
+
+def checked_scores(call: Callable[[], Any], what: str, shown: Sequence[str], noun: str = "texts") -> np.ndarray:
+    """``call()`` as ``len(shown)`` finite floats (``shown``: the inputs, one line each, for errors;
+    ``noun``: what they are).
+
+    Raises:
+        JudgeError: ``call`` raises, or returns the wrong number of scores or a non-finite or
+            non-numeric one (the message names ``what`` and the input).
+    """
+    where = shown[0] if len(shown) == 1 else f"{len(shown)} {noun} (the first {shown[0]})"
+    try:
+        values = np.asarray(call(), dtype=np.float64).reshape(-1)
+    except Exception as err:  # noqa: BLE001 - reported with the input, then re-raised
+        raise JudgeError(f"{what} failed on {where}: {err!r}") from err
+    if len(values) != len(shown):
+        raise JudgeError(f"{what} returned {len(values)} scores for {where}")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise JudgeError(f"{what} returned {values[bad[0]]} on {shown[bad[0]]}; expected a finite score")
+    return values
 
 
 def bradley_terry(score_a: np.ndarray, score_b: np.ndarray, temperature: float) -> np.ndarray:
@@ -124,11 +166,13 @@ class TextOracle:
         """Whether a cached answer can be one of this oracle's (a score: any finite number)."""
         return True
 
-    def probability(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """P(a_i ≻ b_i | prompt_i) for aligned lists of strings, [n]."""
+    def probability(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str],
+                    rows: Sequence[dict] | None = None) -> np.ndarray:
+        """P(a_i ≻ b_i | prompt_i) for aligned lists of strings (and the prompts' data rows), [n]."""
         raise NotImplementedError
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:  # pragma: no cover
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              rows: Sequence[dict] | None = None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError(f"{self!r} has no per-response score")
 
 
@@ -159,41 +203,38 @@ class ScoreOracle(TextOracle):
         self.score_fn, self.temperature = score_fn, check_real("temperature", temperature, 0.0, low_open=True)
         self.include_prompt, self.batched = bool(include_prompt), bool(batched)
 
-    def _scores(self, arg, texts: list[str]) -> np.ndarray:
-        """``score_fn(arg)`` as ``len(texts)`` finite floats, or :class:`JudgeError`."""
-        shown = repr(arg) if len(texts) == 1 else f"{len(texts)} texts (the first {texts[0]!r})"
-        try:
-            values = np.asarray(self.score_fn(arg), dtype=np.float64).reshape(-1)
-        except Exception as err:  # noqa: BLE001 - reported with the input, then re-raised
-            raise JudgeError(f"score function {self.name!r} failed on {shown}: {err!r}") from err
-        if len(values) != len(texts):
-            raise JudgeError(f"score function {self.name!r} returned {len(values)} scores for {shown}")
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise JudgeError(f"score function {self.name!r} returned {values[bad[0]]} on {texts[bad[0]]!r}; "
-                             "expected a finite score")
-        return values
+    def _key(self, prompt: str, response: str, row: dict | None) -> tuple:
+        """The cache key of a scored response (the score function sees no columns)."""
+        return prompt, response
 
-    def _evaluate(self, keys: list) -> Iterator[tuple[Any, float]]:
-        """(key, score) pairs: one call per text, or one call for the whole batch (``batched``)."""
-        texts = [f"{prompt} {response}" if self.include_prompt else response for prompt, response in keys]
+    def _evaluate(self, keys: list, items: list[tuple]) -> Iterator[tuple[Any, float]]:
+        """(key, score) pairs of the (prompt, response, row) ``items``: one call per text, or one
+        call for the whole batch (``batched``)."""
+        texts = [f"{prompt} {response}" if self.include_prompt else response for prompt, response, _ in items]
+        what = f"score function {self.name!r}"
         if self.batched:
-            yield from zip(keys, self._scores(texts, texts).tolist(), strict=True)
+            yield from zip(keys, checked_scores(lambda: self.score_fn(texts), what, [repr(t) for t in texts]).tolist(),
+                           strict=True)
             return
         for key, text in zip(keys, texts, strict=True):
-            yield key, float(self._scores(text, [text])[0])
+            yield key, float(checked_scores(functools.partial(self.score_fn, text), what, [repr(text)])[0])
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], rows: Sequence[dict] | None = None) -> np.ndarray:
         """s(prompt_i, response_i), [n]: from the cache, the missing ones (deduplicated) paid for
         as one batch before any is scored."""
-        keys = list(zip(prompts, responses, strict=True))
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        self._answer_batch(missing, self._evaluate)  # before counting hits: a batch over the budget counts nothing
+        items = list(zip(prompts, responses, [None] * len(responses) if rows is None else rows, strict=True))
+        keys = [self._key(*item) for item in items]
+        missing = {}
+        for key, item in zip(keys, items, strict=True):
+            if key not in self._cache:
+                missing.setdefault(key, item)
+        # paid before counting hits: a batch over the budget counts nothing
+        self._answer_batch(list(missing), lambda batch: self._evaluate(batch, [missing[k] for k in batch]))
         self.cache_hits += len(keys) - len(missing)
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
 
-    def probability(self, prompts, a, b) -> np.ndarray:
-        scores = self.score(list(prompts) * 2, list(a) + list(b))
+    def probability(self, prompts, a, b, rows=None) -> np.ndarray:
+        scores = self.score(list(prompts) * 2, list(a) + list(b), None if rows is None else list(rows) * 2)
         return bradley_terry(scores[:len(a)], scores[len(a):], self.temperature)
 
 
@@ -243,10 +284,10 @@ class PairwiseJudgeOracle(TextOracle):
         super().__init__(name or getattr(judge, "__name__", type(judge).__name__))
         self.judge = judge
 
-    def _ask(self, prompt: str, a: str, b: str) -> float:
-        where = f"judge {self.name!r} on prompt={prompt!r}, a={a!r}, b={b!r}"
+    def _ask(self, prompt: str, a: str, b: str, columns: dict) -> float:
+        where = f"judge {self.name!r} on prompt={prompt!r}, a={a!r}, b={b!r}" + (f", {columns}" if columns else "")
         try:
-            answer = self.judge(prompt, a, b)
+            answer = self.judge(prompt, a, b, **columns)
         except Exception as err:  # noqa: BLE001 - reported with the input, then re-raised
             raise JudgeError(f"{where} raised {err!r}") from err
         if isinstance(answer, str):
@@ -264,15 +305,84 @@ class PairwiseJudgeOracle(TextOracle):
     def _valid_answer(self, value: float) -> bool:
         return 0.0 <= value <= 1.0
 
-    def probability(self, prompts, a, b) -> np.ndarray:
-        keys = list(zip(prompts, a, b, strict=True))
-        missing: dict = {}  # unordered pairs to ask, each in its first ordering
-        for key in keys:
-            prompt, ya, yb = key
-            reverse = (prompt, yb, ya)
-            if ya != yb and not any(k in self._cache or k in missing for k in (key, reverse)):
-                missing[key] = None
-        self._answer_batch(list(missing), lambda batch: ((key, self._ask(*key)) for key in batch))
-        self.cache_hits += sum(ya != yb for _, ya, yb in keys) - len(missing)
-        return np.array([0.5 if ya == yb else self._cache[p, ya, yb] if (p, ya, yb) in self._cache
-                         else 1.0 - self._cache[p, yb, ya] for p, ya, yb in keys])
+    def probability(self, prompts, a, b, rows=None) -> np.ndarray:
+        """P(a ≻ b | prompt); a row's columns reach the judge as keyword arguments."""
+        rows = [None] * len(a) if rows is None else rows
+        keys = [(p, ya, yb, *columns_key(row)) for p, ya, yb, row in zip(prompts, a, b, rows, strict=True)]
+        missing: dict = {}  # unordered pairs to ask, each in its first ordering, with the row's columns
+        for key, row in zip(keys, rows, strict=True):
+            prompt, ya, yb, *tail = key
+            if ya != yb and not any(k in self._cache or k in missing for k in (key, (prompt, yb, ya, *tail))):
+                missing[key] = columns_of(row)
+        self._answer_batch(list(missing), lambda batch: ((key, self._ask(*key[:3], missing[key])) for key in batch))
+        self.cache_hits += sum(key[1] != key[2] for key in keys) - len(missing)
+        return np.array([self._cached(key) for key in keys])
+
+    def _cached(self, key: tuple) -> float:
+        """P(a ≻ b) of a cached key (prompt, a, b, *columns): ½ for a = b, else its entry or 1 − its reverse's."""
+        prompt, a, b, *tail = key
+        if a == b:
+            return 0.5
+        return self._cache[key] if key in self._cache else 1.0 - self._cache[(prompt, b, a, *tail)]
+
+
+class RewardFunctionOracle(ScoreOracle):
+    """Reward functions as TRL's ``GRPOTrainer`` calls them, weighted and summed:
+    s = Σ_k w_k f_k(prompt, completion, **columns), P(a ≻ b) = σ((s_a − s_b)/T) (:func:`bradley_terry`).
+
+    Each function is called once per batch of new completions as
+    ``f(prompts=[...], completions=[...], **columns) -> list[float]``: ``prompts`` as in the data
+    (text, or chat messages), ``completions`` the response texts (for a conversational prompt
+    ``[{"role": "assistant", "content": text}]``, as TRL), and every other column of the rows as a
+    list. One paid call (``calls``, the game's budget) is one completion scored by every function;
+    scores are cached per (prompt, completion, columns).
+
+    Args:
+        reward_funcs: a callable or a non-empty list of them.
+        reward_weights: one finite weight per function (default: all 1).
+        temperature: T > 0 of the Bradley–Terry preference.
+
+    Raises:
+        TypeError, ValueError: a function that is not callable, no function, or weights that are not
+            one finite number per function.
+        JudgeError: (when asked) a function raises, or returns the wrong number of rewards or a
+            non-finite one (None included); the message names the function and the input.
+    """
+
+    def __init__(self, reward_funcs: Callable | Sequence[Callable], reward_weights: Sequence[float] | None = None,
+                 temperature: float = 1.0):
+        funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        if not funcs:
+            raise ValueError(f"reward_funcs must be {REWARD_SIGNATURE}, or a non-empty list of them; got []")
+        for i, func in enumerate(funcs):
+            check_callable("reward_funcs" if len(funcs) == 1 else f"reward_funcs[{i}]", func, REWARD_SIGNATURE)
+        weights = np.ones(len(funcs)) if reward_weights is None else np.asarray(reward_weights, dtype=object)
+        if (weights.ndim != 1 or len(weights) != len(funcs)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                           for w in weights)):
+            raise ValueError(f"reward_weights must hold one finite number per reward function ({len(funcs)}), "
+                             f"got {reward_weights!r}")
+        self.funcs, self.weights = funcs, weights.astype(np.float64)
+        self.names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+        super().__init__(self._weighted_sum, temperature, name="+".join(self.names), batched=True)
+
+    def _key(self, prompt: str, response: str, row: dict | None) -> tuple:
+        return prompt, response, *columns_key(row)
+
+    def _weighted_sum(self, prompts: list, completions: list, columns: dict) -> np.ndarray:
+        """Σ_k w_k f_k over the batch, each function's rewards checked (:func:`checked_scores`)."""
+        shown = [f"prompt={p!r}, completion={c!r}" for p, c in zip(prompts, completions, strict=True)]
+        total = np.zeros(len(prompts))
+        for func, name, weight in zip(self.funcs, self.names, self.weights, strict=True):
+            call = functools.partial(func, prompts=prompts, completions=completions, **columns)
+            total += weight * checked_scores(call, f"reward function {name!r}", shown, "completions")
+        return total
+
+    def _evaluate(self, keys: list, items: list[tuple]) -> Iterator[tuple[Any, float]]:
+        prompts = [prompt if row is None else row["prompt"] for prompt, _, row in items]
+        completions = [text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
+                       for prompt, (_, text, _) in zip(prompts, items, strict=True)]
+        rows = [columns_of(row) for _, _, row in items]
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        columns = {name: [row.get(name) for row in rows] for name in names}
+        yield from zip(keys, self._weighted_sum(prompts, completions, columns).tolist(), strict=True)

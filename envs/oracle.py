@@ -135,6 +135,8 @@ class PreferenceOracle:
     # the oracle's comparisons are its paid evaluations; False: the game charges its own (a judge's)
     pays_per_query: ClassVar[bool] = True
     why_not_exact: ClassVar[str] = "it is known only through its counted oracle"
+    # P is Bradley–Terry on a counted scalar reward (``rewards(x, y)``), which reward-based algorithms train on
+    has_reward: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

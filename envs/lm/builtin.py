@@ -7,7 +7,8 @@ review-like sentences (:func:`corpus`, half positive, half negative) are saved w
 ``save_pretrained`` into a cache folder, and then loaded back like any user's model:
 ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``.
 
-The folder is ``$PREFZOO_CACHE/builtin-lm-v2`` (default ``~/.cache/prefzoo``), keyed by
+The tokenizer carries a small chat template (:data:`CHAT_TEMPLATE`), so conversational prompts
+work offline. The folder is ``$PREFZOO_CACHE/builtin-lm-v3`` (default ``~/.cache/prefzoo``), keyed by
 :data:`VERSION`, written atomically (built in a temporary folder, then renamed), so concurrent
 processes never see half a model (and build it once, under a file lock).
 
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "builtin-lm-v2"  # v2: pre-trained on one thread (v1 depended on the thread count)
+VERSION = "builtin-lm-v3"  # v3: v2's weights, a chat template in the tokenizer; v2: pre-trained on one thread
+# (v1 depended on the thread count)
 PAD, BOS_EOS, UNK = "<pad>", "<|endoftext|>", "<unk>"
 
 POSITIVE = ("good great excellent amazing wonderful fantastic lovely perfect superb brilliant delightful pleasant "
@@ -62,6 +64,11 @@ PROMPT_TEMPLATES = ("the {n} was", "this {n} is", "i bought this {n} and it", "o
                     "i tried the {n} and", "the {n} looks", "our {n} felt", "we visited the {n} and it was",
                     "my {n} is")
 
+# The model knows no roles: a conversation is BOS, then each message's content, an assistant turn
+# closed by EOS (as the corpus closes a sentence); the generation prompt adds nothing. A one-message
+# conversation thus gives the token ids of its text as a plain prompt.
+CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %} {{ message['content'] }}"
+                 "{% if message['role'] == 'assistant' %} {{ eos_token }}{% endif %}{% endfor %}")
 CONTEXT = 48  # n_positions of the built-in model (prompt + response tokens)
 CORPUS_SIZE = 3000
 PRETRAIN_STEPS = 150
@@ -107,7 +114,8 @@ def default_prompts() -> list[str]:
 
 def build_tokenizer():
     """A ``PreTrainedTokenizerFast`` over :data:`VOCABULARY` (word level, whitespace and
-    punctuation split, unknown words → ``<unk>``), with pad, BOS = EOS and unk tokens set."""
+    punctuation split, unknown words → ``<unk>``), with pad, BOS = EOS and unk tokens set and
+    :data:`CHAT_TEMPLATE`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -116,7 +124,7 @@ def build_tokenizer():
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS_EOS, eos_token=BOS_EOS, pad_token=PAD,
-                                   unk_token=UNK, model_max_length=CONTEXT)
+                                   unk_token=UNK, model_max_length=CONTEXT, chat_template=CHAT_TEMPLATE)
 
 
 def build_model(tokenizer, steps: int = PRETRAIN_STEPS, seed: int = SEED):

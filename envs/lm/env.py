@@ -65,9 +65,9 @@ class LMGameEnv(TokenEpisodeEnv):
 
     ## Arguments
     ``reward_mode``, ``render_mode``, ``game`` (a prebuilt :class:`LMGame`), and every
-    :class:`LMGame` keyword (``prompts``, ``model``, ``oracle``, ``oracle_kwargs``,
-    ``max_new_tokens``, ``temperature``, ``top_p``, ``eval_fraction``, ``eval_samples``,
-    ``lora_rank``, ``seed``, ``device``).
+    :class:`LMGame` keyword (``prompts``, ``eval_prompts``, ``model``, ``oracle``, ``oracle_kwargs``,
+    ``reward_funcs``, ``reward_weights``, ``max_new_tokens``, ``temperature``, ``top_p``,
+    ``eval_fraction``, ``eval_samples``, ``lora_rank``, ``seed``, ``device``, ``max_queries``).
 
     ## info
     ``context`` and ``prompt`` always; at the last step ``response`` (its handle), ``text``,

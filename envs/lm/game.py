@@ -1,10 +1,13 @@
 """LMGame: a Hugging Face causal language model against a counted text oracle.
 
-Contexts are prompts (the train split; a held-out split is kept for estimated metrics),
+Contexts are prompts (the train split; a held-out split is kept for estimated metrics), each a data
+row whose other columns reach the oracle (:mod:`prefzoo.envs.lm.data`; chat prompts are rendered with
+the tokenizer's chat template),
 responses are **int64 handles** into the game's :class:`ResponseStore` (a handle names one
 distinct generated token sequence, whatever the prompt), and P(y ≻ y' | x) is the text oracle's
-probability on the decoded texts (:mod:`prefzoo.envs.judges`, or a reward model,
-:class:`~prefzoo.envs.lm.hf.RewardModelOracle`). π_ref is the model as loaded. The oracle's paid
+probability on the decoded texts (:mod:`prefzoo.envs.judges`, a reward model,
+:class:`~prefzoo.envs.lm.hf.RewardModelOracle`, or TRL-style reward functions, whose weighted sum
+reward-based algorithms also read directly: :meth:`LMGame.rewards`). π_ref is the model as loaded. The oracle's paid
 evaluations (cache misses) are the game's budget (``max_queries``). There are no exact services:
 :meth:`LMGame.evaluate` estimates win rate against π_ref (with its standard error), KL(π‖π_ref),
 the oracle score, length and distinct-2 on held-out prompts.
@@ -12,60 +15,20 @@ the oracle score, length and distinct-2 on held-out prompts.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import metrics
 from ..checks import check_int, check_real, closest_hint
-from ..judges import JUDGE_SIGNATURE, PairwiseJudgeOracle, TextOracle, vader_oracle
+from ..judges import JUDGE_SIGNATURE, PairwiseJudgeOracle, RewardFunctionOracle, TextOracle, vader_oracle
 from ..oracle import PreferenceOracle, clustered_mean_se
+from .data import read_rows, render_prompt
 from .hf import RewardModelOracle, context_length, ensure_pad_token, generate, load_pretrained, tokenize_prompts
 
 ORACLES = ("vader", "reward_model")
 ACCEPTED_ORACLES = f"one of {ORACLES}, a TextOracle (e.g. a ScoreOracle) or {JUDGE_SIGNATURE}"
-
-
-def read_prompts(prompts: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Prompts from a list of strings, a ``.txt`` file (one per non-empty line) or a ``.jsonl``
-    file (one object with a ``"prompt"`` string per line).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: no prompts, a non-string prompt, or a malformed ``.jsonl`` line.
-    """
-    if isinstance(prompts, (str, os.PathLike)):
-        path = Path(prompts)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ValueError(f"prompts file {str(path)!r} is not a text file (not valid UTF-8)") from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if path.suffix == ".jsonl":
-            out = []
-            for number, line in enumerate(lines, 1):
-                try:
-                    out.append(json.loads(line)["prompt"])
-                except (ValueError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{number}: expected a JSON object with a \"prompt\" string, got "
-                                     f"{line[:80]!r}") from None
-            lines = out
-        prompts, source = lines, str(path)
-    else:
-        prompts, source = list(prompts), "prompts"
-    if not prompts:
-        raise ValueError(f"{source} holds no prompts; expected at least 2 (train and held-out)")
-    bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
-    if bad:
-        raise ValueError(f"prompts must be non-empty strings, got {bad[0]!r} "
-                         f"(prompt {prompts.index(bad[0])} of {source})")
-    return prompts
 
 
 class ResponseStore:
@@ -112,13 +75,17 @@ def distinct_n(rows: Sequence[np.ndarray], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def make_text_oracle(oracle: str | TextOracle | Callable, kwargs: dict | None = None) -> TextOracle:
-    """The text oracle of ``LMGame(oracle=, oracle_kwargs=)``: a name in :data:`ORACLES` built with
-    ``kwargs``, a :class:`TextOracle` as is, or a judge callable in a :class:`PairwiseJudgeOracle`.
+def make_text_oracle(oracle: str | TextOracle | Callable | None = None, kwargs: dict | None = None,
+                     reward_funcs: Callable | Sequence[Callable] | None = None,
+                     reward_weights: Sequence[float] | None = None) -> TextOracle:
+    """The text oracle of ``LMGame(oracle=, oracle_kwargs=, reward_funcs=, reward_weights=)``: the
+    reward functions in a :class:`RewardFunctionOracle`, a name in :data:`ORACLES` (None: ``"vader"``)
+    built with ``kwargs``, a :class:`TextOracle` as is, or a judge callable in a :class:`PairwiseJudgeOracle`.
 
     Raises:
         TypeError, ValueError: anything else (the message lists what is accepted), ``kwargs`` that
-            are not a mapping, or given with a :class:`TextOracle` object.
+            are not a mapping, or given with a :class:`TextOracle` object, both an oracle and reward
+            functions, or weights without functions.
     """
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"oracle_kwargs must be a mapping of keyword arguments, got {kwargs!r} "
@@ -127,6 +94,14 @@ def make_text_oracle(oracle: str | TextOracle | Callable, kwargs: dict | None = 
     if "max_calls" in kwargs:
         raise TypeError("oracle_kwargs takes no max_calls: the oracle's paid calls are the game's budget, "
                         "LMGame(max_queries=N) (`prefzoo train --max-calls N`)")
+    if reward_funcs is not None:
+        if oracle is not None:
+            raise ValueError(f"give oracle= or reward_funcs=, not both (got oracle={oracle!r}): the reward functions "
+                             "are the oracle, P(a > b) = sigmoid(r(a) - r(b))")
+        return RewardFunctionOracle(reward_funcs, reward_weights, **kwargs)
+    if reward_weights is not None:
+        raise ValueError("reward_weights weigh reward_funcs; give reward_funcs= too")
+    oracle = "vader" if oracle is None else oracle
     if isinstance(oracle, TextOracle):
         if kwargs:
             raise ValueError(f"oracle_kwargs {sorted(kwargs)} configure a named oracle or a judge callable; "
@@ -147,17 +122,29 @@ class LMGame(PreferenceOracle):
     """A Hugging Face causal LM as π_ref and policy, prompts as contexts, a text oracle as P.
 
     Args:
-        prompts: a list of strings, or a ``.txt`` / ``.jsonl`` file (:func:`read_prompts`);
-            None: the built-in review prompts (:func:`~prefzoo.envs.lm.builtin.default_prompts`).
+        prompts: a list of prompts (or of rows ``{"prompt": ..., **columns}``), a ``.txt`` / ``.jsonl``
+            file, a ``datasets.Dataset`` / ``IterableDataset``, a ``save_to_disk`` folder or a hub
+            dataset id (:func:`~prefzoo.envs.lm.data.read_rows`), with a ``prompt`` column of text or chat
+            messages (rendered with the tokenizer's chat template, generation prompt added) whose other
+            columns reach the judge or reward functions as keyword arguments; None: the built-in review
+            prompts (:func:`~prefzoo.envs.lm.builtin.default_prompts`).
+        eval_prompts: the held-out prompts, in any form ``prompts`` takes; None: ``eval_fraction`` of ``prompts``.
         model: a local folder or hub id (``from_pretrained``; nothing is downloaded offline);
             None: the built-in model (:func:`~prefzoo.envs.lm.builtin.builtin_model_path`).
-        oracle: ``"vader"`` (default; :func:`~prefzoo.envs.judges.vader_oracle`),
+        oracle: ``"vader"`` (None, the default, without ``reward_funcs``; :func:`~prefzoo.envs.judges.vader_oracle`),
             ``"reward_model"`` (:class:`~prefzoo.envs.lm.hf.RewardModelOracle`, e.g.
             ``oracle_kwargs={"model": path}``), a :class:`~prefzoo.envs.judges.TextOracle`, or a
             pairwise judge callable ``(prompt, a, b) -> P(a ≻ b)`` or a winner ``"a"``/``"b"``/``"tie"``
             (wrapped in :class:`~prefzoo.envs.judges.PairwiseJudgeOracle`).
-        oracle_kwargs: keyword arguments of a named oracle or of the judge's wrapper (e.g. ``temperature``).
-        eval_fraction: share of the prompts held out for the estimated metrics, in (0, 1) (at least one prompt).
+        oracle_kwargs: keyword arguments of a named oracle, of the judge's wrapper or of the reward
+            functions' oracle (e.g. ``temperature``).
+        reward_funcs: instead of ``oracle``, a reward function or a list of them, called as TRL calls
+            them, ``f(prompts=[...], completions=[...], **columns) -> list[float]``
+            (:class:`~prefzoo.envs.judges.RewardFunctionOracle`): reward-based algorithms read their
+            weighted sum (:meth:`rewards`), the others the preference σ((r(a) − r(b))/T), T = 1.
+        reward_weights: one weight per reward function (default: all 1).
+        eval_fraction: share of the prompts held out for the estimated metrics, in (0, 1) (at least one
+            prompt; default 0.25); not with ``eval_prompts``.
         eval_samples: responses per held-out prompt in :meth:`evaluate` (>= 1).
         max_new_tokens, temperature, top_p: generation settings (π is the model's distribution
             at ``temperature`` > 0; ``top_p`` in (0, 1] truncates sampling, which the
@@ -171,8 +158,9 @@ class LMGame(PreferenceOracle):
             charges them to :meth:`spend`), None: no budget.
 
     Raises:
-        TypeError, ValueError: fewer than 2 prompts, a bad setting, or an oracle not among those accepted.
-        FileNotFoundError: a missing prompts file or model path.
+        TypeError, ValueError: fewer than 2 prompts, a row without a valid prompt, chat prompts for a
+            tokenizer without a chat template, a bad setting, or an oracle not among those accepted.
+        FileNotFoundError: a missing prompts file or model path, or a hub dataset id while offline.
     """
 
     responses = "text"
@@ -182,16 +170,21 @@ class LMGame(PreferenceOracle):
     pays_per_query = False  # the text oracle charges its paid calls (cache hits are free)
     why_not_exact = "its responses are every token sequence of a real language model, which cannot be listed"
 
-    def __init__(self, prompts: str | os.PathLike | Sequence[str] | None = None, model: str | None = None,
-                 oracle: str | TextOracle | Callable = "vader", oracle_kwargs: dict | None = None,
-                 eval_fraction: float = 0.25, eval_samples: int = 4, max_new_tokens: int = 12,
-                 temperature: float = 1.0, top_p: float = 1.0, lora_rank: int = 0, seed: int | None = 0,
-                 device: str = "cpu", max_queries: int | None = None):
+    def __init__(self, prompts: Any = None, model: str | None = None, oracle: str | TextOracle | Callable | None = None,
+                 oracle_kwargs: dict | None = None, eval_fraction: float | None = None, eval_samples: int = 4,
+                 max_new_tokens: int = 12, temperature: float = 1.0, top_p: float = 1.0, lora_rank: int = 0,
+                 seed: int | None = 0, device: str = "cpu", max_queries: int | None = None, eval_prompts: Any = None,
+                 reward_funcs: Callable | Sequence[Callable] | None = None,
+                 reward_weights: Sequence[float] | None = None):
         from transformers import AutoConfig, AutoTokenizer
 
         from .builtin import builtin_model_path, default_prompts
 
-        eval_fraction = check_real("eval_fraction", eval_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if eval_fraction is not None and eval_prompts is not None:
+            raise ValueError("give eval_prompts= (the held-out set) or eval_fraction= (a share of prompts held out), "
+                             "not both")
+        eval_fraction = check_real("eval_fraction", 0.25 if eval_fraction is None else eval_fraction, 0.0, 1.0,
+                                   low_open=True, high_open=True)
         self.eval_samples = check_int("eval_samples", eval_samples, low=1)
         self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
         self.temperature = check_real("temperature", temperature, 0.0, low_open=True)
@@ -200,12 +193,17 @@ class LMGame(PreferenceOracle):
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.set_budget(max_queries)  # checked before anything is loaded
         self.device = device
-        self.oracle = make_text_oracle(oracle, oracle_kwargs)
-        self._split_prompts(read_prompts(default_prompts() if prompts is None else prompts), eval_fraction)
+        self.oracle = make_text_oracle(oracle, oracle_kwargs, reward_funcs, reward_weights)
+        self.has_reward = reward_funcs is not None
+        rows = read_rows(default_prompts() if prompts is None else prompts)
+        self._split_rows(rows, None if eval_prompts is None else read_rows(eval_prompts, "eval_prompts"), eval_fraction)
         self.model_path = str(builtin_model_path() if model is None else model)
         self.tokenizer = ensure_pad_token(load_pretrained(AutoTokenizer, self.model_path), f"model {self.model_path!r}")
         context = context_length(load_pretrained(AutoConfig, self.model_path))
-        self.prompt_ids = tokenize_prompts(self.tokenizer, self.prompts, context, self.max_new_tokens)
+        rendered = [render_prompt(self.tokenizer, row["prompt"], f"model {self.model_path!r}") for row in self.rows]
+        self.prompts = [text for text, _ in rendered]  # what the model reads and the judge sees
+        self.prompt_ids = tokenize_prompts(self.tokenizer, self.prompts, context, self.max_new_tokens,
+                                           [templated for _, templated in rendered])
         super().__init__(self.n_train, features=np.array([[len(p)] for p in self.prompt_ids[:self.n_train]], float),
                          seed=self.seed, max_queries=max_queries)
         self.oracle.charge = self.spend  # the oracle's paid evaluations are this game's budget
@@ -213,15 +211,18 @@ class LMGame(PreferenceOracle):
         self._ref_model = None
         self._eval_ref: np.ndarray | None = None
 
-    def _split_prompts(self, texts: list[str], eval_fraction: float) -> None:
-        """Shuffle the prompts (seeded): the train prompts (the contexts) first, then the held-out ones."""
-        if len(texts) < 2:
-            raise ValueError(f"need at least 2 prompts (train and held-out), got {len(texts)}")
-        order = np.random.default_rng(self.seed).permutation(len(texts))
-        n_eval = min(len(texts) - 1, max(1, round(eval_fraction * len(texts))))
-        self.prompts = [texts[i] for i in order]
-        self.n_train = len(texts) - n_eval
-        self.eval_contexts = np.arange(self.n_train, len(texts))
+    def _split_rows(self, rows: list[dict], eval_rows: list[dict] | None, eval_fraction: float) -> None:
+        """``self.rows``: the train rows (the contexts) first, then the held-out ones: ``eval_rows``,
+        or ``eval_fraction`` of the (seeded) shuffled ``rows``."""
+        if eval_rows is None:
+            if len(rows) < 2:
+                raise ValueError(f"need at least 2 prompts (train and held-out), got {len(rows)}")
+            order = np.random.default_rng(self.seed).permutation(len(rows))
+            n_eval = min(len(rows) - 1, max(1, round(eval_fraction * len(rows))))
+            rows, eval_rows = [rows[i] for i in order[:-n_eval]], [rows[i] for i in order[-n_eval:]]
+        self.rows = rows + eval_rows
+        self.n_train = len(rows)
+        self.eval_contexts = np.arange(self.n_train, len(self.rows))
 
     # ------------------------------------------------------------------ models and generation
     @property
@@ -259,8 +260,24 @@ class LMGame(PreferenceOracle):
         """P(y ≻ y2 | x) from the text oracle on the decoded prompt and responses (the oracle
         counts its model or judge calls and charges the new ones to :meth:`spend`)."""
         x, y, y2 = np.broadcast_arrays(self._check_contexts(x), self.store.check(y, "y"), self.store.check(y2, "y2"))
-        prompts = [self.prompts[i] for i in x.ravel()]
-        return self.oracle.probability(prompts, self.store.text(y), self.store.text(y2)).reshape(x.shape)
+        prompts, rows = [self.prompts[i] for i in x.ravel()], [self.rows[i] for i in x.ravel()]
+        return self.oracle.probability(prompts, self.store.text(y), self.store.text(y2), rows).reshape(x.shape)
+
+    def rewards(self, x, y) -> np.ndarray:
+        """r(x, y): the reward functions' weighted sum on the decoded responses (``has_reward`` games),
+        each element one counted query (``queries``); new scores are paid calls like any oracle call.
+
+        Raises:
+            TypeError: the game has no reward functions (``reward_funcs``).
+        """
+        if not self.has_reward:
+            raise TypeError(f"this LMGame's oracle {self.oracle!r} gives preferences, not rewards; "
+                            "build it with reward_funcs= to read rewards")
+        x, y = np.broadcast_arrays(self._check_contexts(x), self.store.check(y, "y"))
+        scores = self.oracle.score([self.prompts[i] for i in x.ravel()], self.store.text(y),
+                                   [self.rows[i] for i in x.ravel()])
+        self.queries += x.size
+        return scores.reshape(x.shape)
 
     def counter_state(self) -> dict[str, Any]:
         """The base counters (``spent`` included) plus the text oracle's calls, cache hits and cache:
@@ -330,7 +347,8 @@ class LMGame(PreferenceOracle):
                metrics.TOKENS_PER_S: sum(len(row) for row in rows) / max(seconds, 1e-9)}
         if self.oracle.has_score:
             out[metrics.LM_SCORE] = float(self.oracle.score([self.prompts[x] for x in contexts],
-                                                            self.store.text(responses)).mean())
+                                                            self.store.text(responses),
+                                                            [self.rows[x] for x in contexts]).mean())
         return out
 
     def show_generations(self, policy, n: int = 4, seed: int = 0) -> list[str]:

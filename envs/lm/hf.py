@@ -81,9 +81,11 @@ def ensure_pad_token(tokenizer, owner: str = "the model"):
     return tokenizer
 
 
-def tokenize_prompts(tokenizer, prompts: Sequence[str], context: int | None, max_new_tokens: int) -> list[np.ndarray]:
-    """Token ids per prompt (BOS first when the tokenizer does not add one), left-truncated to
-    ``context`` minus ``max_new_tokens`` tokens, with a warning.
+def tokenize_prompts(tokenizer, prompts: Sequence[str], context: int | None, max_new_tokens: int,
+                     templated: Sequence[bool] | None = None) -> list[np.ndarray]:
+    """Token ids per prompt (BOS first when the tokenizer does not add one; a ``templated`` prompt,
+    rendered by a chat template, is tokenized without adding special tokens, as TRL does),
+    left-truncated to ``context`` minus ``max_new_tokens`` tokens, with a warning.
 
     Raises:
         ValueError: ``max_new_tokens`` leaves no room for a prompt in the context.
@@ -93,9 +95,9 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], context: int | None, max
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
                          f"context of {context} tokens")
     ids = []
-    for text in prompts:
-        row = tokenizer(text)["input_ids"]
-        if tokenizer.bos_token_id is not None and (not row or row[0] != tokenizer.bos_token_id):
+    for text, chat in zip(prompts, templated or [False] * len(prompts), strict=True):
+        row = tokenizer(text, add_special_tokens=not chat)["input_ids"]
+        if not chat and tokenizer.bos_token_id is not None and (not row or row[0] != tokenizer.bos_token_id):
             row = [tokenizer.bos_token_id, *row]
         ids.append(np.asarray(row, dtype=np.int64))
     long = [i for i, row in enumerate(ids) if limit is not None and len(row) > limit]

@@ -24,7 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from prefzoo.envs import judges, metrics  # noqa: E402
 from prefzoo.envs.lm import builtin  # noqa: E402
-from prefzoo.envs.lm.game import LMGame, read_prompts  # noqa: E402
+from prefzoo.envs.lm.data import read_rows  # noqa: E402
+from prefzoo.envs.lm.game import LMGame  # noqa: E402
 from prefzoo.envs.lm.hf import RewardModelOracle  # noqa: E402
 from prefzoo.envs.oracle import BudgetExhausted  # noqa: E402
 
@@ -341,14 +342,14 @@ def test_prompts_files(tmp_path):
     txt.write_text("the movie was\n\n  my phone is \n")
     jsonl.write_text('{"prompt": "the movie was"}\n{"prompt": "my phone is"}\n')
     empty.write_text("\n \n")
-    assert read_prompts(txt) == read_prompts(jsonl) == ["the movie was", "my phone is"]
+    assert read_rows(txt) == read_rows(jsonl) == [{"prompt": "the movie was"}, {"prompt": "my phone is"}]
     with pytest.raises(ValueError, match="holds no prompts"):
         LMGame(prompts=empty)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         LMGame(prompts=tmp_path / "missing.txt")
     (tmp_path / "bad.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1.*prompt"):
-        read_prompts(tmp_path / "bad.jsonl")
+        read_rows(tmp_path / "bad.jsonl")
     game = LMGame(prompts=txt)
     assert game.n_contexts == 1 and len(game.eval_contexts) == 1
 
@@ -458,7 +459,8 @@ def test_bad_prompts_and_a_missing_model_folder_are_named_and_leave_no_run_behin
     binary.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ValueError, match=f"prompts file '{binary}' is not a text file"):
         LMGame(prompts=str(binary))
-    with pytest.raises(ValueError, match=r"prompts must be non-empty strings, got ' ' \(prompt 1 of prompts\)"):
+    with pytest.raises(ValueError, match=r"prompts must be non-empty strings or lists of chat messages .*, got ' ' "
+                                         r"\(row 1 of prompts\)"):
         LMGame(prompts=["a prompt", " "])
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "no-such-model"
