@@ -6,7 +6,9 @@ against the rest of the group, the advantage is that reward standardized within 
 π_θ takes ``n_epochs`` Adam steps on PPO's clipped ratio objective with an optional k3 penalty
 towards μ = π_ref. There is no value network and no exact mode: GRPO's group standardization
 makes its stationary point depend on the within-group reward spread, so it has no closed-form
-limit and is judged by exploitability.
+limit and is judged by exploitability. On a game with a scalar reward (``game.has_reward``, e.g.
+LMGame with ``reward_funcs``) the reward of each response is read directly instead, as TRL's
+GRPO does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def compare_within_groups(algo: Algorithm, contexts: np.ndarray, responses: np.n
     b = algo.compare(contexts[rows, pi], responses[rows, pi], responses[rows, pj])
     wins[rows, pi, pj], wins[rows, pj, pi] = b, 1 - b
     return wins
+
+
+def read_rewards(algo: Algorithm, contexts: np.ndarray, responses: np.ndarray) -> np.ndarray:
+    """The game's counted rewards r(x, y) (a ``has_reward`` game), each one of the algorithm's queries."""
+    before = algo.game.queries
+    rewards = algo.game.rewards(contexts, responses)
+    algo.queries += algo.game.queries - before
+    return rewards
 
 
 def group_advantages(rewards, eps: float = 1e-4):
@@ -90,7 +100,8 @@ class GRPO(Algorithm):
     Sample mode: for each of ``batch_size`` prompts x draw y_1..y_G ~ π_old. Every pair i < j
     with y_i ≠ y_j is compared once (b_ij = 1{y_i ≻ y_j}, b_ji = 1 − b_ij); identical responses
     tie at ½ without a query, so an iteration costs at most batch_size·G(G−1)/2 queries.
-    r_i = mean_{j≠i} b_ij,  A_i = (r_i − mean r)/(std r + 1e-4), and ``n_epochs`` full-batch
+    r_i = mean_{j≠i} b_ij (on a ``has_reward`` game: the game's reward r(x, y_i), G queries per
+    prompt),  A_i = (r_i − mean r)/(std r + 1e-4), and ``n_epochs`` full-batch
     Adam steps maximize  mean_i [min(ρ_i A_i, clip(ρ_i, 1−ε, 1+ε) A_i) − β·k3_i],
     ρ_i = π_θ(y_i)/π_old(y_i), k3_i = μ(y_i)/π_θ(y_i) − log(μ(y_i)/π_θ(y_i)) − 1.
 
@@ -137,7 +148,10 @@ class GRPO(Algorithm):
         n, G = self.batch_size, self.group_size
         x = np.repeat(self.game.sample_contexts(n, self.rng), G)
         y = self.sample_responses(x)
-        rewards = group_win_rewards(compare_within_groups(self, x.reshape(n, G), y.reshape(n, G)))
+        if self.game.has_reward:
+            rewards = read_rewards(self, x, y).reshape(n, G)
+        else:
+            rewards = group_win_rewards(compare_within_groups(self, x.reshape(n, G), y.reshape(n, G)))
         advantages = self.advantages(self.tensor(rewards)).reshape(-1)
         if self.lr_decay_start:
             for group in self.optimizer.param_groups:

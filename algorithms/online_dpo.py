@@ -5,14 +5,18 @@ one comparison, and takes gradient steps on DPO's logistic loss or IPO's square 
 log-ratio margin Δ against μ = π_ref. The sampling distribution is held fixed inside the loss
 (stop-gradient), so the dynamics are a stochastic gradient flow whose stationary points are
 stated below: online IPO's is exactly the regularized equilibrium π*_β (the same β), online
-DPO's has no closed form on intransitive games. One class, :class:`OnlineDPO`, whose ``loss``
-class attribute selects the loss; :class:`OnlineIPO` only fixes it.
+DPO's has no closed form on intransitive games. On a game with a scalar reward
+(``game.has_reward``) the pair is labelled by the rewards, as TRL's online DPO labels by a reward
+model (online IPO too; the limits below then hold with P(y ≻ y') replaced by that label). One
+class, :class:`OnlineDPO`, whose ``loss`` class attribute selects the loss; :class:`OnlineIPO`
+only fixes it.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -20,8 +24,14 @@ from prefzoo.envs import metrics
 from prefzoo.envs.checks import check_real
 
 from .base import Algorithm
+from .grpo import read_rewards
 
 LOSSES = ("sigmoid", "ipo")
+
+
+def reward_labels(rewards: np.ndarray, rewards2: np.ndarray) -> np.ndarray:
+    """b = 1{r(y) > r(y')}, ½ at a tie: the duel's label from the two rewards."""
+    return (rewards > rewards2) + 0.5 * (rewards == rewards2)
 
 
 def preference_loss(margin, label, beta: float, loss: str, weight=None):
@@ -48,7 +58,8 @@ class OnlineDPO(Algorithm):
     Optimisation", arXiv:2403.08635 (online IPO).
 
     Sample mode: per prompt x draw y, y' ~ π_θ (frozen for the iteration) and one comparison
-    b = 1{y ≻ y'}; with Δ = [log π_θ(y) − log μ(y)] − [log π_θ(y') − log μ(y')] take
+    b = 1{y ≻ y'} (on a ``has_reward`` game: b = 1{r(y) > r(y')}, ½ at a tie, from two reward
+    queries, :func:`reward_labels`); with Δ = [log π_θ(y) − log μ(y)] − [log π_θ(y') − log μ(y')] take
     ``grad_steps`` Adam steps on the batch mean of (:func:`preference_loss`)
     DPO: −log σ(β(2b−1)Δ)   or   IPO: (Δ − (2b−1)/(2β))².
 
@@ -85,7 +96,11 @@ class OnlineDPO(Algorithm):
 
     def step(self):
         x, y, y2 = self.sample_pairs()
-        b = self.tensor(self.compare(x, y, y2))
+        if self.game.has_reward:
+            b = self.tensor(reward_labels(*read_rewards(self, np.concatenate([x, x]), np.concatenate([y, y2]))
+                                          .reshape(2, -1)))
+        else:
+            b = self.tensor(self.compare(x, y, y2))
         xs, ys, ys2 = (self.tensor(a, torch.long) for a in (x, y, y2))
         ref_y, ref_y2 = self.policy.ref_log_prob(xs, ys), self.policy.ref_log_prob(xs, ys2)
 
