@@ -104,6 +104,7 @@ class PreferenceGame(PreferenceOracle):
         self.rewards = None if rewards is None else check_array("rewards", rewards, P.shape[:2])
         self.family = family
         self._nash_cache: dict[float, np.ndarray] = {}
+        self.newton_steps: dict[float, int] = {}  # per β > 0 solved: Newton steps it took (all rungs)
 
     def preference(self, x, y, y2) -> np.ndarray:
         return self.P[x, y, y2]
@@ -159,7 +160,7 @@ class PreferenceGame(PreferenceOracle):
             gap = soft_best_response_value(win, self.ref, beta) + beta * kl - 0.5
         return self.expectation(np.maximum(gap, 0.0))
 
-    def nash(self, beta: float = 0.0) -> np.ndarray:
+    def nash(self, beta: float = 0.0, start=None) -> np.ndarray:
         """Equilibrium policy [X, Y] (cached per β).
 
         β = 0: a von Neumann winner per context from the LP max v s.t. (P−½)ᵀp ≥ v, Σp = 1,
@@ -170,18 +171,26 @@ class PreferenceGame(PreferenceOracle):
         β, 2β, 4β, … is solved top-down (a loop, any depth). Above 1/ε_machine ≈ 4.5e15 it is
         π_ref itself (the β → ∞ limit, equal to π*_β to machine precision).
 
+        ``start`` (β > 0, optional): a policy [X, Y] near π*_β, e.g. the equilibrium of a nearby
+        game, to warm-start Newton from instead of π_ref (falling back to the cold start if Newton
+        stalls from it). The equilibrium is unique, so the result is the same to the solver's
+        tolerance, in fewer Newton steps when ``start`` is close (``newton_steps[beta]`` counts
+        them). Ignored where π*_β is cached or needs no Newton (β = 0, β past 1/ε).
+
         Raises:
-            ValueError: β NaN, infinite or negative.
+            ValueError: β NaN, infinite or negative; ``start`` not a policy of this game.
             RuntimeError: the continuation stalls (β too small for float64), naming this β.
         """
         beta = check_real("beta", beta, 0)
+        if start is not None:
+            start = self.check_policy(start, "start")
         if beta not in self._nash_cache:
             if beta == 0:
                 self._nash_cache[beta] = self._solve_lp()
             elif beta >= _REF_LIMIT_BETA:
                 self._nash_cache[beta] = self.ref.copy()
             else:
-                self._solve_regularized(beta)
+                self._solve_regularized(beta, start)
         return self._nash_cache[beta].copy()
 
     def _solve_lp(self) -> np.ndarray:
@@ -202,32 +211,53 @@ class PreferenceGame(PreferenceOracle):
             out[x] = p / p.sum()
         return out
 
-    def _solve_regularized(self, beta: float, tol: float = 1e-12, max_iter: int = 100) -> None:
-        """Cache π*_β, the fixed point π = softmax(log π_ref + P(·≻π)/β) (:func:`softmax_fixed_point`).
+    def _solve_regularized(self, beta: float, start: np.ndarray | None = None, tol: float = 1e-12,
+                           max_iter: int = 100) -> None:
+        """Cache π*_β, the fixed point π = softmax(log π_ref + P(·≻π)/β) (:func:`softmax_fixed_point`),
+        and in ``newton_steps[beta]`` the Newton steps (batched [X, Y+1, Y+1] solves) it took.
 
-        Continuation for small β: Newton from π_ref stalls (β ≲ 2e-3 on cyclic games), so each
-        rung of the ladder β·2^k < 0.05 starts one fixed-point step off the equilibrium of the
-        rung above (cached); the top rung starts from π_ref or from a cached equilibrium.
+        A warm ``start`` is tried first, at β itself, one fixed-point step off ``start``. Cold (or
+        if Newton stalls from ``start``), with continuation for small β: Newton from π_ref stalls
+        (β ≲ 2e-3 on cyclic games), so each rung of the ladder β·2^k < 0.05 starts one fixed-point
+        step off the equilibrium of the rung above (cached); the top rung starts from π_ref or from
+        a cached equilibrium.
         """
         if self.ref.min() <= 0:
             raise ValueError(f"beta={beta:g} > 0 needs a reference policy with full support (ref > 0)")
-        log_ref = np.log(self.ref)
+        self.newton_steps[beta] = 0
+        if start is not None and self._solve_rung(beta, start, tol, max_iter):
+            return
         ladder = [beta]
         while ladder[-1] < _CONTINUATION_BETA and 2 * ladder[-1] not in self._nash_cache:
             ladder.append(2 * ladder[-1])
         for rung in reversed(ladder):
-            start = self._nash_cache[2 * rung] if rung < _CONTINUATION_BETA else self.ref
-            rung_tol = tol * max(1.0, 0.01 / rung)  # P/β carries rounding of order 1e-16/β
-            u = softmax_fixed_point(lambda pi, b=rung: log_ref + self.win_rates(pi) / b,
-                                    lambda pi, b=rung: self.P / b,
-                                    log_softmax(log_ref + self.win_rates(start) / rung, axis=1), rung_tol, max_iter)
-            if u is None:
+            rung_start = self._nash_cache[2 * rung] if rung < _CONTINUATION_BETA else self.ref
+            if not self._solve_rung(rung, rung_start, tol, max_iter, count_as=beta):
                 where = "" if rung == beta else \
                     f" (the continuation from beta={_CONTINUATION_BETA} stalled at {rung:.3g})"
                 raise RuntimeError(f"nash(beta={beta:g}): the regularized equilibrium did not converge{where}; "
                                    "beta this small is past float64 precision, use beta=0 for the unregularized "
                                    "equilibrium")
-            self._nash_cache[rung] = softmax(u, axis=1)
+
+    def _solve_rung(self, beta: float, start: np.ndarray, tol: float, max_iter: int,
+                    count_as: float | None = None) -> bool:
+        """Newton for π*_β from one fixed-point step off ``start``; caches it and returns True, or
+        False if Newton stalls. Its steps are added to ``newton_steps[count_as]`` (default β)."""
+        log_ref = np.log(self.ref)
+        steps = 0
+
+        def jacobian(pi):  # called once per Newton step
+            nonlocal steps
+            steps += 1
+            return self.P / beta
+
+        u = softmax_fixed_point(lambda pi: log_ref + self.win_rates(pi) / beta, jacobian,
+                                log_softmax(log_ref + self.win_rates(start) / beta, axis=1),
+                                tol * max(1.0, 0.01 / beta), max_iter)  # P/β carries rounding of order 1e-16/β
+        self.newton_steps[beta if count_as is None else count_as] += steps
+        if u is not None:
+            self._nash_cache[beta] = softmax(u, axis=1)
+        return u is not None
 
 
 def softmax_fixed_point(target_logits, target_jacobian, u: np.ndarray, tol: float = 1e-12,

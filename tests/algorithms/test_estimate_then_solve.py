@@ -35,6 +35,20 @@ def test_a_budget_that_reveals_P_returns_the_games_own_equilibrium():
     assert game.exploitability(lp.policy_probs()) < 1e-9  # a Nash equilibrium (the vector need not be unique)
 
 
+
+@pytest.mark.parametrize("beta", [0.02, 0.1])
+def test_each_resolve_warm_started_from_the_last_is_the_cold_solution(beta):
+    """The policy after each iteration (solved from the previous one) is the cold π*_β(P̂) of the
+    same estimate to 1e-9."""
+    game = make_game("cyclic", n_contexts=4, n_actions=12, seed=0)
+    algo = prefzoo.make_algo("estimate_then_solve", PrefBanditEnv(game=game), seed=0, beta=beta, batch_size=200,
+                             allocation="adaptive")
+    for _ in range(4):
+        algo.learn(1)
+        cold = PreferenceGame(algo.estimate(), game.ref, game.rho).nash(beta)
+        np.testing.assert_allclose(algo.policy_probs(), cold, rtol=0, atol=1e-9)
+
+
 def sq_error_runs(game, n: int, seeds) -> np.ndarray:
     """‖P̂ − P‖² over the pairs y < y' after exactly n comparisons of each pair, one value per seed."""
     K = game.n_contexts * game.n_actions * (game.n_actions - 1) // 2
