@@ -26,7 +26,7 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from prefzoo.envs import duel, metrics
-from prefzoo.envs.answer_token import CandidatePolicy, FiniteStatePolicy
+from prefzoo.envs.answer_token import CandidatePolicy, FiniteStatePolicy, SampledPolicy
 from prefzoo.envs.checks import check_choice, check_int, check_real
 from prefzoo.envs.judges import JudgeError
 from prefzoo.envs.oracle import (
@@ -252,12 +252,12 @@ class Algorithm:
     def evaluation_policy(self) -> Any:
         """What the game evaluates: a :class:`~prefzoo.envs.oracle.TablePolicy` of the current
         policy where the responses are listed and the game is exact or no torch policy is trained;
-        else the trained policy's ``exact_policy()`` where it has one (the game's own exact form,
-        e.g. a :class:`~prefzoo.envs.answer_token.FiniteStatePolicy`), else the policy (a sampler)."""
+        else the trained policy's ``game_view()`` where it has one (the form the game's services
+        take, e.g. a :class:`~prefzoo.envs.answer_token.FiniteStatePolicy`), else the policy (a sampler)."""
         if self.game.listed and (self.game.exact or self.policy is None):
             return TablePolicy(self.policy_probs(), self.policy_log_probs())
-        exact_policy = getattr(self.policy, "exact_policy", None)
-        return self.policy if exact_policy is None else exact_policy()
+        game_view = getattr(self.policy, "game_view", None)
+        return self.policy if game_view is None else game_view()
 
     def export(self, run_dir: str | os.PathLike) -> list[Path]:
         """Write the final policy into ``run_dir`` by the policy's own ``export``: a table
@@ -277,6 +277,9 @@ class Algorithm:
         out = {**game.evaluate(policy, np.random.default_rng([self.seed, self.iteration])),
                metrics.QUERIES: self.queries, metrics.SAMPLES: self.samples, metrics.WALL_S: self.wall_s}
         answer_level = isinstance(policy, (FiniteStatePolicy, CandidatePolicy))
+        if isinstance(policy, SampledPolicy) and self.target_policy() is not None:
+            out[metrics.EST_KL_TO_TARGET], out[metrics.EST_KL_TO_TARGET_SE] = game.kl_estimate(
+                self.target_policy(), policy, np.random.default_rng([self.seed, self.iteration, 1]))
         if not (self.exact_preference or answer_level):
             return out
         if self.regularization() > 0:

@@ -15,7 +15,7 @@ from torch import nn
 from prefzoo.envs.checks import check_choice
 from prefzoo.envs.oracle import PreferenceOracle
 
-from .automaton_policy import AutomatonPolicy
+from .automaton_policy import AutomatonPolicy, ResidualGRUPolicy
 from .sequence_policy import SEQUENCE_POLICIES
 
 
@@ -26,7 +26,7 @@ class BanditPolicy(nn.Module):
         super().__init__()
         if game.ref is None:
             raise ValueError(f"policy {type(self).__name__} is a table over listed responses; {type(game).__name__}'s "
-                             "are not listed (on prefzoo/AnswerTokenGame-v0 use policy='automaton')")
+                             "are not listed (on prefzoo/AnswerTokenGame-v0 use policy='automaton' or 'gru')")
         self.register_buffer("log_ref", torch.as_tensor(np.log(game.ref), dtype=torch.float32, device=device))
         self.register_buffer("features", torch.as_tensor(game.features, dtype=torch.float32, device=device))
 
@@ -108,4 +108,6 @@ def make_policy(kind: str, game: PreferenceOracle, device: torch.device) -> Band
 
         return LMPolicy(game, device)
     check_choice("policy", kind, POLICIES)
+    if kind == "gru" and game.responses == "tokens" and not game.listed:  # a game exact at any size
+        return ResidualGRUPolicy(game, device)
     return POLICIES[kind](game, device)

@@ -55,7 +55,7 @@ class SequencePolicy(nn.Module):
         if not game.listed:
             raise ValueError(f"policy {type(self).__name__} enumerates the game's token sequences, and "
                              f"{type(game).__name__}'s are not listed (on prefzoo/AnswerTokenGame-v0 use "
-                             "policy='automaton')")
+                             "policy='automaton' for exact metrics or 'gru' for a neural policy with estimated ones)")
         sequences = game.sequences
         self.vocab_size, self.max_length = sequences.vocab_size, sequences.max_length
         self.autocast = bool(autocast) and torch.device(device).type == "cuda"

@@ -26,7 +26,7 @@ from scipy.special import logsumexp, softmax
 from . import metrics
 from .checks import check_choice, check_int, check_memory, check_real
 from .game import PreferenceGame, env_game, make_game, soft_best_response_value
-from .oracle import PreferenceOracle, kl_divergence, sample_categorical
+from .oracle import PreferenceOracle, iid_mean_se, kl_divergence, sample_categorical
 from .token_episode import Ending, TokenEpisode, TokenEpisodeEnv
 
 
@@ -128,6 +128,20 @@ class CandidatePolicy:
             log_other = other.log_prob(np.full(keep.sum(), x), unique[keep])
             out[x] = np.sum(mass[keep] * (np.log(mass[keep]) - log_other))
         return out
+
+
+class SampledPolicy:
+    """A policy of an :class:`AnswerTokenGame` known through its samples and the log-probabilities
+    of token rows (a neural sequence policy): the game estimates its metrics by Monte Carlo
+    (:meth:`AnswerTokenGame.kl_estimate`), logged under ``est/`` with standard errors.
+
+    Args:
+        game: the game. sample: ``(contexts [n], rng) -> token rows [n, L]``.
+        log_prob: ``(contexts [n], token rows [n, L]) -> log π(y|x) [n]``.
+    """
+
+    def __init__(self, game: AnswerTokenGame, sample, log_prob):
+        self.game, self.sample, self.log_prob = game, sample, log_prob
 
 
 class AnswerTokenGame(PreferenceOracle):
@@ -304,9 +318,28 @@ class AnswerTokenGame(PreferenceOracle):
             gap = soft_best_response_value(win, self.answer_game.ref, beta) + beta * policy.kl(self.reference) - 0.5
         return self.expectation(np.maximum(gap, 0.0))
 
+    def kl_estimate(self, policy, other, rng: np.random.Generator) -> tuple[float, float]:
+        """KL(policy ‖ other) over whole sequences by Monte Carlo, and its standard error: the mean
+        of log policy(y|x) − log other(y|x) over y ~ policy on :meth:`evaluation_contexts` (x ~ ρ,
+        one row each: iid terms, s.e. = sd/√n). Unbiased; both need ``sample`` and ``log_prob``
+        of token rows (:class:`FiniteStatePolicy`, :class:`SampledPolicy`)."""
+        x = self.evaluation_contexts(rng)
+        rows = policy.sample(x, rng)
+        return iid_mean_se(policy.log_prob(x, rows) - other.log_prob(x, rows))
+
     def evaluate(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
         """Exact metrics of a :class:`FiniteStatePolicy` or :class:`CandidatePolicy` (exploitability,
-        KL(π‖π_ref), win rate vs π_ref); any other sampler gets the estimated win rate vs π_ref (the base's)."""
+        KL(π‖π_ref), win rate vs π_ref). A :class:`SampledPolicy`: unbiased estimates with their
+        standard errors from its samples on :meth:`evaluation_contexts` — KL(π‖π_ref)
+        (:meth:`kl_estimate`) and the win rate vs π_ref, the mean of (Q μ)(x, a(y)) (the exact win
+        rate of each sampled answer). Any other sampler: the base's estimated win rate."""
+        if isinstance(policy, SampledPolicy):
+            kl, kl_se = self.kl_estimate(policy, self.reference, rng)
+            x = self.evaluation_contexts(rng)
+            win, win_se = iid_mean_se(self.answer_game.win_rates(self.answer_game.ref)[
+                x, self.answers(x, policy.sample(x, rng))])
+            return {metrics.EST_WIN_RATE_VS_REF: win, metrics.EST_WIN_RATE_VS_REF_SE: win_se,
+                    metrics.EST_KL_TO_REF: kl, metrics.EST_KL_TO_REF_SE: kl_se}
         if not isinstance(policy, (FiniteStatePolicy, CandidatePolicy)):
             return super().evaluate(policy, rng)
         nu = policy.answer_marginal()

@@ -73,6 +73,13 @@ def declarations(game_class: type) -> dict[str, Any]:
     return {name: getattr(game_class, name) for name in DECLARATIONS}
 
 
+def iid_mean_se(values: np.ndarray) -> tuple[float, float]:
+    """Mean of independent draws ``values`` and its standard error sd/√n (NaN with fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def clustered_mean_se(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
     """Mean of ``values`` and its cluster-robust standard error (CR1): the samples of one cluster
     (e.g. the responses to one prompt) are not independent, the clusters are, so
@@ -289,12 +296,11 @@ class PreferenceOracle:
         the mean of P(y_i ≻ y_j | x) over them (the probability, not a Bernoulli draw; uncounted),
         with s.e. sd/√n. The matrix is antisymmetric about ½ when P is."""
         responses = [sample(contexts, rng) for sample in samplers]
-        k, n = len(samplers), len(contexts)
+        k = len(samplers)
         mean, se = np.full((k, k), 0.5), np.zeros((k, k))
-        for i, j in zip(*np.triu_indices(k, 1)):
-            p = self.preference(contexts, responses[i], responses[j])
-            mean[i, j], mean[j, i] = p.mean(), 1.0 - p.mean()
-            se[i, j] = se[j, i] = p.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        for i, j in zip(*np.triu_indices(k, 1), strict=True):
+            mean[i, j], se[i, j] = iid_mean_se(self.preference(contexts, responses[i], responses[j]))
+            mean[j, i], se[j, i] = 1.0 - mean[i, j], se[i, j]
         return mean, se
 
     # ------------------------------------------------------------------ policies as tables

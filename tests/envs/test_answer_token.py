@@ -143,5 +143,6 @@ def test_bad_input_is_named():
         game.answers(np.zeros(1, int), np.array([[1, 2, 3]]))
     with pytest.raises(ValueError, match=r"responses must be handles in \[0, 0\)"):
         game.compare(np.zeros(1, int), np.zeros(1, int), np.zeros(1, int))
-    with pytest.raises(ValueError, match="GRUSequencePolicy enumerates the game.s token sequences.*policy=.automaton."):
-        prefzoo.make_algo("wind", gym.make("prefzoo/AnswerTokenGame-v0", game=game), mode="sample", policy="gru")
+    with pytest.raises(ValueError, match="BF16GRUSequencePolicy enumerates the game.s token sequences.*"
+                                         "policy=.automaton. for exact metrics or .gru."):
+        prefzoo.make_algo("wind", gym.make("prefzoo/AnswerTokenGame-v0", game=game), mode="sample", policy="gru_bf16")
