@@ -1,8 +1,9 @@
 """Estimate-then-solve: the statistical floor of query efficiency. Compare response pairs, estimate
 the preference tensor P̂, and report the exact equilibrium of the estimated game: over a game's
-listed responses, or, where they cannot be listed, over M candidates per prompt drawn from π_ref. Helpers: the posterior-mean estimate (:func:`estimated_preferences`), the
-sensitivity weight of a pair (:func:`pair_costs`) and the batch split toward the Neyman
-allocation (:func:`neyman_allocation`), followed by the algorithm class :class:`EstimateThenSolve`.
+listed responses, or, where they cannot be listed, over M candidates per prompt drawn from π_ref.
+Helpers: the posterior-mean estimate (:func:`estimated_preferences`), the sensitivity weight of a
+pair (:func:`pair_costs`) and the batch split toward the Neyman allocation
+(:func:`neyman_allocation`), followed by the algorithm class :class:`EstimateThenSolve`.
 """
 
 from __future__ import annotations
