@@ -1,6 +1,8 @@
 """Estimate-then-solve: the exact solution in the limit, the binomial rate of its estimate, the
 allocation rules, and its errors."""
 
+import csv
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -205,3 +207,28 @@ def test_candidates_errors():
         prefzoo.make_algo("estimate_then_solve", "prefzoo/PrefBandit-v0", candidates=8)
     with pytest.raises(ValueError, match="reads every response's probability"):
         prefzoo.make_algo("estimate_then_solve", "prefzoo/AnswerTokenGame-v0")  # no candidates: pairs unlisted
+
+
+def test_a_candidates_run_resumes_to_the_same_curve(tmp_path):
+    """The candidates are drawn from the seeded generator at construction, so a run resumed from its
+    checkpoint restricts the game to the same rows and logs the same progress.csv as a straight run."""
+    from prefzoo.zoo import config, rundir, runner
+
+    env_id = "prefzoo/AnswerTokenGame-v0"
+
+    def cfg(iterations):
+        return config.resolve("estimate_then_solve", env_id, 0, {
+            "iterations": iterations, "save_freq": 2, "eval_freq": 1, "candidates": 8, "batch_size": 64,
+            "env_kwargs": {"n_contexts": 2, "vocab_size": 4, "max_length": 4, "n_answers": 3}}, device="cpu")
+
+    def curve(run):
+        return [{k: v for k, v in row.items() if k != "time/wall_s"}
+                for row in csv.DictReader((run / "progress.csv").open())]
+
+    straight = rundir.new_run_dir(tmp_path / "a", "estimate_then_solve", env_id)
+    runner.train(cfg(4), straight, progress=False, verbose=False)
+    halted = rundir.new_run_dir(tmp_path / "b", "estimate_then_solve", env_id)
+    runner.train(cfg(2), halted, progress=False, verbose=False)
+    runner.train(cfg(4), halted, resume=True, progress=False, verbose=False)
+    assert len(curve(straight)) == 5 and curve(halted) == curve(straight)
+    assert (straight / "candidate_policy.npz").exists()
