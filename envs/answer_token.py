@@ -24,7 +24,7 @@ from scipy import sparse
 from scipy.special import logsumexp, softmax
 
 from . import metrics
-from .checks import check_choice, check_int, check_memory, check_real
+from .checks import check_array, check_choice, check_int, check_memory, check_real
 from .game import PreferenceGame, env_game, make_game, soft_best_response_value
 from .oracle import PreferenceOracle, iid_mean_se, kl_divergence, sample_categorical
 from .token_episode import Ending, TokenEpisode, TokenEpisodeEnv
@@ -93,12 +93,11 @@ class CandidatePolicy:
     """
 
     def __init__(self, game: AnswerTokenGame, rows: np.ndarray, probs: np.ndarray):
-        X = game.n_contexts
-        if np.shape(rows)[:1] != (X,) or np.shape(probs) != np.shape(rows)[:2]:
-            raise ValueError(f"rows must be [X, M, L] and probs [X, M] with X = {X}, got {np.shape(rows)} and "
-                             f"{np.shape(probs)}")
-        self.game, self.probs = game, np.asarray(probs, dtype=np.float64)
-        self.rows = game.check_tokens(np.reshape(rows, (-1, game.max_length))).reshape(np.shape(rows))
+        rows = np.asarray(rows)
+        if rows.ndim != 3 or rows.shape[0] != game.n_contexts:
+            raise ValueError(f"rows must be token rows [X, M, L] with X = {game.n_contexts}, got shape {rows.shape}")
+        self.game, self.probs = game, check_array("probs", probs, rows.shape[:2], simplex=True)
+        self.rows = game.check_tokens(rows.reshape(-1, game.max_length)).reshape(rows.shape)
         self.answers = game.answers(None, self.rows.reshape(-1, game.max_length)).reshape(self.probs.shape)
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -141,6 +141,10 @@ def test_bad_input_is_named():
         game.exploitability(np.full((2, 3), 1 / 3))
     with pytest.raises(ValueError, match=r"tokens must be integer rows \[n, 4\] of ids in \[0, 4\)"):
         game.answers(np.zeros(1, int), np.array([[1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"rows must be token rows \[X, M, L\] with X = 2"):
+        CandidatePolicy(game, np.zeros((3, 5, 4), int), np.full((3, 5), 0.2))
+    with pytest.raises(ValueError, match="probs"):
+        CandidatePolicy(game, np.zeros((2, 5, 4), int), np.full((2, 5), 0.3))
     with pytest.raises(ValueError, match=r"responses must be handles in \[0, 0\)"):
         game.compare(np.zeros(1, int), np.zeros(1, int), np.zeros(1, int))
     with pytest.raises(ValueError, match="BF16GRUSequencePolicy enumerates the game.s token sequences.*"
