@@ -133,3 +133,20 @@ def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_lis
     assert exact[metrics.EST_KL_TO_REF] > 0.1
     for key, value in exact.items():
         assert abs(evaluation[key] - value) < 4 * evaluation[f"{key}_se"], (key, evaluation[key], value)
+
+
+@pytest.mark.slow
+def test_wind_trains_the_gru_policy_toward_the_equilibrium_of_1e12_sequences():
+    """4^20 = 1.1·10^12 sequences, Bradley–Terry answers, β = 0.05: KL(π*_β ‖ π_ref) = 0.78 (exact,
+    the GRU's start). 20 iterations of 2,048 comparisons (about a minute on one core) lower the
+    Monte Carlo KL(π*_β ‖ π_θ), averaged over 8 independent evaluations, by more than 5 standard errors."""
+    env = gym.make("prefzoo/AnswerTokenGame-v0", n_contexts=1, vocab_size=4, max_length=20, n_states=1, n_answers=3)
+    game = env.unwrapped.game
+    algo = prefzoo.make_algo("wind", env, seed=0, mode="sample", policy="gru", beta=0.05, eta=1.0, eta_decay=True,
+                             lr=0.01, grad_steps=5, batch_size=2048)
+    start = game.kl(game.nash(0.05), game.reference)
+    assert algo.evaluate()[metrics.EST_KL_TO_TARGET] == pytest.approx(start, abs=0.1)
+    algo.learn(20, eval_freq=20)
+    estimates = [game.kl_estimate(game.nash(0.05), algo.policy.game_view(), np.random.default_rng(k)) for k in range(8)]
+    end, se = np.mean([m for m, _ in estimates]), np.sqrt(np.sum([s**2 for _, s in estimates])) / 8
+    assert start - end > 5 * se, (start, end, se)
