@@ -177,6 +177,12 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         walked = (torch.as_tensor(a, device=self.device) for a in (np.asarray(contexts), states, partials, tokens))
         return self._log_prob_tokens(*walked).double().cpu().numpy()
 
+    def export(self, run_dir: str | os.PathLike) -> list[Path]:
+        """``gru_policy.pt``: the network's state dict (load into a ResidualGRUPolicy of the same game)."""
+        path = Path(run_dir) / "gru_policy.pt"
+        torch.save(self.state_dict(), path)
+        return [path]
+
     def game_view(self) -> SampledPolicy:
         """The policy as the game's :class:`~prefzoo.envs.answer_token.SampledPolicy` (samples and
         log-probabilities of token rows: estimated metrics)."""

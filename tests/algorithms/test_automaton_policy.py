@@ -112,9 +112,10 @@ def test_the_gru_policy_starts_at_pi_ref_and_samples_the_law_it_scores():
                                policy.score_rows(np.array([0, 1]), game.rows(handles)), atol=1e-6)
 
 
-def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_listing_every_sequence():
+def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_listing_every_sequence(tmp_path):
     """A GRU policy away from π_ref: est/kl_to_ref, est/kl_to_target (KL(π*_β ‖ π)) and
-    est/win_rate_vs_ref each lie within 4 standard errors of the value computed over all 81 sequences."""
+    est/win_rate_vs_ref each lie within 4 standard errors of the value computed over all 81 sequences;
+    the exported network loads back to the same policy."""
     env = gym.make("prefzoo/AnswerTokenGame-v0", **TINY)
     game, rows = env.unwrapped.game, every_row(env.unwrapped.game)
     algo = gru_policy_of(env, 1.0)
@@ -127,6 +128,11 @@ def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_lis
     pi, ref, target = table(algo.policy.score_rows), table(game.reference.log_prob), table(game.nash(0.1).log_prob)
     answers = game.answers(None, rows)
     win_of_answer = np.einsum("xab,xb->xa", game.Q, np.stack([np.bincount(answers, r, 3) for r in ref]))
+    assert algo.export(tmp_path) == [tmp_path / "gru_policy.pt"]
+    restored = gru_policy_of(env, 0.0).policy
+    restored.load_state_dict(torch.load(tmp_path / "gru_policy.pt"))
+    np.testing.assert_array_equal(restored.score_rows(np.zeros(len(rows), int), rows),
+                                  algo.policy.score_rows(np.zeros(len(rows), int), rows))
     exact = {metrics.EST_KL_TO_REF: game.rho @ np.sum(pi * np.log(pi / ref), 1),
              metrics.EST_KL_TO_TARGET: game.rho @ np.sum(target * np.log(target / pi), 1),
              metrics.EST_WIN_RATE_VS_REF: game.rho @ np.sum(pi * win_of_answer[:, answers], 1)}
