@@ -21,6 +21,7 @@ Both start at π_ref exactly (θ = 0, W = 0). Responses are the game's handles o
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -137,12 +138,13 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
     def _h0(self, contexts: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.prompt(self.features[contexts]))[None]
 
-    def _log_prob_tokens(self, contexts, states, partials, tokens) -> torch.Tensor:
-        """Σ_t log π_θ(y_t | x, y_<t) of token rows [n, L] with π_ref's states and the partial
-        answers before each token, [n]."""
+    def _log_prob_tokens(self, contexts, states, partials, tokens, ref_weight: float = 0.0) -> torch.Tensor:
+        """Σ_t log π(y_t | x, y_<t) of token rows [n, L] with π_ref's states and the partial answers
+        before each token, [n]; π = π_θ, or with ``ref_weight`` w > 0 the token-level geometric
+        mixture softmax((1−w)·log π_θ + w·log π_ref) = softmax(log q + (1−w)·W·h_t) (Nash-MD's)."""
         inputs = torch.cat([torch.full_like(tokens[:, :1], self.game.vocab_size), tokens[:, :-1]], dim=1)
         out, _ = self.gru(self.embed(inputs) + self.embed_answer(partials), self._h0(contexts))
-        logits = self.log_q[contexts[:, None], states].float() + self.head(out)  # [n, L, V]
+        logits = self.log_q[contexts[:, None], states].float() + (1 - ref_weight) * self.head(out)  # [n, L, V]
         return torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0].sum(1)
 
     def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -150,8 +152,9 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         return self._log_prob_tokens(contexts, *self._walk(responses))
 
     @torch.no_grad()
-    def sample_rows(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Token rows [n, L], one per context, by inverse-CDF sampling with uniforms from ``rng``."""
+    def sample_rows(self, contexts: np.ndarray, rng: np.random.Generator, ref_weight: float = 0.0) -> np.ndarray:
+        """Token rows [n, L], one per context, by inverse-CDF sampling with uniforms from ``rng``
+        (``ref_weight``: from the token-level mixture, :meth:`_log_prob_tokens`)."""
         x = torch.as_tensor(np.asarray(contexts), device=self.device)
         n, L = len(x), self.game.max_length
         uniforms = torch.as_tensor(rng.random((n, L)), device=self.device)
@@ -160,7 +163,7 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         hidden, tokens = self._h0(x), torch.empty((n, L), dtype=torch.long, device=self.device)
         for t in range(L):
             out, hidden = self.gru((self.embed(token) + self.embed_answer(partial))[:, None], hidden)
-            cdf = torch.softmax(self.log_q[x, state] + self.head(out[:, 0]).double(), -1).cumsum(-1)
+            cdf = torch.softmax(self.log_q[x, state] + (1 - ref_weight) * self.head(out[:, 0]).double(), -1).cumsum(-1)
             token = (uniforms[:, t:t + 1] * cdf[:, -1:] > cdf).sum(-1).clamp(max=self.game.vocab_size - 1)
             tokens[:, t], state = token, self.delta[state, token]
             partial = (partial + self.weights[token]) % self.game.n_answers
@@ -171,11 +174,11 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         return self.game.add_rows(self.sample_rows(contexts, rng))
 
     @torch.no_grad()
-    def score_rows(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """log π_θ(y|x) of token rows [n, L], [n] float64."""
+    def score_rows(self, contexts: np.ndarray, tokens: np.ndarray, ref_weight: float = 0.0) -> np.ndarray:
+        """log π(y|x) of token rows [n, L], [n] float64 (π_θ, or the mixture of ``ref_weight``)."""
         states, partials, _ = self.game.walk(self.game.check_tokens(tokens))
         walked = (torch.as_tensor(a, device=self.device) for a in (np.asarray(contexts), states, partials, tokens))
-        return self._log_prob_tokens(*walked).double().cpu().numpy()
+        return self._log_prob_tokens(*walked, ref_weight).double().cpu().numpy()
 
     def export(self, run_dir: str | os.PathLike) -> list[Path]:
         """``gru_policy.pt``: the network's state dict (load into a ResidualGRUPolicy of the same game)."""
@@ -183,7 +186,13 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         torch.save(self.state_dict(), path)
         return [path]
 
-    def game_view(self) -> SampledPolicy:
-        """The policy as the game's :class:`~prefzoo.envs.answer_token.SampledPolicy` (samples and
-        log-probabilities of token rows: estimated metrics)."""
-        return SampledPolicy(self.game, self.sample_rows, self.score_rows)
+    def sample_mixture(self, contexts: np.ndarray, rng: np.random.Generator, ref_weight: float) -> np.ndarray:
+        """Handles of one sample per context from the token-level mixture (Nash-MD's opponent)."""
+        return self.game.add_rows(self.sample_rows(contexts, rng, ref_weight))
+
+    def game_view(self, ref_weight: float = 0.0) -> SampledPolicy:
+        """The policy (or the token-level mixture of ``ref_weight``) as the game's
+        :class:`~prefzoo.envs.answer_token.SampledPolicy`: samples and log-probabilities of token
+        rows, so estimated metrics."""
+        return SampledPolicy(self.game, functools.partial(self.sample_rows, ref_weight=ref_weight),
+                             functools.partial(self.score_rows, ref_weight=ref_weight))

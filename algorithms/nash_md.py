@@ -118,7 +118,9 @@ class NashMD(_RegularizedNash):
             with Z_t = Σ_v π(v|y_<t)^{1−ητ}·μ(v|y_<t)^{ητ} ≤ 1 (= 1 where the two next-token laws
             agree): it up-weights sequences through prefixes where π_t and μ disagree. The
             opponent is then not π^μ_t, so the iteration's fixed point is in general not exactly
-            π*_β; the logged metrics remain those of the sequence-level mixture of π_θ.
+            π*_β; the logged metrics remain those of the sequence-level mixture of π_θ (on a game
+            whose responses are not listed, ``prefzoo/AnswerTokenGame-v0`` with ``policy="gru"``:
+            those of the token-level mixture, estimated).
         (others): see :class:`~prefzoo.algorithms.base.Algorithm`; ``grad_steps`` Adam steps
             per regression.
     """
@@ -141,6 +143,13 @@ class NashMD(_RegularizedNash):
     def policy_probs(self):
         with np.errstate(divide="ignore"):
             return np.exp(mixture_log_probs(np.log(super().policy_probs()), self.log_ref, self.eta, self.tau))
+
+    def evaluation_policy(self):
+        """The mixture is the policy of record; where the responses are not listed (a game exact at
+        any size) it is the token-level mixture that sample mode plays, ``policy.game_view(ητ)``."""
+        if self.mixture == "token" and not self.game.listed:
+            return self.policy.game_view(self.eta * self.tau)
+        return super().evaluation_policy()
 
     def step(self):
         eta = self.eta

@@ -156,3 +156,27 @@ def test_wind_trains_the_gru_policy_toward_the_equilibrium_of_1e12_sequences():
     estimates = [game.kl_estimate(game.nash(0.05), algo.policy.game_view(), np.random.default_rng(k)) for k in range(8)]
     end, se = np.mean([m for m, _ in estimates]), np.sqrt(np.sum([s**2 for _, s in estimates])) / 8
     assert start - end > 5 * se, (start, end, se)
+
+
+def test_nash_md_plays_and_reports_the_token_level_mixture_of_the_gru_policy():
+    """One token per response (L = 1): the token-level mixture of weight w is exactly
+    π_θ^{1−w}·π_ref^w / Z, computed here from π_θ's and π_ref's scores of every token; Nash-MD with
+    mixture='token' is evaluated on that mixture (its evaluation policy scores as the mixture, and its
+    est/kl_to_ref lies within 4 s.e. of the mixture's KL)."""
+    env = gym.make("prefzoo/AnswerTokenGame-v0", n_contexts=2, vocab_size=5, max_length=1, n_answers=2)
+    game = env.unwrapped.game
+    algo = prefzoo.make_algo("nash_md", env, seed=0, mode="sample", policy="gru", mixture="token", batch_size=256,
+                             lr=0.05, beta=0.1, eta=2.0)
+    algo.learn(3, eval_freq=3)
+    w, tokens = algo.eta * algo.tau, np.arange(5)[:, None]
+    evaluation, kls = algo.evaluate(), []
+    for x in (0, 1):
+        contexts = np.full(5, x)
+        log_pi, log_ref = algo.policy.score_rows(contexts, tokens), game.reference.log_prob(contexts, tokens)
+        mixture = np.exp((1 - w) * log_pi + w * log_ref)
+        mixture /= mixture.sum()
+        np.testing.assert_allclose(np.exp(algo.policy.score_rows(contexts, tokens, w)), mixture, atol=1e-6)
+        np.testing.assert_allclose(np.exp(algo.evaluation_policy().log_prob(contexts, tokens)), mixture, atol=1e-6)
+        kls.append(np.sum(mixture * (np.log(mixture) - log_ref)))
+    assert np.exp(log_pi).round(3).tolist() != mixture.round(3).tolist()  # the policy moved: π_θ ≠ its mixture
+    assert abs(evaluation[metrics.EST_KL_TO_REF] - game.rho @ kls) < 4 * evaluation[metrics.EST_KL_TO_REF_SE]
