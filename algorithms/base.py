@@ -15,6 +15,9 @@ never from the algorithm's own samples; the costs are read from the game's count
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import math
 import os
 import time
 from pathlib import Path
@@ -43,6 +46,22 @@ from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .policies import POLICIES, make_policy
 
 MODES = ("exact", "sample")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+# the optimization keywords every algorithm's constructor takes (keyword only; Algorithm.__init_subclass__)
+OPTIMIZATION = {"max_grad_norm": 0.0, "warmup_steps": 0, "lr_schedule": "constant", "lr_schedule_steps": 0}
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, schedule_steps: int) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0 the first): ``step / warmup_steps``
+    during the warmup, then 1 (``"constant"``) or a linear / half-cosine decay from 1 to 0 at step
+    ``schedule_steps``, 0 after it; the factors of transformers' ``get_scheduler``
+    (``constant_with_warmup``, ``linear``, ``cosine``)."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, schedule_steps - warmup_steps))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -106,6 +125,12 @@ class Algorithm:
         batch_size: contexts (prompts) drawn per sample-mode iteration.
         grad_steps: Adam steps on each iteration's batch.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Every subclass's constructor also takes these keyword-only optimization settings of sample mode's
+    torch policy (:meth:`set_optimization`, :meth:`fit`): ``max_grad_norm`` (0: no clipping),
+    ``warmup_steps`` (0), ``lr_schedule`` (``"constant"``, ``"linear"`` or ``"cosine"``) and
+    ``lr_schedule_steps`` (the decay's length in optimizer steps, past the warmup; linear and cosine
+    need it, constant takes none).
     """
 
     supported_modes: ClassVar[tuple[str, ...]] = MODES
@@ -146,6 +171,55 @@ class Algorithm:
                 torch.manual_seed(seed)
                 self.policy = make_policy(policy, self.game, self.device)
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        self.optimizer_steps = 0  # the run's optimizer steps, which the learning-rate schedule reads
+        self.set_optimization(**OPTIMIZATION)
+
+    def __init_subclass__(cls, **kwargs):
+        """Give the subclass's own ``__init__`` the keyword-only :data:`OPTIMIZATION` settings (in its
+        signature too, which configs check keys against), applied by :meth:`set_optimization` once
+        it has run: one place for them, whatever the algorithm's own keywords."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, max_grad_norm=0.0, warmup_steps=0, lr_schedule="constant",
+                     lr_schedule_steps=0, **kw):
+            init(self, *args, **kw)
+            self.set_optimization(max_grad_norm, warmup_steps, lr_schedule, lr_schedule_steps)
+
+        signature = inspect.signature(init)
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+                 for name, default in OPTIMIZATION.items()]
+        __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+        cls.__init__ = __init__
+
+    def set_optimization(self, max_grad_norm: float = 0.0, warmup_steps: int = 0,
+                         lr_schedule: str = "constant", lr_schedule_steps: int = 0) -> None:
+        """Check and set the :data:`OPTIMIZATION` settings :meth:`fit` applies.
+
+        Raises:
+            TypeError, ValueError: a bad value (named), ``lr_schedule_steps`` missing for a decay, not
+                past the warmup, or given for a constant rate, or a setting other than the default
+                where no torch policy is trained.
+        """
+        given = {"max_grad_norm": max_grad_norm, "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
+                 "lr_schedule_steps": lr_schedule_steps}
+        changed = [name for name, value in given.items() if value != OPTIMIZATION[name]]
+        if changed and self.optimizer is None:
+            raise ValueError(f"{changed[0]} sets the optimizer of sample mode's torch policy; {type(self).__name__} "
+                             f"in {self.mode} mode trains none")
+        self.max_grad_norm = check_real("max_grad_norm", max_grad_norm, 0)
+        self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+        self.lr_schedule_steps = check_int("lr_schedule_steps", lr_schedule_steps, low=0)
+        if lr_schedule == "constant" and self.lr_schedule_steps:
+            raise ValueError(f"lr_schedule_steps={lr_schedule_steps} is the length of a linear or cosine decay; "
+                             "lr_schedule='constant' takes none")
+        if lr_schedule != "constant" and self.lr_schedule_steps <= self.warmup_steps:
+            raise ValueError(f"lr_schedule={lr_schedule!r} decays to 0 over lr_schedule_steps optimizer steps: give "
+                             f"lr_schedule_steps > warmup_steps={self.warmup_steps}, got {lr_schedule_steps}")
 
     def _check_game(self, mode: str) -> None:
         """Refuse a game whose declarations do not meet this algorithm's (:func:`unmet_need`)."""
@@ -231,12 +305,33 @@ class Algorithm:
             return self.policy.log_prob(xs, ys), self.policy.ref_log_prob(xs, ys)
 
     def fit(self, loss_fn: Callable[[], torch.Tensor]) -> float:
-        """``grad_steps`` Adam steps on ``loss_fn()``; returns the last loss."""
+        """``grad_steps`` optimizer steps on ``loss_fn()``; returns the last loss. Each gradient is
+        scaled by the policy's ``grad_scaler`` where it has one (fp16) and unscaled before the step,
+        clipped to total 2-norm ``max_grad_norm`` where it is > 0 (``clip_grad_norm_``; the norm before
+        clipping is logged as ``train/grad_norm``), and stepped at each group's learning rate times
+        :func:`lr_factor` of the run's optimizer steps, the group's own rate restored afterwards (so an
+        algorithm's own decay of it composes with the schedule)."""
+        scaler = getattr(self.policy, "grad_scaler", None)
+        groups = self.optimizer.param_groups
         for _ in range(self.grad_steps):
             self.optimizer.zero_grad()
             loss = loss_fn()
-            loss.backward()
-            self.optimizer.step()
+            (loss if scaler is None else scaler.scale(loss)).backward()
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
+            if self.max_grad_norm:
+                norm = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], self.max_grad_norm)
+                self.logger.record("train/grad_norm", float(norm))
+            rates = [group["lr"] for group in groups]
+            factor = lr_factor(self.optimizer_steps, self.lr_schedule, self.warmup_steps, self.lr_schedule_steps)
+            for group in groups:
+                group["lr"] *= factor
+            self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
+            for group, rate in zip(groups, rates, strict=True):
+                group["lr"] = rate
+            if scaler is not None:
+                scaler.update()
+            self.optimizer_steps += 1
         return float(loss.detach())
 
     def tensor(self, array, dtype=torch.float32) -> torch.Tensor:
@@ -334,6 +429,7 @@ class Algorithm:
         if self.policy is not None:
             state["policy"] = self.policy.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
+            state["optimizer_steps"] = self.optimizer_steps
         for name in self._extra_state:
             value = getattr(self, name)
             state[name] = value.state_dict() if isinstance(value, torch.nn.Module) else copy.deepcopy(value)
@@ -363,6 +459,7 @@ class Algorithm:
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer_steps = state.get("optimizer_steps", 0)  # older checkpoints: a constant rate
         for name in self._extra_state:
             current = getattr(self, name)
             if isinstance(current, torch.nn.Module):

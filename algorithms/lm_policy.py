@@ -4,10 +4,13 @@ It exposes the calls every loss uses (as :class:`~prefzoo.algorithms.policies.Ba
 the sequence policies do), with responses as the game's int64 handles:
 ``sample(contexts, rng)`` (batched ``model.generate`` with the KV cache; the torch seed is drawn
 from the numpy generator), ``log_prob(contexts, responses)`` (log π_θ(y|x): one teacher-forced
-forward pass over [left-padded prompt, response]) and ``ref_log_prob`` (the same pass through a
-frozen copy of the initial model, π_ref). The policy has no table: ``probs()`` and
-``log_probs()`` raise. π_θ = π_ref at init (the same weights), dropout off (eval mode, so
-log-probabilities are deterministic), bf16 autocast on CUDA, optional LoRA adapters (``peft``).
+forward pass over [left-padded prompt, response], under the same logits processing as sampling)
+and ``ref_log_prob`` (the same pass through a frozen copy of the initial model, π_ref). The policy
+has no table: ``probs()`` and ``log_probs()`` raise. π_θ = π_ref at init (the same weights), dropout
+off (eval mode, so log-probabilities are deterministic). The game's memory controls apply:
+``micro_batch_size`` (forward passes by micro-batch, the whole batch's gradient), gradient
+checkpointing, ``dtype`` (autocast; bf16 on CUDA by default) and adapters (``lora_rank`` or any
+``peft_config``).
 """
 
 from __future__ import annotations
@@ -34,16 +37,65 @@ class Shared:
         return self
 
 
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``LMGame(dtype=)`` on ``device`` (None: float32, no autocast):
+    ``"auto"`` is bf16 on CUDA and fp32 on CPU.
+
+    Raises:
+        ValueError: ``dtype`` the device cannot run: fp16 off CUDA (CPU autocast is bf16's), bf16 on a
+            GPU without bfloat16.
+    """
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if dtype == "fp16" and device.type != "cuda":
+        raise ValueError(f"dtype='fp16' needs a CUDA device (fp16 autocast with loss scaling), got device "
+                         f"{str(device)!r}; on CPU use dtype='bf16' or 'fp32'")
+    if dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"dtype='bf16': the GPU {str(device)!r} does not support bfloat16; use 'fp16' or 'fp32'")
+    return AMP_DTYPES[dtype]
+
+
+class _MicroBatchedLogProb(torch.autograd.Function):
+    """log π_θ(y|x) [n] in forward passes of ``micro_batch_size`` rows, with the whole batch's
+    gradient: the forward runs without a graph; the backward re-runs each micro-batch with one and
+    back-propagates the loss's gradient for its rows, so the parameters' gradients sum
+    Σ_chunks J_chunkᵀ g_chunk = Jᵀ g exactly (the chain rule), whatever the loss (a mean, a sum, a
+    group normalization), with one micro-batch's activations alive at a time. ``anchor`` is a
+    scalar that requires grad, so that autograd calls the backward. Needs ``loss.backward()``
+    (the gradients are accumulated into the parameters' ``.grad``, as reentrant checkpointing does)."""
+
+    @staticmethod
+    def forward(ctx, anchor, policy, contexts, responses):
+        ctx.policy, ctx.batch = policy, (contexts, responses)
+        with torch.no_grad():
+            return policy._chunked(policy.model, contexts, responses)
+
+    @staticmethod
+    def backward(ctx, grad):
+        contexts, responses = ctx.batch
+        with torch.enable_grad():
+            for rows in ctx.policy._chunks(len(contexts)):
+                out = ctx.policy._sequence_log_prob(ctx.policy.model, contexts[rows], responses[rows])
+                torch.autograd.backward(out, grad[rows])
+        return None, None, None, None
+
+
 class LMPolicy(nn.Module):
-    """π_θ(y|x) = Π_t softmax(logits_t / T)[y_t], T the game's sampling temperature.
+    """π_θ(y|x) = Π_t softmax(processed logits_t)[y_t], processed by the game's sampling settings
+    (:class:`~prefzoo.envs.lm.sampling.SamplingDistribution`: temperature, top-p, ``generation_kwargs``),
+    the distribution :meth:`sample` draws from.
 
     Args:
         game: the :class:`~prefzoo.envs.lm.game.LMGame` (model folder, prompts, response store,
-            generation settings and ``lora_rank``).
+            generation settings, ``lora_rank`` / ``peft_config``, ``micro_batch_size``,
+            ``gradient_checkpointing`` and ``dtype``).
         device: torch device of the policy and of its frozen π_ref copy.
 
     Raises:
-        ValueError: ``game`` is not an LM game.
+        ValueError: ``game`` is not an LM game, or its ``dtype`` does not run on ``device``.
         ImportError: ``lora_rank`` > 0 without peft (``pip install 'prefzoo[lora]'``).
     """
 
@@ -56,30 +108,81 @@ class LMPolicy(nn.Module):
         from prefzoo.envs.lm.hf import load_pretrained
 
         self._game, self.device = Shared(game), torch.device(device)
-        self.autocast = self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(game.dtype, self.device)
+        # fp16 gradients are scaled against underflow (Algorithm.fit unscales them before clipping and stepping)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         model = load_pretrained(AutoModelForCausalLM, game.model_path).to(self.device).eval()
         # frozen π_ref (not a submodule: neither trained nor checkpointed, shared by snapshots)
         self._ref = Shared(copy.deepcopy(model).requires_grad_(False))
+        if game.gradient_checkpointing:
+            self._enable_checkpointing(model)
+        self.model = self._with_adapters(model, game)
+        self.micro_batch_size = game.micro_batch_size
+        self._anchor = torch.ones((), requires_grad=True)  # not a parameter (see _MicroBatchedLogProb)
+        self._batch_key, self._batch = None, None
+        self.train(False)
+
+    @staticmethod
+    def _enable_checkpointing(model) -> None:
+        """The model's own gradient checkpointing (non-reentrant: adapters' gradients pass frozen
+        embeddings), armed per layer by :meth:`train` (transformers' ``GradientCheckpointingLayer``).
+
+        Raises:
+            ValueError: transformers without per-layer checkpointing (< 4.52), or a model without it.
+        """
+        try:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ValueError("gradient_checkpointing=True needs transformers >= 4.52 (per-layer checkpointing, "
+                             "armed without putting the model in training mode)") from err
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # pragma: no cover - transformers 4
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not any(isinstance(m, GradientCheckpointingLayer) for m in model.modules()):
+            raise ValueError(f"gradient_checkpointing=True: {type(model).__name__}'s layers are no "
+                             "GradientCheckpointingLayer, so checkpointing cannot be armed in eval mode")
+
+    @staticmethod
+    def _with_adapters(model, game):
+        """``model`` with the game's LoRA (``lora_rank``) or ``peft_config`` adapters, else as is."""
+        config = game.peft_config
         if game.lora_rank:
             try:
-                from peft import LoraConfig, get_peft_model
+                from peft import LoraConfig
             except ImportError as err:  # pragma: no cover - depends on the environment
                 raise ImportError("lora_rank > 0 needs peft: pip install 'prefzoo[lora]'") from err
-            model = get_peft_model(model, LoraConfig(r=game.lora_rank, lora_alpha=2 * game.lora_rank,
-                                                     target_modules="all-linear", lora_dropout=0.0))
-        self.model = model
-        self._batch_key, self._batch = None, None
+            config = LoraConfig(r=game.lora_rank, lora_alpha=2 * game.lora_rank, target_modules="all-linear",
+                                lora_dropout=0.0)
+        if config is None:
+            return model
+        from peft import get_peft_model
+
+        return get_peft_model(model, copy.deepcopy(config))
 
     @property
     def game(self):
         return self._game.value
 
     def train(self, mode: bool = True):
-        """Always eval mode (dropout off): the losses need deterministic log-probabilities."""
-        return super().train(False)
+        """Always eval mode (dropout off): the losses need deterministic log-probabilities. Under
+        gradient checkpointing only the checkpointed layers themselves report training, which is what
+        arms their checkpoint (only where gradients are on: generation keeps its KV cache); their
+        submodules, dropout included, and the model around them stay in eval mode."""
+        super().train(False)
+        if self.game.gradient_checkpointing:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            for module in self.model.modules():
+                if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                    module.training = True
+        return self
 
     def _amp(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ teacher forcing
     def _inputs(self, contexts: torch.Tensor, responses: torch.Tensor):
@@ -102,49 +205,80 @@ class LMPolicy(nn.Module):
             self._batch_key, self._batch = key, (ids, mask, position, P)
         return self._batch
 
+    def _token_log_probs(self, model, ids, mask, position, P) -> torch.Tensor:
+        """log π(·|x, y_<t) [n, R, V] in float32 at the response positions (the sampling processing)."""
+        with self._amp():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position,
+                           use_cache=False).logits[:, P - 1:-1]
+        return self.game.sampling.log_softmax(logits, ids, P - mask[:, :P].sum(1), P)
+
     def _sequence_log_prob(self, model, contexts, responses) -> torch.Tensor:
         ids, mask, position, P = self._inputs(contexts, responses)
-        with self._amp():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position).logits[:, P - 1:-1]
-        log_p = torch.log_softmax(logits.float() / self.game.temperature, dim=-1)
-        picked = log_p.gather(-1, ids[:, P:, None])[..., 0]
-        return (picked * mask[:, P:]).sum(1)
+        picked = self._token_log_probs(model, ids, mask, position, P).gather(-1, ids[:, P:, None])[..., 0]
+        # masked with where, not a product: a padded position may hold -inf under a truncating setting
+        return torch.where(mask[:, P:].bool(), picked, 0.0).sum(1)
+
+    def _chunks(self, n: int) -> list[slice]:
+        size = self.micro_batch_size or max(n, 1)
+        return [slice(start, start + size) for start in range(0, n, size)]
+
+    def _chunked(self, model, contexts, responses, method=None) -> torch.Tensor:
+        """``method`` (default :meth:`_sequence_log_prob`) over the micro-batches, concatenated."""
+        method = method or self._sequence_log_prob
+        return torch.cat([method(model, contexts[rows], responses[rows]) for rows in self._chunks(len(contexts))])
 
     # ------------------------------------------------------------------ the policy interface
     def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """log π_θ(y|x) [n] for prompt indices and response handles (one forward pass)."""
-        return self._sequence_log_prob(self.model, contexts, responses)
+        """log π_θ(y|x) [n] for prompt indices and response handles: one forward pass, or with
+        ``micro_batch_size`` one per micro-batch and the whole batch's gradient
+        (:class:`_MicroBatchedLogProb`)."""
+        if not torch.is_grad_enabled() or not self.micro_batch_size or len(contexts) <= self.micro_batch_size:
+            return self._chunked(self.model, contexts, responses)
+        return _MicroBatchedLogProb.apply(self._anchor, self, contexts, responses)
 
     def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """log π_ref(y|x) [n] under the frozen initial model (one forward pass, no gradient)."""
+        """log π_ref(y|x) [n] under the frozen initial model (no gradient; by micro-batches).
+
+        Raises:
+            ValueError: a response π_ref cannot sample under the game's truncating settings
+                (log π_ref = −∞: every loss term anchored on π_ref would be infinite or NaN).
+        """
         with torch.no_grad():
-            return self._sequence_log_prob(self._ref.value, contexts, responses)
+            out = self._chunked(self._ref.value, contexts, responses)
+        if torch.isneginf(out).any():
+            settings = {"top_p": self.game.top_p, **self.game.sampling.settings}
+            raise ValueError(f"a response lies outside pi_ref's support under the sampling settings {settings} "
+                             "(log pi_ref = -inf): its KL to pi_ref is infinite. Train without the KL anchor "
+                             "(beta=0) or without truncating settings (top_p, top_k, min_p...)")
+        return out
 
     @torch.no_grad()
     def token_kl(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """Σ_t KL(π_θ(·|x, y_<t) ‖ π_ref(·|x, y_<t)) over each response's positions, [n], both at the
-        game's temperature: for y ~ π_θ an unbiased estimate of KL(π_θ‖π_ref) (the chain rule) whose
+        """Σ_t KL(π_θ(·|x, y_<t) ‖ π_ref(·|x, y_<t)) over each response's positions, [n], both under the
+        game's sampling processing (a token π_θ gives no mass adds 0; one only π_ref excludes, +∞):
+        for y ~ π_θ an unbiased estimate of KL(π_θ‖π_ref) (the chain rule) whose
         every term is ≥ 0, unlike the sequence log-ratio log π_θ(y) − log π_ref(y) (on the built-in
         model after 10 WIND iterations their standard errors were the same: 0.58 and 0.56 over 120
-        held-out samples)."""
+        held-out samples). By micro-batches."""
+        return self._chunked(None, contexts, responses, self._token_kl)
+
+    def _token_kl(self, _, contexts, responses) -> torch.Tensor:
         ids, mask, position, P = self._inputs(contexts, responses)
-        log_probs = []
-        for model in (self.model, self._ref.value):
-            with self._amp():
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=position).logits[:, P - 1:-1]
-            log_probs.append(torch.log_softmax(logits.float() / self.game.temperature, dim=-1))
-        log_p, log_ref = log_probs
-        return ((log_p.exp() * (log_p - log_ref)).sum(-1) * mask[:, P:]).sum(1)
+        log_p, log_ref = (self._token_log_probs(model, ids, mask, position, P)
+                          for model in (self.model, self._ref.value))
+        terms = torch.where(log_p > -torch.inf, log_p.exp() * (log_p - log_ref), 0.0).sum(-1)
+        return torch.where(mask[:, P:].bool(), terms, 0.0).sum(1)
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One response handle per prompt index, sampled with the caller's numpy generator."""
-        return self.game.generate(self.model, contexts, rng, device=self.device, autocast=self.autocast)
+        return self.game.generate(self.model, contexts, rng, device=self.device, amp_dtype=self.amp_dtype)
 
     @torch.no_grad()
     def sample_mixture(self, contexts: np.ndarray, rng: np.random.Generator, ref_weight: float) -> np.ndarray:
         """Response handles from the token-level geometric mixture (Nash-MD's practical opponent):
         each token from softmax((1−w)·log π_θ(·|x,y_<t) + w·log π_ref(·|x,y_<t)), w = ``ref_weight``,
-        both at the game's temperature (``top_p`` is not applied). Both models run incrementally
+        both at the game's temperature (the other sampling settings are not applied: the mixture is
+        an opponent, never scored). Both models run incrementally
         with their KV caches; the inverse-CDF uniforms come from ``rng``."""
         game = self.game
         T, pad, eos = game.max_new_tokens, game.tokenizer.pad_token_id, game.tokenizer.eos_token_id

@@ -21,14 +21,51 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import metrics
-from ..checks import check_int, check_real, closest_hint
+from ..checks import check_choice, check_int, check_real, closest_hint
 from ..judges import JUDGE_SIGNATURE, PairwiseJudgeOracle, RewardFunctionOracle, TextOracle, vader_oracle
 from ..oracle import PreferenceOracle, clustered_mean_se
 from .data import read_rows, render_prompt
 from .hf import RewardModelOracle, context_length, ensure_pad_token, generate, load_pretrained, tokenize_prompts
+from .sampling import SamplingDistribution
 
 ORACLES = ("vader", "reward_model")
 ACCEPTED_ORACLES = f"one of {ORACLES}, a TextOracle (e.g. a ScoreOracle) or {JUDGE_SIGNATURE}"
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def make_peft_config(peft_config: Any, lora_rank: int):
+    """The ``peft`` config of ``LMGame(peft_config=)``: a ``peft.PeftConfig`` as is, or a dict, read
+    by ``peft.get_peft_config`` when it names its ``peft_type`` and as ``peft.LoraConfig(**dict)``
+    otherwise; None: none.
+
+    Raises:
+        ImportError: no ``peft`` (the ``[lora]`` extra).
+        TypeError, ValueError: anything else, a dict the config class refuses, a prompt-learning
+            config (its virtual tokens would shift the scored positions), or ``lora_rank`` > 0 as well.
+    """
+    if peft_config is None:
+        return None
+    if lora_rank:
+        raise ValueError(f"give lora_rank= or peft_config=, not both (got lora_rank={lora_rank})")
+    try:
+        import peft
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("peft_config needs peft: pip install 'prefzoo[lora]'") from err
+    if isinstance(peft_config, dict):
+        try:
+            config = (peft.get_peft_config(dict(peft_config)) if "peft_type" in peft_config
+                      else peft.LoraConfig(**peft_config))
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"peft_config {peft_config!r} is not a valid peft config: {err}") from err
+    elif isinstance(peft_config, peft.PeftConfig):
+        config = peft_config
+    else:
+        raise TypeError(f"peft_config must be a peft config (e.g. peft.LoraConfig(...)) or a dict of LoraConfig "
+                        f"arguments, got {peft_config!r} ({type(peft_config).__name__})")
+    if config.is_prompt_learning:
+        raise ValueError(f"peft_config of type {config.peft_type} prepends virtual tokens, which the scored "
+                         "positions do not allow; give an adapter config (LoRA, IA3, ...)")
+    return config
 
 
 class ResponseStore:
@@ -147,10 +184,21 @@ class LMGame(PreferenceOracle):
             prompt; default 0.25); not with ``eval_prompts``.
         eval_samples: responses per held-out prompt in :meth:`evaluate` (>= 1).
         max_new_tokens, temperature, top_p: generation settings (π is the model's distribution
-            at ``temperature`` > 0; ``top_p`` in (0, 1] truncates sampling, which the
-            log-probabilities do not renormalize, as in TRL).
+            at ``temperature`` > 0, truncated to the nucleus ``top_p`` in (0, 1]).
+        generation_kwargs: further sampling settings, applied alike in sampling and in scoring
+            (:class:`~prefzoo.envs.lm.sampling.SamplingDistribution`: ``top_k``, ``min_p``,
+            ``repetition_penalty``, ``no_repeat_ngram_size``, ``typical_p``, ``epsilon_cutoff``,
+            ``eta_cutoff``); any other is refused by name.
         lora_rank: rank of LoRA adapters on the trainable policy (0: full fine-tuning; needs
             the ``[lora]`` extra).
+        peft_config: instead of ``lora_rank``, any ``peft`` adapter config, or a dict of one
+            (:func:`make_peft_config`).
+        micro_batch_size: rows per forward pass of the policy (None: the whole batch); the gradient
+            is still the whole batch's (:class:`~prefzoo.algorithms.lm_policy.LMPolicy`).
+        gradient_checkpointing: recompute the policy's layer activations in the backward pass
+            (the model's own ``gradient_checkpointing_enable``): less memory, the same gradients.
+        dtype: the policy's compute precision, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast;
+            log-probabilities summed in float32); ``"auto"``: bf16 on CUDA, fp32 on CPU.
         seed: seeds the train/held-out split, the game's generator and the reference samples
             of the held-out prompts.
         device: torch device of π_ref's copy inside the game (the env's opponent).
@@ -175,7 +223,9 @@ class LMGame(PreferenceOracle):
                  max_new_tokens: int = 12, temperature: float = 1.0, top_p: float = 1.0, lora_rank: int = 0,
                  seed: int | None = 0, device: str = "cpu", max_queries: int | None = None, eval_prompts: Any = None,
                  reward_funcs: Callable | Sequence[Callable] | None = None,
-                 reward_weights: Sequence[float] | None = None):
+                 reward_weights: Sequence[float] | None = None, generation_kwargs: dict | None = None,
+                 peft_config: Any = None, micro_batch_size: int | None = None, gradient_checkpointing: bool = False,
+                 dtype: str = "auto"):
         from transformers import AutoConfig, AutoTokenizer
 
         from .builtin import builtin_model_path, default_prompts
@@ -190,6 +240,14 @@ class LMGame(PreferenceOracle):
         self.temperature = check_real("temperature", temperature, 0.0, low_open=True)
         self.top_p = check_real("top_p", top_p, 0.0, 1.0, low_open=True)
         self.lora_rank = check_int("lora_rank", lora_rank, low=0)
+        self.sampling = SamplingDistribution(self.temperature, self.top_p, generation_kwargs)
+        self.peft_config = make_peft_config(peft_config, self.lora_rank)
+        self.micro_batch_size = None if micro_batch_size is None else check_int("micro_batch_size", micro_batch_size,
+                                                                                low=1)
+        if not isinstance(gradient_checkpointing, bool):
+            raise TypeError(f"gradient_checkpointing must be True or False, got {gradient_checkpointing!r}")
+        self.gradient_checkpointing = gradient_checkpointing
+        self.dtype = check_choice("dtype", dtype, DTYPES)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.set_budget(max_queries)  # checked before anything is loaded
         self.device = device
@@ -236,13 +294,14 @@ class LMGame(PreferenceOracle):
         return self._ref_model
 
     def generate(self, model, contexts: np.ndarray, rng: np.random.Generator, device=None,
-                 autocast: bool = False) -> np.ndarray:
+                 amp_dtype=None) -> np.ndarray:
         """Handles of one response per prompt index in ``contexts`` (train or held-out), sampled
-        from ``model`` with the game's generation settings."""
+        from ``model`` with the game's generation settings (:attr:`sampling`), under autocast to
+        ``amp_dtype`` where one is given."""
         rows = generate(model, [self.prompt_ids[x] for x in np.asarray(contexts)], rng,
-                        max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                        max_new_tokens=self.max_new_tokens, distribution=self.sampling,
                         pad_id=self.tokenizer.pad_token_id, eos_id=self.tokenizer.eos_token_id,
-                        device=device or self.device, autocast=autocast)
+                        device=device or self.device, amp_dtype=amp_dtype)
         return self.store.add(rows)
 
     def sample_ref(self, contexts, rng) -> np.ndarray:

@@ -121,7 +121,8 @@ NEUTRAL_GENERATION_KEYS = {"bos_token_id", "eos_token_id", "pad_token_id", "deco
 @contextlib.contextmanager
 def sampling_config(model):
     """Within: ``model.generation_config`` holds only its token ids, so that ``generate`` samples
-    exactly from the tempered softmax that the policy's log-probabilities score; settings of the
+    exactly from the distribution that the policy's log-probabilities score (the game's
+    :class:`~prefzoo.envs.lm.sampling.SamplingDistribution`, passed as ``logits_processor``); settings of the
     model's own generation config that would change that distribution are named in a warning
     (once per model) and ignored. The model's config is restored afterwards."""
     from transformers import GenerationConfig
@@ -129,8 +130,9 @@ def sampling_config(model):
     own = model.generation_config
     altering = {k: v for k, v in own.to_diff_dict().items() if k not in NEUTRAL_GENERATION_KEYS}
     if altering and not getattr(model, "_prefzoo_warned_generation", False):
-        warnings.warn(f"the model's generation config sets {altering}: ignored, prefzoo samples from the tempered "
-                      "softmax that it scores (a repetition penalty or n-gram block would bias every KL and ratio)",
+        warnings.warn(f"the model's generation config sets {altering}: ignored, prefzoo samples from the "
+                      "distribution that it scores (give such settings as LMGame(generation_kwargs=...): applied "
+                      "in sampling and scoring alike)",
                       stacklevel=4)
         model._prefzoo_warned_generation = True
     model.generation_config = GenerationConfig(bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
@@ -142,18 +144,19 @@ def sampling_config(model):
 
 
 def generate(model, prompt_ids: Sequence[np.ndarray], rng: np.random.Generator, *, max_new_tokens: int,
-             temperature: float, top_p: float, pad_id: int, eos_id: int, device, autocast: bool = False,
-             batch_size: int = 256) -> list[np.ndarray]:
+             distribution, pad_id: int, eos_id: int, device, amp_dtype=None, batch_size: int = 256) -> list[np.ndarray]:
     """Sample one continuation per prompt with ``model.generate`` (KV cache, left padding) in
-    batches, from the tempered softmax alone (:func:`sampling_config`); the torch sampling seed is
-    drawn from ``rng``, so a run is reproducible on a device. Returns each response's token ids
-    through its first EOS."""
+    batches, from ``distribution`` alone (a :class:`~prefzoo.envs.lm.sampling.SamplingDistribution`,
+    whose processors are the only ones applied: :func:`sampling_config`), under autocast to
+    ``amp_dtype`` where one is given; the torch sampling seed is drawn from ``rng``, so a run is
+    reproducible on a device. Returns each response's token ids through its first EOS."""
     import torch
 
     seed = int(rng.integers(2**63 - 1))
     out: list[np.ndarray] = []
-    devices = [device] if torch.device(device).type == "cuda" else []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    device_type = torch.device(device).type
+    devices = [device] if device_type == "cuda" else []
+    amp = contextlib.nullcontext() if amp_dtype is None else torch.autocast(device_type, dtype=amp_dtype)
     with torch.random.fork_rng(devices=devices), torch.no_grad(), amp, sampling_config(model):
         torch.manual_seed(seed)
         for start in range(0, len(prompt_ids), batch_size):
@@ -163,9 +166,11 @@ def generate(model, prompt_ids: Sequence[np.ndarray], rng: np.random.Generator, 
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for i, p in enumerate(chunk):
                 ids[i, width - len(p):], mask[i, width - len(p):] = torch.as_tensor(p), 1
+            processor = distribution.generate_processor([width - len(p) for p in chunk])
             generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=0,
-                                       pad_token_id=pad_id, eos_token_id=eos_id)[:, width:].cpu().numpy()
+                                       max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+                                       logits_processor=processor, pad_token_id=pad_id,
+                                       eos_token_id=eos_id)[:, width:].cpu().numpy()
             for row in generated:
                 ends = np.flatnonzero(row == eos_id)
                 out.append(row[:ends[0] + 1] if len(ends) else row)

@@ -27,6 +27,7 @@ from prefzoo.envs.lm import builtin  # noqa: E402
 from prefzoo.envs.lm.data import read_rows  # noqa: E402
 from prefzoo.envs.lm.game import LMGame  # noqa: E402
 from prefzoo.envs.lm.hf import RewardModelOracle  # noqa: E402
+from prefzoo.envs.lm.sampling import SamplingDistribution  # noqa: E402
 from prefzoo.envs.oracle import BudgetExhausted  # noqa: E402
 
 PROMPTS = [f"the {n} was" for n in ("movie", "book", "phone", "pizza", "hotel", "coffee", "camera", "song")]
@@ -566,7 +567,8 @@ def test_generation_ignores_settings_that_would_change_the_sampled_distribution(
 
     model = AutoModelForCausalLM.from_pretrained(builtin.builtin_model_path())
     prompts = [np.array([1, 5, 6]), np.array([1, 7]), np.array([1, 9, 10, 11])]
-    settings = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0, "pad_id": 0, "eos_id": 1, "device": "cpu"}
+    settings = {"max_new_tokens": 12, "distribution": SamplingDistribution(), "pad_id": 0, "eos_id": 1,
+                "device": "cpu"}
     plain = hf.generate(model, prompts, np.random.default_rng(0), **settings)
 
     def control():
