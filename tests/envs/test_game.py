@@ -172,7 +172,7 @@ def test_regularized_exploitability_matches_simplex_grid(beta):
     gaps = []
     for x in range(3):
         value = grid @ w[x] - beta * np.sum(grid * np.log(grid / game.ref[x]), axis=1)
-        kl_pi = sum(p * np.log(p / r) for p, r in zip(pi[x], game.ref[x]) if p > 0)
+        kl_pi = sum(p * np.log(p / r) for p, r in zip(pi[x], game.ref[x], strict=True) if p > 0)
         gaps.append(value.max() + beta * kl_pi - 0.5)
     grid_value = float(game.rho @ np.array(gaps))
     closed = game.exploitability(pi, beta)
