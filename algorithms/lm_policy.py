@@ -252,6 +252,21 @@ class LMPolicy(nn.Module):
                              "(beta=0) or without truncating settings (top_p, top_k, min_p...)")
         return out
 
+    def token_log_probs(self, contexts: torch.Tensor, responses: torch.Tensor, reference: bool = False):
+        """log π_θ(y_t|x, y_<t) [n, R] at each response position (π_ref's with ``reference``, without
+        gradient), 0 past each response's end, and the response mask [n, R] (bool): the per-token terms of
+        GRPO's losses, from one forward pass over the batch (not micro-batched); each row sums to
+        :meth:`log_prob`."""
+        ids, mask, position, P = self._inputs(contexts, responses)
+        model = self._ref.value if reference else self.model
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not reference):
+            log_p = self._token_log_probs(model, ids, mask, position, P)
+        keep = mask[:, P:].bool()
+        picked = torch.where(keep, log_p.gather(-1, ids[:, P:, None])[..., 0], 0.0)
+        if reference and torch.isneginf(picked).any():
+            self.ref_log_prob(contexts, responses)  # raises, naming the truncating settings
+        return picked, keep
+
     @torch.no_grad()
     def token_kl(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """Σ_t KL(π_θ(·|x, y_<t) ‖ π_ref(·|x, y_<t)) over each response's positions, [n], both under the
