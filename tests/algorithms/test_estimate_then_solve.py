@@ -194,7 +194,8 @@ def test_candidates_restrict_a_game_of_1e19_sequences_to_draws_from_the_referenc
     gaps = []
     for m in (8, 1024):
         draws = game.answers(None, game.reference.sample(np.repeat([0, 1], m), rng)).reshape(2, m)
-        nu = np.stack([np.bincount(a, weights=p, minlength=4) for a, p in zip(draws, restricted(draws).nash(beta), strict=True)])
+        weights = restricted(draws).nash(beta)
+        nu = np.stack([np.bincount(a, weights=p, minlength=4) for a, p in zip(draws, weights, strict=True)])
         with np.errstate(divide="ignore"):  # an answer no draw has: KL = ∞
             gaps.append(np.mean(np.sum(nu_star * np.log(nu_star / nu), axis=1)))
     assert gaps[1] < 0.01 < gaps[0]
