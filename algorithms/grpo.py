@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from prefzoo.envs import metrics
-from prefzoo.envs.checks import check_choice, check_int, check_probability, check_real
+from prefzoo.envs.checks import check_bool, check_choice, check_int, check_probability, check_real
 
 from .base import Algorithm
 
@@ -103,7 +103,7 @@ def aggregate(per_token, mask, loss_type: str, max_tokens: int):
 
 
 def clipped_policy_update(algo: Algorithm, x: np.ndarray, y: np.ndarray, advantages: torch.Tensor, clip: float,
-                          kl_coef: float, loss_type: str = "grpo", kl: str = "sequence", max_tokens: int = 1,
+                          kl_coef: float, loss_type: str = "grpo", kl: str = "token", max_tokens: int = 1,
                           kl_correction: bool = False) -> float:
     """``algo.fit`` on the loss ``aggregate``(−min(ρ_t A, clip(ρ_t) A) [+ β·k3_t]) [+ β·mean_i k3_i] over
     the samples (x, y) drawn from the current policy (per-token ratios ρ_t = π_θ(y_t|·)/π_old(y_t|·));
@@ -182,7 +182,7 @@ class GRPO(Algorithm):
             β·σ of the raw win rate (σ ≈ 0.2–0.4).
         n_epochs: Adam steps per iteration on the batch (> 1 needs the clip).
         loss_type: ``"grpo"``, ``"dr_grpo"`` or ``"dapo"`` (TRL's names), see above.
-        kl: ``"sequence"`` or ``"token"``: where k3 is taken, see above.
+        kl: ``"token"`` (default, as TRL) or ``"sequence"``: where k3 is taken, see above.
         kl_correction: weight each k3 term by its ratio π_θ/π_old (:func:`clipped_policy_update`).
             Without it, from the second epoch on k3 = exp(log μ − log π_θ) − … is evaluated where the
             first step moved π_θ off the samples: on LMGame-v0 (zoo config, seed 1, iteration 7) one
@@ -206,7 +206,7 @@ class GRPO(Algorithm):
     def __init__(self, env, seed: int = 0, mode: str = "sample", group_size: int = 4, clip: float = 0.2,
                  beta: float = 0.1, n_epochs: int = 4, lr_decay_start: int = 400, policy: str = "tabular",
                  lr: float = 0.006, batch_size: int = 32, device: str = "cpu", loss_type: str = "grpo",
-                 kl: str = "sequence", scale_rewards: str | None = None, kl_correction: bool = False):
+                 kl: str = "token", scale_rewards: str | None = None, kl_correction: bool = False):
         group_size = check_int("group_size", group_size, low=2)  # rewards compare within a group
         clip = check_probability("clip", clip, low_open=True, high_open=True)
         beta = check_real("beta", beta, 0)  # 0 disables the k3 penalty
@@ -214,7 +214,7 @@ class GRPO(Algorithm):
         lr_decay_start = check_int("lr_decay_start", lr_decay_start, low=0)  # 0: constant lr
         self.loss_type = check_choice("loss_type", loss_type, LOSS_TYPES)
         self.kl = check_choice("kl", kl, KL_ESTIMATORS)
-        self.kl_correction = bool(kl_correction)
+        self.kl_correction = check_bool("kl_correction", kl_correction)
         default_scale = "none" if loss_type == "dr_grpo" else "group"
         self.scale_rewards = check_choice("scale_rewards", scale_rewards or default_scale, SCALE_REWARDS)
         super().__init__(env, seed, mode, policy, lr, batch_size, n_epochs, device)

@@ -54,6 +54,13 @@ def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     return ""
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is True or False (numpy's too), else a TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an ``int`` in [low, high] (an integral float such as ``4.0`` is accepted)."""
     expected = f"an integer{_bounds(low, high, False, False)}"

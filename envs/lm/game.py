@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import metrics
-from ..checks import check_choice, check_int, check_real, closest_hint
+from ..checks import check_bool, check_choice, check_int, check_real, closest_hint
 from ..judges import JUDGE_SIGNATURE, PairwiseJudgeOracle, RewardFunctionOracle, TextOracle, vader_oracle
 from ..oracle import PreferenceOracle, clustered_mean_se
 from .data import read_rows, render_prompt
@@ -244,9 +244,7 @@ class LMGame(PreferenceOracle):
         self.peft_config = make_peft_config(peft_config, self.lora_rank)
         self.micro_batch_size = None if micro_batch_size is None else check_int("micro_batch_size", micro_batch_size,
                                                                                 low=1)
-        if not isinstance(gradient_checkpointing, bool):
-            raise TypeError(f"gradient_checkpointing must be True or False, got {gradient_checkpointing!r}")
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing = check_bool("gradient_checkpointing", gradient_checkpointing)
         self.dtype = check_choice("dtype", dtype, DTYPES)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.set_budget(max_queries)  # checked before anything is loaded

@@ -46,7 +46,9 @@ def match_rate(algo, n=96):
 
 def test_grpo_on_a_dataset_column_reward_raises_the_held_out_match_rate():
     env = answer_env()
-    algo = prefzoo.make_algo("grpo", env, seed=0, policy="hf", batch_size=16, group_size=4, lr=3e-3, n_epochs=2,
+    # lr 5e-3: per-token ratios averaged over each response (loss_type="grpo", as TRL) move less per step
+    # than the sequence-level ratio did; at 3e-3 the match rate levels off near 0.85 (measured)
+    algo = prefzoo.make_algo("grpo", env, seed=0, policy="hf", batch_size=16, group_size=4, lr=5e-3, n_epochs=2,
                              beta=0.0, lr_decay_start=0)
     (before, before_se), calls = match_rate(algo), env.game.oracle.calls
     assert calls == 0  # the match rate above is computed here, not by the game
