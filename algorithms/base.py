@@ -140,6 +140,9 @@ class Algorithm:
     supported_payoffs: ClassVar[tuple[str, ...]] = ("preference",)
     reads_every_response: bool = False  # sample mode too reads every response (a dense P, all log-probs, π)
     trains_policy: ClassVar[bool] = True  # sample mode trains a torch policy (False: it computes ``self.pi``)
+    # the engine of a run across processes (prefzoo.zoo.distributed.Engine: each process steps on its share of
+    # the batch, gradients averaged by accelerate); None: this process alone, every number as without it
+    engine: Any = None
 
     def __init__(self, env: str | gym.Env, seed: int = 0, mode: str = "exact", policy: str = "tabular",
                  lr: float = 0.05, batch_size: int = 64, grad_steps: int = 20, device: str = "cpu"):
@@ -310,13 +313,17 @@ class Algorithm:
         clipped to total 2-norm ``max_grad_norm`` where it is > 0 (``clip_grad_norm_``; the norm before
         clipping is logged as ``train/grad_norm``), and stepped at each group's learning rate times
         :func:`lr_factor` of the run's optimizer steps, the group's own rate restored afterwards (so an
-        algorithm's own decay of it composes with the schedule)."""
+        algorithm's own decay of it composes with the schedule). Under an :attr:`engine` (several processes)
+        the backward is accelerate's, so the gradient stepped is the processes' average."""
         scaler = getattr(self.policy, "grad_scaler", None)
         groups = self.optimizer.param_groups
+        if self.engine is not None:
+            self.engine.before_fit(self)  # every process has its share of the batch scored (or all stop)
         for _ in range(self.grad_steps):
             self.optimizer.zero_grad()
             loss = loss_fn()
-            (loss if scaler is None else scaler.scale(loss)).backward()
+            scaled = loss if scaler is None else scaler.scale(loss)
+            scaled.backward() if self.engine is None else self.engine.backward(scaled)
             if scaler is not None:
                 scaler.unscale_(self.optimizer)
             if self.max_grad_norm:
@@ -395,21 +402,24 @@ class Algorithm:
               eval_freq: int = 1) -> "Algorithm":
         """Run ``iterations`` more iterations, logging the exact metrics every ``eval_freq``.
 
-        ``callback(algo, metrics)`` runs after each evaluation; returning ``False`` stops early.
+        ``callback(algo, metrics)`` runs after each evaluation; returning ``False`` stops early. Under an
+        :attr:`engine` each iteration and evaluation is the engine's (its shard per process, the main process's
+        evaluation).
         """
         iterations, eval_freq = check_int("iterations", iterations, low=0), check_int("eval_freq", eval_freq, low=1)
         for _ in range(iterations):
             start = time.perf_counter()
             rng_state, samples = copy.deepcopy(self.rng.bit_generator.state), self.samples
             try:
-                diagnostics = self.step()
+                diagnostics = self.step() if self.engine is None else self.engine.step(self)
             except (BudgetExhausted, JudgeError):  # undo the unfinished iteration's draws: a resume redoes it exactly
                 self.rng.bit_generator.state, self.samples = rng_state, samples
                 raise
             self.wall_s += time.perf_counter() - start
             self.iteration += 1
             if self.iteration % eval_freq == 0:
-                values = {**self.evaluate(), **(diagnostics or {})}
+                evaluated = self.evaluate() if self.engine is None else self.engine.evaluate(self)
+                values = {**evaluated, **(diagnostics or {})}
                 for key, value in values.items():
                     self.logger.record(key, value)
                 self.logger.record(metrics.ITERATIONS, self.iteration)

@@ -37,6 +37,17 @@ class Shared:
         return self
 
 
+class Detached:
+    """A reference that ``copy.deepcopy`` drops (None in the copy): a data-parallel wrapper belongs to
+    the live policy, never to a snapshot of it."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def __deepcopy__(self, memo):
+        return Detached()
+
+
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -120,6 +131,7 @@ class LMPolicy(nn.Module):
         self.micro_batch_size = game.micro_batch_size
         self._anchor = torch.ones((), requires_grad=True)  # not a parameter (see _MicroBatchedLogProb)
         self._batch_key, self._batch = None, None
+        self._data_parallel = Detached()  # set_data_parallel's wrapper (None: the model itself)
         self.train(False)
 
     @staticmethod
@@ -164,6 +176,17 @@ class LMPolicy(nn.Module):
     @property
     def game(self):
         return self._game.value
+
+    def set_data_parallel(self, wrapper) -> None:
+        """Route the forward passes that carry a gradient through ``wrapper``, the model as
+        ``accelerator.prepare`` returned it (DDP: the backward averages the gradients over processes);
+        sampling, passes without gradient, checkpoints and export keep the model itself."""
+        self._data_parallel = Detached(wrapper)
+
+    def _grad_model(self):
+        """The model of a forward pass: the data-parallel wrapper where one is set and gradients are on."""
+        wrapper = self._data_parallel.value
+        return self.model if wrapper is None or not torch.is_grad_enabled() else wrapper
 
     def train(self, mode: bool = True):
         """Always eval mode (dropout off): the losses need deterministic log-probabilities. Under
@@ -233,7 +256,7 @@ class LMPolicy(nn.Module):
         ``micro_batch_size`` one per micro-batch and the whole batch's gradient
         (:class:`_MicroBatchedLogProb`)."""
         if not torch.is_grad_enabled() or not self.micro_batch_size or len(contexts) <= self.micro_batch_size:
-            return self._chunked(self.model, contexts, responses)
+            return self._chunked(self._grad_model(), contexts, responses)
         return _MicroBatchedLogProb.apply(self._anchor, self, contexts, responses)
 
     def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -258,7 +281,7 @@ class LMPolicy(nn.Module):
         GRPO's losses, from one forward pass over the batch (not micro-batched); each row sums to
         :meth:`log_prob`."""
         ids, mask, position, P = self._inputs(contexts, responses)
-        model = self._ref.value if reference else self.model
+        model = self._ref.value if reference else self._grad_model()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not reference):
             log_p = self._token_log_probs(model, ids, mask, position, P)
         keep = mask[:, P:].bool()

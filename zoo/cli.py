@@ -18,7 +18,7 @@ from prefzoo.algorithms.checkpoint import CheckpointError
 from prefzoo.envs import game_class
 from prefzoo.envs.metrics import KL_TO_TARGET, QUERIES
 from prefzoo.envs.oracle import declarations
-from prefzoo.zoo import config, papers, rundir, runner
+from prefzoo.zoo import config, distributed, papers, rundir, runner
 from prefzoo.zoo.config import ConfigError, int_at_least
 from prefzoo.zoo.estimators_cli import add_parser as add_estimators_parser
 from prefzoo.zoo.estimators_cli import cmd_estimators
@@ -47,52 +47,82 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {name:{width}s}  {cls.__name__:20s} {'zoo_configs/' + name + '.yml' if has else '(constructor defaults)'}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    """Train one algorithm on one env; logs to ``<log-folder>/<algo>/<env>_<N>/``."""
-    if args.resume is not None:
-        if args.resume != "latest":
-            run_dir = Path(args.resume)
-        elif args.algo and args.env:
-            run_dir = rundir.latest_run_dir(args.log_folder, args.algo, args.env)
-        else:
-            raise ConfigError("--resume needs a run directory, or --algo and --env to pick the latest run")
-        cfg = rundir.load_run_config(run_dir)
-        if args.iterations is not None:  # extends the run (the runner refuses fewer than it has)
-            cfg.iterations = args.iterations
-        if args.max_calls is not None:  # raises the game's budget for the whole run
-            config.set_max_queries(cfg, args.max_calls)
-    else:
+def _train_config(args: argparse.Namespace) -> tuple[config.RunConfig, Path | None]:
+    """The run's config and, on a resume, its directory (None: a fresh run, whose directory is made later)."""
+    if args.resume is None:
         if not args.algo or not args.env:
             raise ConfigError("train needs --algo and --env")
         overrides = config.parse_overrides(args.hp)
-        for key in ("iterations", "eval_freq", "save_freq"):
+        for key in ("iterations", "eval_freq", "save_freq", "nproc"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         cfg = config.resolve(args.algo, args.env, args.seed, overrides, args.config_dir, _device(args, overrides))
         if args.max_calls is not None:
             config.set_max_queries(cfg, args.max_calls)
-        run_dir = rundir.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
-    print(f"seed {cfg.seed}; logging to {run_dir}", flush=True)
+        return cfg, None
+    if args.resume != "latest":
+        run_dir = Path(args.resume)
+    elif args.algo and args.env:
+        run_dir = rundir.latest_run_dir(args.log_folder, args.algo, args.env)
+    else:
+        raise ConfigError("--resume needs a run directory, or --algo and --env to pick the latest run")
+    cfg = rundir.load_run_config(run_dir)
+    if args.iterations is not None:  # extends the run (the runner refuses fewer than it has)
+        cfg.iterations = args.iterations
+    if args.max_calls is not None:  # raises the game's budget for the whole run
+        config.set_max_queries(cfg, args.max_calls)
+    if args.nproc is not None and args.nproc != cfg.nproc:
+        raise ConfigError(f"--nproc {args.nproc}: {run_dir} was trained with nproc={cfg.nproc}, and a resume "
+                          f"continues on {cfg.nproc} processes (leave --nproc out)")
+    return cfg, run_dir
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train one algorithm on one env; logs to ``<log-folder>/<algo>/<env>_<N>/``. A run of ``nproc`` > 1
+    outside a launcher runs this command in ``nproc`` processes (:mod:`prefzoo.zoo.distributed`)."""
+    cfg, run_dir = _train_config(args)
+    processes, world = None, distributed.world_size()
+    if cfg.nproc > 1 and world == 1:
+        sys.exit(distributed.launch(cfg.nproc, args.argv))
+    if world > 1:
+        cfg.nproc = distributed.run_nproc(cfg.nproc, world)
+        processes = distributed.Processes(cfg)
+    writes = processes is None or processes.is_main
+    if writes:
+        run_dir = run_dir or rundir.new_run_dir(args.log_folder, cfg.algo, cfg.env_id)
+        print(f"seed {cfg.seed}; logging to {run_dir}" + (f" ({cfg.nproc} processes)" if processes else ""),
+              flush=True)
+    if processes is not None:
+        run_dir = Path(processes.broadcast(str(run_dir)))
     try:
         result = runner.train(cfg, run_dir, resume=args.resume is not None, progress=args.progress,
-                              command=shlex.join(["prefzoo", *sys.argv[1:]]))
+                              command=shlex.join(["prefzoo", *sys.argv[1:]]), processes=processes)
     except ConfigError:
-        if args.resume is None and {p.name for p in run_dir.iterdir()} <= {rundir.LOCK_FILE}:
+        if writes and args.resume is None and {p.name for p in run_dir.iterdir()} <= {rundir.LOCK_FILE}:
             shutil.rmtree(run_dir)  # the algorithm could not be built: leave no empty run behind
         raise
-    if result["status"] == "already done":
-        return
+    if result["status"] != "already done" and writes:
+        _print_summary(result, run_dir)
+    _exit_status(result["status"], run_dir, writes)
+
+
+def _print_summary(result: dict, run_dir: Path) -> None:
     final = result["metrics"]
     summary = ", ".join(f"{k} {final[k]:.4g}" for k in (result["headline"], KL_TO_TARGET, QUERIES) if k in final)
     print(f"{result['status']} at iteration {result['iteration']}: {summary}")
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
-    if result["status"] == "interrupted":
+
+
+def _exit_status(status: str, run_dir: Path, writes: bool) -> None:
+    """Exit with the code of a run that stopped before its end (interrupted, budget spent, judge failed)."""
+    if status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
-    if result["status"] == runner.BUDGET_SPENT:  # resumable: `train --resume RUN --max-calls N`
+    if status == runner.BUDGET_SPENT:  # resumable: `train --resume RUN --max-calls N`
         sys.exit(EXIT_BUDGET_SPENT)
-    if result["status"] == runner.JUDGE_FAILED:  # resumable once the judge answers again
-        print(f"the judge failed; its answers so far are checkpointed: `prefzoo train --resume {run_dir}`",
-              file=sys.stderr)
+    if status == runner.JUDGE_FAILED:  # resumable once the judge answers again
+        if writes:
+            print(f"the judge failed; its answers so far are checkpointed: `prefzoo train --resume {run_dir}`",
+                  file=sys.stderr)
         sys.exit(EXIT_JUDGE_FAILED)
 
 
@@ -259,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the game's budget of paid queries for the whole run (comparisons; an LM game's model or "
                         "judge calls); a spent run stops with a checkpoint, and a resume with a higher budget "
                         "continues it")
+    p.add_argument("--nproc", type=int_at_least(1), default=None,
+                   help="train on N processes through accelerate (DDP: gloo on CPU, NCCL on GPUs); grpo, online_dpo "
+                        "and online_ipo on prefzoo/LMGame-v0 with policy=hf; N divides batch_size (default: from "
+                        "the config, else 1; under `accelerate launch` its number of processes)")
     p.add_argument("--log-folder", dest="log_folder", default="logs", help="root of the run directories")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                    help="continue a killed run from its last checkpoint (default: the latest run of --algo on --env)")
@@ -341,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc N` runs in each process
     if getattr(args, "threads", 0):
         import torch
 

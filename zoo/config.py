@@ -28,7 +28,7 @@ from prefzoo.algorithms import ALGORITHMS
 from prefzoo.envs.checks import closest_hint, expanded_size
 from prefzoo.envs.oracle import BUDGET_KEYWORD
 
-RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}}
+RUNNER_KEYS = {"iterations": 300, "eval_freq": 1, "save_freq": 50, "env_kwargs": {}, "nproc": 1}
 CONFIG_DIR_ENV = "PREFZOO_CONFIG_DIR"  # overrides the packaged zoo_configs/ (tests, experiments)
 NOT_HYPERPARAMETERS = {"self", "env", "seed"}  # constructor arguments the runner fills itself
 
@@ -205,6 +205,7 @@ class RunConfig:
     save_freq: int = RUNNER_KEYS["save_freq"]
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    nproc: int = RUNNER_KEYS["nproc"]  # training processes (prefzoo.zoo.distributed); 1: this process alone
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,7 +254,7 @@ def validate(cfg: RunConfig, source: str = "") -> RunConfig:
     check_algo(cfg.algo)
     check_env(cfg.env_id)
     check_hyperparameters(cfg.algo, cfg.hyperparams, source=source)
-    for key, low in (("seed", 0), ("iterations", 1), ("eval_freq", 1), ("save_freq", 0)):
+    for key, low in (("seed", 0), ("iterations", 1), ("eval_freq", 1), ("save_freq", 0), ("nproc", 1)):
         value = getattr(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}{' (0 disables)' if key == 'save_freq' else ''}, "
@@ -272,12 +273,13 @@ def config_hash(cfg: RunConfig) -> str:
 
 def fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The config a checkpoint belongs to, flattened (``hyperparams.lr``, ``env_kwargs.n_actions``),
-    without the budgets ``iterations`` and ``env_kwargs.max_queries``."""
+    without the budgets ``iterations`` and ``env_kwargs.max_queries``, and without ``nproc`` where it is 1
+    (so the checkpoints written before it existed still match their configs)."""
     flat = {}
     for key, value in cfg.to_dict().items():
         if isinstance(value, dict) and key in ("hyperparams", "env_kwargs"):
             flat.update({f"{key}.{name}": item for name, item in value.items() if name != BUDGET_KEYWORD})
-        elif key != "iterations":
+        elif key != "iterations" and not (key == "nproc" and value == 1):
             flat[key] = value
     return flat
 

@@ -13,6 +13,11 @@ warning. It loads the latest checkpoint (iteration k), keeps the ``progress.csv`
 ``time/iterations <= k`` and continues appending; TensorBoard reopens with ``purge_step = k+1``
 so events a killed run wrote after its checkpoint are hidden. Since every algorithm saves its
 rng and optimizer state, a resumed run ends with the same metrics as an uninterrupted one.
+
+A run of ``nproc`` > 1 processes (:mod:`prefzoo.zoo.distributed`) is trained by each of them with its
+:class:`~prefzoo.zoo.distributed.Processes`: the main process does all of the above, the others train
+and write nothing; the decisions that read the run directory or the evaluations (which checkpoint,
+when to stop) are the main process's, broadcast.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 import prefzoo
+from prefzoo.algorithms.checkpoint import read_checkpoint
 from prefzoo.envs.judges import JudgeError
 from prefzoo.envs.metrics import ITERATIONS, QUERIES
 from prefzoo.envs.oracle import BudgetExhausted
@@ -88,17 +94,30 @@ def build(cfg: RunConfig, env: gym.Env | None = None):
 
 def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
           verbose: bool | None = None, budget: int | None = None, report: Report | None = None,
-          command: str | None = None, handle_sigint: bool = True) -> dict[str, Any]:
+          command: str | None = None, handle_sigint: bool = True, processes=None) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in ``run_dir`` under the directory's lock (:func:`~prefzoo.zoo.rundir.run_lock`);
     see :func:`_train` for the arguments. A run that fails once its files exist is marked with
-    a ``FAILED`` file holding the error (removed when a resume later finishes it)."""
+    a ``FAILED`` file holding the error (removed when a resume later finishes it). A process of a run
+    across processes (``processes``: :class:`~prefzoo.zoo.distributed.Processes`) other than the main one
+    neither locks nor writes the directory.
+
+    Raises:
+        ConfigError: ``cfg.nproc`` > 1 without ``processes`` (``compare``, ``tune``, a Python call).
+    """
     run_dir = Path(run_dir)
     cfg = validate(cfg)
+    if cfg.nproc > 1 and processes is None:
+        raise ConfigError(f"nproc={cfg.nproc} trains across processes: `prefzoo train --nproc {cfg.nproc}` or "
+                          f"`accelerate launch --num_processes {cfg.nproc} -m prefzoo train ...`; compare, tune and "
+                          "Python calls train in one process (nproc=1)")
+    options = dict(resume=resume, progress=progress, verbose=verbose, budget=budget, report=report, command=command,
+                   handle_sigint=handle_sigint, processes=processes)
+    if processes is not None and not processes.is_main:
+        return _train(cfg, run_dir, **options)
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.run_lock(run_dir):
         try:
-            return _train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose, budget=budget,
-                          report=report, command=command, handle_sigint=handle_sigint)
+            return _train(cfg, run_dir, **options)
         except Exception as err:
             if (run_dir / "config.yml").is_file() and not isinstance(err, ConfigError):
                 (run_dir / rundir.FAILED_FILE).write_text(f"{type(err).__name__}: {err}\n")
@@ -106,7 +125,8 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
 
 
 def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbose: bool | None,
-           budget: int | None, report: Report | None, command: str | None, handle_sigint: bool) -> dict[str, Any]:
+           budget: int | None, report: Report | None, command: str | None, handle_sigint: bool,
+           processes) -> dict[str, Any]:
     """Run (or resume) ``cfg`` in ``run_dir``; returns the last logged metrics and the status.
 
     Args:
@@ -118,52 +138,92 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbo
         verbose: SB3's stdout table at each evaluation (default: when there is no bar).
         handle_sigint: first Ctrl-C = stop at the next evaluation and checkpoint (off in
             ``compare``'s workers, whose parent handles Ctrl-C).
+        processes: this process's :class:`~prefzoo.zoo.distributed.Processes` in a run across
+            processes (None: one process); only the main one writes.
     """
+    writes = processes is None or processes.is_main
     try:
         algo = build(cfg)
     except (TypeError, ValueError, FileNotFoundError) as err:  # bad arguments, a model path that is not there
         raise ConfigError(f"cannot build {cfg.algo} on {cfg.env_id}: {err}") from None
-    start, checkpoint = rundir.intact_checkpoint(run_dir) if resume else (None, None)  # None: a fresh start
-    if start is not None:
-        rundir.check_resumable(cfg, checkpoint, start, run_dir)
-        if start == cfg.iterations and rundir.finished(run_dir):
-            print(f"{run_dir} already finished its {start} iterations; nothing to do "
-                  f"(extend it with --iterations N > {start})", file=sys.stderr)
-            return {"run_dir": str(run_dir), "status": "already done", "iteration": start, "metrics": {},
-                    "seconds": 0.0, "headline": algo.game.headline}
-        algo.load_state_dict(checkpoint["state"])
-        print(f"resuming {run_dir} from iteration {start}", file=sys.stderr)
-    rundir.prepare_run_dir(cfg, run_dir, resume=resume, command=command)
-    logger = make_logger(run_dir, stdout=not progress if verbose is None else verbose, resume_iteration=start)
+    if processes is not None:
+        processes.attach(algo)
+    start, done = _restore(algo, cfg, run_dir, resume, processes)
+    if done:
+        return {"run_dir": str(run_dir), "status": "already done", "iteration": start, "metrics": {},
+                "seconds": 0.0, "headline": algo.game.headline}
+    logger, lost = (_open_logs(cfg, run_dir, start, resume, not progress if verbose is None else verbose, command)
+                    if writes else (Logger(folder=None, output_formats=[]), False))
     algo.set_logger(logger)
     state = LoopState(logged=start)
-    if start is None:
-        record_config(logger, cfg)
-    logged = rundir.progress_arrays(run_dir).get(ITERATIONS, ())
-    lost = start is not None and start % cfg.eval_freq == 0 and start not in logged  # cut short by the budget
-    if start is None or lost:
+    if start is None or (lost if processes is None else processes.broadcast(lost)):
         _log_first(algo, logger, state)
-    bar = tqdm(total=cfg.iterations, initial=algo.iteration, disable=not progress, unit="it",
+    bar = tqdm(total=cfg.iterations, initial=algo.iteration, disable=not (progress and writes), unit="it",
                desc=f"{cfg.algo} s{cfg.seed}", dynamic_ncols=True)
+    callback = _evaluation_callback(state, bar, budget, report)
     t0 = time.perf_counter()
     try:
         with graceful_interrupt(state) if handle_sigint else contextlib.nullcontext():
-            _learn_in_chunks(algo, cfg, run_dir, state, _evaluation_callback(state, bar, budget, report))
+            _learn_in_chunks(algo, cfg, run_dir, state, callback if processes is None
+                             else _shared_callback(callback, state, processes), writes)
     except KeyboardInterrupt:
         bar.close()
         logger.close()
         print(f"aborted; the last checkpoint in {run_dir / 'checkpoints'} is intact", file=sys.stderr)
         raise
-    _finish(algo, cfg, run_dir, logger, state)
+    _finish(algo, cfg, run_dir, logger, state, writes)
     bar.close()
     logger.close()
-    rundir.write_evaluations(run_dir)
-    (run_dir / rundir.FAILED_FILE).unlink(missing_ok=True)
-    if state.stop == "interrupted":
+    if writes:
+        rundir.write_evaluations(run_dir)
+        (run_dir / rundir.FAILED_FILE).unlink(missing_ok=True)
+    if state.stop == "interrupted" and writes:
         print(f"interrupted at iteration {algo.iteration}; checkpoint saved. Resume with "
               f"`prefzoo train --resume {run_dir}`", file=sys.stderr)
     return {"run_dir": str(run_dir), "status": state.stop or "done", "iteration": algo.iteration,
             "metrics": state.metrics, "seconds": time.perf_counter() - t0, "headline": algo.game.headline}
+
+
+def _restore(algo, cfg: RunConfig, run_dir: Path, resume: bool, processes) -> tuple[int | None, bool]:
+    """``(start, done)``: the iteration of the checkpoint loaded into ``algo`` (None: a fresh start), and
+    whether the run had already finished there (nothing loaded). Across processes the main one picks
+    and checks the checkpoint, and every process loads that one."""
+    writes = processes is None or processes.is_main
+    start, checkpoint = rundir.intact_checkpoint(run_dir) if resume and writes else (None, None)  # None: fresh
+    if start is not None:
+        rundir.check_resumable(cfg, checkpoint, start, run_dir)
+    done = start == cfg.iterations and rundir.finished(run_dir)
+    if processes is not None:
+        start, done = processes.broadcast((start, done))
+        if start is not None and checkpoint is None and not done:
+            checkpoint = read_checkpoint(rundir.checkpoint_path(run_dir, start))
+    if done:
+        if writes:
+            print(f"{run_dir} already finished its {start} iterations; nothing to do "
+                  f"(extend it with --iterations N > {start})", file=sys.stderr)
+        return start, True
+    if start is not None:
+        algo.load_state_dict(checkpoint["state"])
+        if writes:
+            print(f"resuming {run_dir} from iteration {start}", file=sys.stderr)
+    return start, False
+
+
+def _open_logs(cfg: RunConfig, run_dir: Path, start: int | None, resume: bool, stdout: bool,
+               command: str | None) -> tuple[Logger, bool]:
+    """Write the run files, open the logger (the config recorded on a fresh run) and say whether the
+    scheduled evaluation at the checkpoint ``start`` is missing from ``progress.csv`` (cut short by the budget)."""
+    rundir.prepare_run_dir(cfg, run_dir, resume=resume, command=command)
+    logger = make_logger(run_dir, stdout=stdout, resume_iteration=start)
+    if start is None:
+        record_config(logger, cfg)
+    logged = rundir.progress_arrays(run_dir).get(ITERATIONS, ())
+    return logger, start is not None and start % cfg.eval_freq == 0 and start not in logged
+
+
+def _evaluate(algo) -> dict[str, float]:
+    """``algo.evaluate()``, or its engine's (the main process's evaluation) across processes."""
+    return algo.evaluate() if algo.engine is None else algo.engine.evaluate(algo)
 
 
 def _log_first(algo, logger: Logger, state: LoopState) -> None:
@@ -172,7 +232,7 @@ def _log_first(algo, logger: Logger, state: LoopState) -> None:
     budget ran out during it). A budget spent by this evaluation stops the run cleanly (resumable
     with a larger one)."""
     try:
-        log_metrics(logger, algo.evaluate(), algo.iteration)
+        log_metrics(logger, _evaluate(algo), algo.iteration)
     except STOPS as err:
         _stop(state, err)
         return
@@ -211,9 +271,22 @@ def _evaluation_callback(state: LoopState, bar, budget: int | None, report: Repo
     return callback
 
 
-def _learn_in_chunks(algo, cfg: RunConfig, run_dir: Path, state: LoopState, callback) -> None:
+def _shared_callback(callback, state: LoopState, processes):
+    """``callback`` in the main process; then every process takes the main's decision (stop or go on)."""
+
+    def shared(algo, metrics: dict[str, float]) -> bool:
+        if processes.is_main:
+            callback(algo, metrics)
+        state.stop, state.logged = processes.broadcast(state.stop), algo.iteration
+        return state.stop is None
+
+    return shared
+
+
+def _learn_in_chunks(algo, cfg: RunConfig, run_dir: Path, state: LoopState, callback, writes: bool = True) -> None:
     """``learn`` up to ``cfg.iterations`` in chunks that end at each ``save_freq`` multiple, with a
-    checkpoint there and wherever the run stops early (a capped judge included: resumable)."""
+    checkpoint there and wherever the run stops early (a capped judge included: resumable), written
+    where ``writes``."""
     save_freq = cfg.save_freq or cfg.iterations
     while algo.iteration < cfg.iterations and state.stop is None:
         chunk = min(save_freq - algo.iteration % save_freq, cfg.iterations - algo.iteration)
@@ -221,17 +294,19 @@ def _learn_in_chunks(algo, cfg: RunConfig, run_dir: Path, state: LoopState, call
             algo.learn(chunk, callback=callback, eval_freq=cfg.eval_freq)
         except STOPS as err:
             _stop(state, err)
-        if algo.iteration % save_freq == 0 or state.stop:
+        if (algo.iteration % save_freq == 0 or state.stop) and writes:
             _save_checkpoint(algo, cfg, run_dir)
 
 
-def _finish(algo, cfg: RunConfig, run_dir: Path, logger: Logger, state: LoopState) -> None:
+def _finish(algo, cfg: RunConfig, run_dir: Path, logger: Logger, state: LoopState, writes: bool = True) -> None:
     """Log the final iterate (unless just logged, or the oracle stopped the run), save the last
     checkpoint (unless interrupted: the last one is intact) and the final policy (unless the run is
-    to go on: interrupted, or its judge failed)."""
+    to go on: interrupted, or its judge failed); only the evaluation where not ``writes``."""
     if state.logged != algo.iteration and state.stop not in (BUDGET_SPENT, JUDGE_FAILED):
-        state.metrics = algo.evaluate()
+        state.metrics = _evaluate(algo)
         log_metrics(logger, state.metrics, algo.iteration)
+    if not writes:
+        return
     if state.stop != "interrupted":
         _save_checkpoint(algo, cfg, run_dir)
     if state.stop not in ("interrupted", JUDGE_FAILED):
