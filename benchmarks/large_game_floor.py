@@ -56,7 +56,7 @@ ONLINE = {"wind": {"batch_size": 4096, "grad_steps": 5, "eta": 1.0},
           "sppo": {"batch_size": 410, "grad_steps": 5},
           "online_dpo": {"batch_size": 4096, "grad_steps": 5},
           "grpo": {"batch_size": 683}}
-FLOOR_CAP, ONLINE_CAP, QUICK_CAPS = 300_000, 400_000, (40_000, 40_000)
+FLOOR_CAP, ONLINE_CAP, QUICK_CAPS = 300_000, 400_000, (16_384, 16_384)
 ONLINE_EVAL_FREQ, FLOOR_EVAL_FREQ = 2, 4  # iterations between evaluations (8,192 and 2,048 queries)
 FIGURE_COPY = Path(__file__).parent / "figures" / "large_game_floor.png"
 

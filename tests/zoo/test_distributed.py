@@ -164,6 +164,7 @@ def test_a_two_process_run_resumes_on_two_processes(grpo_run, one_thread):
     assert_same_run(algo, run_dir, 3)
 
 
+@pytest.mark.slow  # the GRPO test covers the machinery in the default suite; this one adds a second loss (12 s)
 def test_two_processes_train_online_dpo_as_one_on_the_whole_batch(tmp_path, one_thread):
     train(tmp_path, "--algo", "online_dpo", "--env", ENV, "--nproc", str(NPROC), "--iterations", "2", "--eval-freq",
           "2", "--save-freq", "1", "--hp", "batch_size=8")
