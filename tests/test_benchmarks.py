@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))  # _quick.py: a helper
-NEEDS = {"lm_throughput": ("transformers",), "sweep_scaling": ("ray",)}  # optional packages a script imports
+# optional packages a script imports (lm_vs_trl: the [peers] extra, not in [test])
+NEEDS = {"lm_throughput": ("transformers",), "lm_vs_trl": ("trl",), "sweep_scaling": ("ray",)}
 OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate", "large_game_floor"}  # scripts that write files: into tmp_path, never the repo
 
 PAIR = re.compile(r"([A-Za-z_][\w./-]*)=(\S+)")
