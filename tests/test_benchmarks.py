@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))  # _quick.py: a helper
 # optional packages a script imports (lm_vs_trl: the [peers] extra, not in [test])
 NEEDS = {"lm_throughput": ("transformers",), "lm_vs_trl": ("trl",), "sweep_scaling": ("ray",)}
-OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate", "large_game_floor"}  # scripts that write files: into tmp_path, never the repo
+# scripts that write files: into tmp_path, never the repo
+OUT_FLAG = {"query_floor", "reproduce_wind", "last_iterate", "large_game_floor"}
 
 PAIR = re.compile(r"([A-Za-z_][\w./-]*)=(\S+)")
 # a value is a number, optionally marked as a bound (query_floor's "<0.64") or labelled (last_iterate's
