@@ -10,9 +10,10 @@ KL(π*_β ‖ π_θ) are exact over all V^L sequences.
 ``gru`` (:class:`ResidualGRUPolicy`): a neural sequence policy, π_θ(y_t | x, y_<t) =
 softmax(log q(·|s_t, x) + W·h_t) with h_t a GRU over the prompt, the tokens so far and the partial
 answer c_t (a function of those tokens that it reads as an input, as a language model reads its
-own text, instead of learning the mod-K counter from a comparison signal: measured, without it WIND
-left KL(π*_β ‖ π) unchanged within 20k comparisons); one network shared across prompts,
-positions and states, no table. Its metrics are Monte Carlo estimates
+own text, instead of learning the mod-K counter from a comparison signal: without it, WIND did not
+lower KL(π*_β ‖ π) within 20–30k comparisons in the two settings tried; with it, learning still
+slows as V and L grow: 0.78 → 0.67 in 41k comparisons at V = 4, L = 20, no progress in 80k at
+V = 10, L = 12 with lr ≤ 0.003); one network shared across prompts, positions and states, no table. Its metrics are Monte Carlo estimates
 (:class:`~prefzoo.envs.answer_token.SampledPolicy`: ``est/`` keys with standard errors).
 
 Both start at π_ref exactly (θ = 0, W = 0). Responses are the game's handles of token rows
