@@ -13,8 +13,9 @@ answer c_t (a function of those tokens that it reads as an input, as a language 
 own text, instead of learning the mod-K counter from a comparison signal: without it, WIND did not
 lower KL(π*_β ‖ π) within 20–30k comparisons in the two settings tried; with it, learning still
 slows as V and L grow: 0.78 → 0.67 in 41k comparisons at V = 4, L = 20, no progress in 80k at
-V = 10, L = 12 with lr ≤ 0.003); one network shared across prompts, positions and states, no table. Its metrics are Monte Carlo estimates
-(:class:`~prefzoo.envs.answer_token.SampledPolicy`: ``est/`` keys with standard errors).
+V = 10, L = 12 with lr ≤ 0.003); one network shared across prompts, positions and states, no table.
+Its metrics are Monte Carlo estimates (:class:`~prefzoo.envs.answer_token.SampledPolicy`: ``est/``
+keys with standard errors).
 
 Both start at π_ref exactly (θ = 0, W = 0). Responses are the game's handles of token rows
 (``game.add_rows``); the losses call the bandit policies' methods.
