@@ -120,8 +120,9 @@ class AutomatonPolicy(AnswerTokenPolicy):
 
 
 class ResidualGRUPolicy(AnswerTokenPolicy):
-    """A GRU over the prompt and the tokens so far whose output is added to π_ref's next-token
-    logits (module docstring); ``hidden`` units, the output layer zero at init (π_θ = π_ref)."""
+    """A GRU over the prompt, the tokens so far and the partial answer, whose output is added to
+    π_ref's next-token logits (module docstring); ``hidden`` units, the output layer zero at init
+    (π_θ = π_ref)."""
 
     def __init__(self, game: PreferenceOracle, device: torch.device, hidden: int = 64):
         super().__init__(game, device)
@@ -173,7 +174,7 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Handles of one sample per context, drawn with the caller's numpy generator."""
-        return self.game.add_rows(self.sample_rows(contexts, rng))
+        return self.sample_mixture(contexts, rng, 0.0)
 
     @torch.no_grad()
     def score_rows(self, contexts: np.ndarray, tokens: np.ndarray, ref_weight: float = 0.0) -> np.ndarray:
@@ -189,7 +190,8 @@ class ResidualGRUPolicy(AnswerTokenPolicy):
         return [path]
 
     def sample_mixture(self, contexts: np.ndarray, rng: np.random.Generator, ref_weight: float) -> np.ndarray:
-        """Handles of one sample per context from the token-level mixture (Nash-MD's opponent)."""
+        """Handles of one sample per context from the token-level mixture of ``ref_weight`` (Nash-MD's
+        opponent; 0: the policy itself)."""
         return self.game.add_rows(self.sample_rows(contexts, rng, ref_weight))
 
     def game_view(self, ref_weight: float = 0.0) -> SampledPolicy:
