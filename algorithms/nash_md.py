@@ -15,7 +15,7 @@ from scipy.special import log_softmax
 
 from prefzoo.envs import metrics
 from prefzoo.envs.checks import check_choice, check_real
-from prefzoo.envs.oracle import sample_categorical
+from prefzoo.envs.oracle import sample_table_rows
 
 from .base import Algorithm
 from .wind import context_offset, regression_loss, wind_score
@@ -160,7 +160,7 @@ class NashMD(_RegularizedNash):
         xs, ys = self.tensor(x, torch.long), self.tensor(y, torch.long)
         log_old, log_ref = self.frozen_log_probs(xs, ys)
         y_mix = (self.policy.sample_mixture(x, self.rng, eta * self.tau) if self.mixture == "token"
-                 else sample_categorical(self.policy_probs()[x], self.rng))
+                 else sample_table_rows(self.policy_probs(), x, self.rng))
         self.samples += len(x)
         b = self.compare(x, y, y_mix)
         loss = self._regress(x, y, b, lambda lp, c: wind_score(lp, log_old, log_ref, c, eta, self.tau))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prefzoo.envs.checks import check_choice
-from prefzoo.envs.oracle import PreferenceOracle
+from prefzoo.envs.oracle import PreferenceOracle, sample_table_rows
 
 from .automaton_policy import AutomatonPolicy, ResidualGRUPolicy
 from .sequence_policy import SEQUENCE_POLICIES
@@ -56,17 +56,9 @@ class BanditPolicy(nn.Module):
         return p / p.sum(axis=1, keepdims=True)
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One response per context, drawn with the caller's numpy generator: the draws of
-        :func:`~prefzoo.envs.oracle.sample_categorical` on ``probs()[contexts]`` (one uniform per
-        row, inverse CDF), with each distinct context's CDF built once and searched, O(X·Y + n log Y)
-        instead of O(n·Y) memory and time."""
-        cdf = np.cumsum(self.probs(), axis=-1)
-        u = rng.random(len(contexts)) * cdf[contexts, -1]
-        out = np.empty(len(contexts), dtype=np.int64)
-        for x in np.unique(contexts):
-            rows = np.flatnonzero(contexts == x)
-            out[rows] = np.searchsorted(cdf[x], u[rows], side="left")  # = (u > cdf).sum()
-        return np.minimum(out, cdf.shape[-1] - 1)
+        """One response per context, drawn with the caller's numpy generator
+        (:func:`~prefzoo.envs.oracle.sample_table_rows` on ``probs()``)."""
+        return sample_table_rows(self.probs(), contexts, rng)
 
 
 class TabularPolicy(BanditPolicy):

@@ -26,7 +26,7 @@ from scipy.special import logsumexp, softmax
 from . import metrics
 from .checks import check_array, check_choice, check_int, check_memory, check_real
 from .game import PreferenceGame, env_game, make_game, soft_best_response_value
-from .oracle import PreferenceOracle, iid_mean_se, kl_divergence, sample_categorical
+from .oracle import PreferenceOracle, iid_mean_se, kl_divergence, sample_categorical, sample_table_rows
 from .token_episode import Ending, TokenEpisode, TokenEpisodeEnv
 
 
@@ -103,7 +103,7 @@ class CandidatePolicy:
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exact samples: token rows [n, L] for contexts [n]."""
         contexts = np.asarray(contexts)
-        return self.rows[contexts, sample_categorical(self.probs[contexts], rng)]
+        return self.rows[contexts, sample_table_rows(self.probs, contexts, rng)]
 
     def export(self, run_dir: str | os.PathLike) -> list[Path]:
         """``candidate_policy.npz`` (``rows`` [X, M, L], ``probs`` [X, M]) in ``run_dir``; returns the path."""

@@ -40,6 +40,20 @@ def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.minimum((u > cdf).sum(axis=-1), probs.shape[-1] - 1)
 
 
+def sample_table_rows(table: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw from each row ``table[rows]`` of a table [m, Y] (row indices [n]): the draws of
+    ``sample_categorical(table[rows], rng)``, with each distinct row's CDF built once and searched,
+    O(m·Y + n log Y) instead of O(n·Y) memory and time."""
+    rows = np.asarray(rows)
+    cdf = np.cumsum(table, axis=-1)
+    u = rng.random(len(rows)) * cdf[rows, -1]
+    out = np.empty(len(rows), dtype=np.int64)
+    for row in np.unique(rows):
+        where = np.flatnonzero(rows == row)
+        out[where] = np.searchsorted(cdf[row], u[where], side="left")  # = (u > cdf).sum(), as sample_categorical
+    return np.minimum(out, table.shape[-1] - 1)
+
+
 def kl_divergence(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
     """KL(p‖q) over the last axis from log-probabilities (p and q each summing to 1).
 
@@ -108,7 +122,7 @@ class TablePolicy:
         self.log_table = np.asarray(log_probs, dtype=np.float64)
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return sample_categorical(self.table[np.asarray(contexts)], rng)
+        return sample_table_rows(self.table, contexts, rng)
 
     def export(self, run_dir: str | os.PathLike) -> list[Path]:
         """Write the table as ``policy.npy`` in ``run_dir``; returns the path written."""
@@ -265,7 +279,7 @@ class PreferenceOracle:
 
     def sample_responses(self, pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One response per context from a policy table ``pi`` [X, Y]."""
-        return sample_categorical(pi[contexts], rng)
+        return sample_table_rows(pi, contexts, rng)
 
     def sample_ref(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One response per context from π_ref."""
