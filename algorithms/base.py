@@ -323,7 +323,10 @@ class Algorithm:
             self.optimizer.zero_grad()
             loss = loss_fn()
             scaled = loss if scaler is None else scaler.scale(loss)
-            scaled.backward() if self.engine is None else self.engine.backward(scaled)
+            if self.engine is None:
+                scaled.backward()
+            else:
+                self.engine.backward(scaled)
             if scaler is not None:
                 scaler.unscale_(self.optimizer)
             if self.max_grad_norm:
@@ -333,7 +336,10 @@ class Algorithm:
             factor = lr_factor(self.optimizer_steps, self.lr_schedule, self.warmup_steps, self.lr_schedule_steps)
             for group in groups:
                 group["lr"] *= factor
-            self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
+            if scaler is None:
+                self.optimizer.step()
+            else:
+                scaler.step(self.optimizer)
             for group, rate in zip(groups, rates, strict=True):
                 group["lr"] = rate
             if scaler is not None:
