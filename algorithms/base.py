@@ -275,6 +275,13 @@ class Algorithm:
             self.duel_regret.add(self.game.P, contexts, y, y2)
         return wins.astype(np.float64)
 
+    def read_rewards(self, contexts, responses) -> np.ndarray:
+        """The game's counted rewards r(x, y) (a ``has_reward`` game), each one of this run's queries."""
+        before = self.game.queries
+        rewards = self.game.rewards(contexts, responses)
+        self.queries += self.game.queries - before
+        return rewards
+
     def sample_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` contexts from ρ and one response each from the current policy, per column."""
         contexts = self.game.sample_contexts(n, self.rng)

@@ -44,14 +44,6 @@ def compare_within_groups(algo: Algorithm, contexts: np.ndarray, responses: np.n
     return wins
 
 
-def read_rewards(algo: Algorithm, contexts: np.ndarray, responses: np.ndarray) -> np.ndarray:
-    """The game's counted rewards r(x, y) (a ``has_reward`` game), each one of the algorithm's queries."""
-    before = algo.game.queries
-    rewards = algo.game.rewards(contexts, responses)
-    algo.queries += algo.game.queries - before
-    return rewards
-
-
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("sequence", "token")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -232,7 +224,7 @@ class GRPO(Algorithm):
         x = np.repeat(self.game.sample_contexts(n, self.rng), G)
         y = self.sample_responses(x)
         if self.game.has_reward:
-            rewards = read_rewards(self, x, y).reshape(n, G)
+            rewards = self.read_rewards(x, y).reshape(n, G)
         else:
             rewards = group_win_rewards(compare_within_groups(self, x.reshape(n, G), y.reshape(n, G)))
         advantages = self.advantages(self.tensor(rewards)).reshape(-1)

@@ -24,7 +24,6 @@ from prefzoo.envs import metrics
 from prefzoo.envs.checks import check_real
 
 from .base import Algorithm
-from .grpo import read_rewards
 
 LOSSES = ("sigmoid", "ipo")
 
@@ -97,7 +96,7 @@ class OnlineDPO(Algorithm):
     def step(self):
         x, y, y2 = self.sample_pairs()
         if self.game.has_reward:
-            b = self.tensor(reward_labels(*read_rewards(self, np.concatenate([x, x]), np.concatenate([y, y2]))
+            b = self.tensor(reward_labels(*self.read_rewards(np.concatenate([x, x]), np.concatenate([y, y2]))
                                           .reshape(2, -1)))
         else:
             b = self.tensor(self.compare(x, y, y2))
