@@ -235,11 +235,16 @@ class LMPolicy(nn.Module):
                            use_cache=False).logits[:, P - 1:-1]
         return self.game.sampling.log_softmax(logits, ids, P - mask[:, :P].sum(1), P)
 
-    def _sequence_log_prob(self, model, contexts, responses) -> torch.Tensor:
+    def _picked(self, model, contexts, responses) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π(y_t|x, y_<t) [n, R], 0 past each response's end; the response mask [n, R], bool)."""
         ids, mask, position, P = self._inputs(contexts, responses)
+        keep = mask[:, P:].bool()
         picked = self._token_log_probs(model, ids, mask, position, P).gather(-1, ids[:, P:, None])[..., 0]
         # masked with where, not a product: a padded position may hold -inf under a truncating setting
-        return torch.where(mask[:, P:].bool(), picked, 0.0).sum(1)
+        return torch.where(keep, picked, 0.0), keep
+
+    def _sequence_log_prob(self, model, contexts, responses) -> torch.Tensor:
+        return self._picked(model, contexts, responses)[0].sum(1)
 
     def _chunks(self, n: int) -> list[slice]:
         size = self.micro_batch_size or max(n, 1)
@@ -280,12 +285,9 @@ class LMPolicy(nn.Module):
         gradient), 0 past each response's end, and the response mask [n, R] (bool): the per-token terms of
         GRPO's losses, from one forward pass over the batch (not micro-batched); each row sums to
         :meth:`log_prob`."""
-        ids, mask, position, P = self._inputs(contexts, responses)
         model = self._ref.value if reference else self._grad_model()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not reference):
-            log_p = self._token_log_probs(model, ids, mask, position, P)
-        keep = mask[:, P:].bool()
-        picked = torch.where(keep, log_p.gather(-1, ids[:, P:, None])[..., 0], 0.0)
+            picked, keep = self._picked(model, contexts, responses)
         if reference and torch.isneginf(picked).any():
             self.ref_log_prob(contexts, responses)  # raises, naming the truncating settings
         return picked, keep
