@@ -411,6 +411,11 @@ class Algorithm:
         out.update(self.duel_regret.averages())
         return out
 
+    def run_evaluation(self) -> dict[str, float]:
+        """What a run logs: :meth:`evaluate`, or under an :attr:`engine` the engine's (the main
+        process's evaluation, its counters shared with every process)."""
+        return self.evaluate() if self.engine is None else self.engine.evaluate(self)
+
     def learn(self, iterations: int, callback: Callable[["Algorithm", dict], bool | None] | None = None,
               eval_freq: int = 1) -> "Algorithm":
         """Run ``iterations`` more iterations, logging the exact metrics every ``eval_freq``.
@@ -431,8 +436,7 @@ class Algorithm:
             self.wall_s += time.perf_counter() - start
             self.iteration += 1
             if self.iteration % eval_freq == 0:
-                evaluated = self.evaluate() if self.engine is None else self.engine.evaluate(self)
-                values = {**evaluated, **(diagnostics or {})}
+                values = {**self.run_evaluation(), **(diagnostics or {})}
                 for key, value in values.items():
                     self.logger.record(key, value)
                 self.logger.record(metrics.ITERATIONS, self.iteration)

@@ -221,18 +221,13 @@ def _open_logs(cfg: RunConfig, run_dir: Path, start: int | None, resume: bool, s
     return logger, start is not None and start % cfg.eval_freq == 0 and start not in logged
 
 
-def _evaluate(algo) -> dict[str, float]:
-    """``algo.evaluate()``, or its engine's (the main process's evaluation) across processes."""
-    return algo.evaluate() if algo.engine is None else algo.engine.evaluate(algo)
-
-
 def _log_first(algo, logger: Logger, state: LoopState) -> None:
     """The evaluation at the starting iteration: π_ref on a fresh run (every curve starts at the
     same point), and on a resume whose scheduled evaluation at its checkpoint was lost (the game's
     budget ran out during it). A budget spent by this evaluation stops the run cleanly (resumable
     with a larger one)."""
     try:
-        log_metrics(logger, _evaluate(algo), algo.iteration)
+        log_metrics(logger, algo.run_evaluation(), algo.iteration)
     except STOPS as err:
         _stop(state, err)
         return
@@ -303,7 +298,7 @@ def _finish(algo, cfg: RunConfig, run_dir: Path, logger: Logger, state: LoopStat
     checkpoint (unless interrupted: the last one is intact) and the final policy (unless the run is
     to go on: interrupted, or its judge failed); only the evaluation where not ``writes``."""
     if state.logged != algo.iteration and state.stop not in (BUDGET_SPENT, JUDGE_FAILED):
-        state.metrics = _evaluate(algo)
+        state.metrics = algo.run_evaluation()
         log_metrics(logger, state.metrics, algo.iteration)
     if not writes:
         return
