@@ -100,10 +100,7 @@ def run_all(lengths, seeds, candidates, caps, workers) -> dict:
 
 
 def plot(log_sizes, table, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prefzoo.zoo.plots import plt, save_figure  # pyplot on the Agg backend
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for k, player in enumerate(["floor", *ONLINE]):
@@ -122,10 +119,7 @@ def plot(log_sizes, table, path: Path) -> None:
                  "△: not reached in every seed within the cap (a lower bound)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def floor_summary(results, length, seeds, candidates, cap):

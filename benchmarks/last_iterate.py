@@ -150,10 +150,7 @@ def verdicts(curves, samples, ref_expl) -> list[tuple[str, str, str, bool]]:
 
 
 def plot(curves, iterations, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prefzoo.zoo.plots import plt, save_figure  # pyplot on the Agg backend
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     for row, g in enumerate(GAMES):
@@ -170,10 +167,7 @@ def plot(curves, iterations, path: Path) -> None:
     for ax in axes[1]:
         ax.set_xlabel(f"iteration (exact mode, last iterate; {iterations} iterations)")
     axes[0, 1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -141,10 +141,7 @@ def summary(values, cap=None) -> tuple[float, int, bool]:
 
 
 def plot(games, sizes, table, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prefzoo.zoo.plots import plt, save_figure  # pyplot on the Agg backend
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -169,10 +166,7 @@ def plot(games, sizes, table, path: Path) -> None:
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def fmt(mean, reached, bound, n, cap=None) -> str:

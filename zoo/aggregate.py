@@ -163,10 +163,7 @@ def write_aggregates(rows: list[dict], out: str | Path, title: str = "benchmark"
 
 
 def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prefzoo.zoo.plots import plt, save_figure  # pyplot on the Agg backend
 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     paths = []
@@ -180,10 +177,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
     ax.set_xlabel("IQM of normalized exploitability (lower is better)")
     ax.set_title(f"{title}\nIQM, {CONFIDENCE:.0%} stratified-bootstrap interval", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "aggregate_iqm.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "aggregate_iqm.png"))
 
     all_scores = np.concatenate([s for a in algos for s in data[a].values()])
     taus = np.linspace(0.0, max(1.0, float(all_scores.max())) * 1.02, 101)
@@ -198,10 +192,7 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
     ax.set_title(f"{title}\nperformance profiles, {CONFIDENCE:.0%} pointwise intervals", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    paths.append(out / "performance_profile.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "performance_profile.png"))
 
     if len(algos) > 1:
         items = [((a, b), pairs[a, b]) for a, b in itertools.combinations(algos, 2)]  # better-ranked first
@@ -216,8 +207,5 @@ def _plots(data, algos, iqms, pairs, out: Path, title: str) -> list[Path]:
         ax.set_xlim(0, 1)
         ax.set_xlabel("probability of improvement")
         ax.set_title(f"{title}\nprobability of improvement, {CONFIDENCE:.0%} interval", fontsize=10)
-        fig.tight_layout()
-        paths.append(out / "improvement.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / "improvement.png"))
     return paths

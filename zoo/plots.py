@@ -17,6 +17,15 @@ from prefzoo.zoo.rundir import value_at  # noqa: E402
 GRID = 200
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (its folder made) and close it; returns the path."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _band(ax, x, curves, label, color, floor: float = 1e-12):
     """Mean over seeds with a shaded ±1 s.e. band (columns where every seed is defined), clipped
     below at ``floor`` (a log axis; -inf: none)."""
@@ -68,10 +77,7 @@ def _figure(runs, xkey, xlabel, grid_for, path: Path, title: str) -> Path | None
         else:
             ax.text(0.5, 0.5, "no algorithm reports it", ha="center", transform=ax.transAxes)
     fig.suptitle(f"{title}  (mean ± s.e. over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def comparison_plots(runs: dict[str, list[dict[str, np.ndarray]]], budget: float, out: Path, title: str) -> list[Path]:
@@ -104,7 +110,4 @@ def heatmap(matrix: np.ndarray, names: list[str], path: Path, title: str) -> Pat
                     color="white" if abs(matrix[i, j] - 0.5) > 0.6 * spread else "black")
     fig.colorbar(image, ax=ax, label="P(row ≻ column)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
