@@ -143,6 +143,15 @@ class SampledPolicy:
         self.game, self.sample, self.log_prob = game, sample, log_prob
 
 
+class Estimate(float):
+    """A Monte Carlo estimate: the value as a float, its standard error as ``se``."""
+
+    def __new__(cls, value: float, se: float):
+        estimate = super().__new__(cls, value)
+        estimate.se = float(se)
+        return estimate
+
+
 class AnswerTokenGame(PreferenceOracle):
     """Token responses of exactly L tokens, π_ref a finite-state LM, P a bandit family's over answers.
 
@@ -290,7 +299,7 @@ class AnswerTokenGame(PreferenceOracle):
         if not isinstance(policy, kinds) or policy.game is not self:
             raise TypeError(f"{name} must be a {' or '.join(k.__name__ for k in kinds)} of this game "
                             f"(game.reference, game.nash(beta), game.tilted(...)), got {type(policy).__name__}; "
-                            "a neural policy is evaluated by evaluate(policy, rng), from samples")
+                            "a neural policy is estimated from its samples as a SampledPolicy (its game_view())")
         return policy
 
     def kl(self, policy: FiniteStatePolicy | CandidatePolicy, other: FiniteStatePolicy) -> float:
@@ -305,17 +314,45 @@ class AnswerTokenGame(PreferenceOracle):
         with np.errstate(divide="ignore"):
             return self.expectation(kl_divergence(np.log(nu), np.log(nu_other)))
 
-    def exploitability(self, policy: FiniteStatePolicy | CandidatePolicy, beta: float = 0.0) -> float:
-        """The sequence game's exploitability, exact: with win(a) = (Q ν_π)(a), β = 0:
-        E_x[max_a win(a) − ½]; β > 0: E_x[β log Σ_a μ(a) exp(win(a)/β) + β KL(π‖π_ref) − ½]."""
+    def exploitability(self, policy: Any, beta: float = 0.0, rng: np.random.Generator | None = None) -> float:
+        """The sequence game's exploitability: with win(a) = (Q ν_π)(a), β = 0: E_x[max_a win(a) − ½];
+        β > 0: E_x[β log Σ_a μ(a) exp(win(a)/β) + β KL(π‖π_ref) − ½]. Exact for a
+        :class:`FiniteStatePolicy` or :class:`CandidatePolicy`; for a neural policy (a
+        :class:`SampledPolicy`, or a trained policy whose ``game_view()`` is one) an :class:`Estimate`
+        with its standard error (:meth:`estimate_exploitability`, drawing from ``rng``, default seed 0)."""
         beta = check_real("beta", beta, 0)
-        policy = self.check_exact(policy)
-        win = self.answer_game.win_rates(policy.answer_marginal())
+        view = policy.game_view() if hasattr(policy, "game_view") else policy
+        if isinstance(view, SampledPolicy) and view.game is self:
+            return self.estimate_exploitability(view, beta, np.random.default_rng(0) if rng is None else rng)
+        policy = self.check_exact(view)
+        return float(self._exploitability(policy.answer_marginal(), policy.kl(self.reference) if beta else 0.0, beta))
+
+    def _exploitability(self, nu: np.ndarray, kl_to_ref: np.ndarray, beta: float) -> np.ndarray:
+        """E_x[gap] from answer marginals ν [..., X, K] and KL(π‖π_ref) per context [..., X] (unused at β = 0)."""
+        win = np.einsum("xab,...xb->...xa", self.Q, nu)
         if beta == 0:
-            gap = win.max(axis=1) - 0.5
+            gap = win.max(axis=-1) - 0.5
         else:
-            gap = soft_best_response_value(win, self.answer_game.ref, beta) + beta * policy.kl(self.reference) - 0.5
-        return self.expectation(np.maximum(gap, 0.0))
+            gap = soft_best_response_value(win, self.answer_game.ref, beta) + beta * kl_to_ref - 0.5
+        return np.maximum(gap, 0.0) @ self.rho
+
+    def estimate_exploitability(self, policy: SampledPolicy, beta: float, rng: np.random.Generator,
+                                per_context: int = 512, resamples: int = 200) -> Estimate:
+        """The exploitability of a policy known by its samples: ``per_context`` rows per prompt give
+        each prompt's answer histogram ν̂ and (β > 0) the Monte Carlo KL(π‖π_ref), and the exact
+        formula of :meth:`exploitability` is applied to them (a plug-in: ν̂ and the KL are unbiased,
+        the max / log-sum-exp of them is biased by O(1/``per_context``)). Its standard error is the
+        s.d. over ``resamples`` bootstrap resamples of the rows within each prompt."""
+        X, m = self.n_contexts, per_context
+        x = np.repeat(np.arange(X), m)
+        rows = policy.sample(x, rng)
+        answers = self.answers(x, rows).reshape(X, m)
+        log_ratio = (policy.log_prob(x, rows) - self.reference.log_prob(x, rows)).reshape(X, m)
+        draws = np.concatenate([np.broadcast_to(np.arange(m), (1, X, m)), rng.integers(m, size=(resamples, X, m))])
+        prompt = np.arange(X)[None, :, None]
+        nu = (answers[prompt, draws][..., None] == np.arange(self.n_answers)).mean(axis=-2)  # [1+B, X, K]
+        values = self._exploitability(nu, log_ratio[prompt, draws].mean(axis=-1), beta)
+        return Estimate(values[0], values[1:].std(ddof=1))
 
     def kl_estimate(self, policy, other, rng: np.random.Generator) -> tuple[float, float]:
         """KL(policy ‖ other) over whole sequences by Monte Carlo, and its standard error: the mean
@@ -328,17 +365,20 @@ class AnswerTokenGame(PreferenceOracle):
 
     def evaluate(self, policy: Any, rng: np.random.Generator) -> dict[str, float]:
         """Exact metrics of a :class:`FiniteStatePolicy` or :class:`CandidatePolicy` (exploitability,
-        KL(π‖π_ref), win rate vs π_ref). A :class:`SampledPolicy`: unbiased estimates with their
-        standard errors from its samples on :meth:`evaluation_contexts` — KL(π‖π_ref)
+        KL(π‖π_ref), win rate vs π_ref). A :class:`SampledPolicy`: estimates with their standard
+        errors from its samples — unbiased on :meth:`evaluation_contexts`: KL(π‖π_ref)
         (:meth:`kl_estimate`) and the win rate vs π_ref, the mean of (Q μ)(x, a(y)) (the exact win
-        rate of each sampled answer). Any other sampler: the base's estimated win rate."""
+        rate of each sampled answer); and the plug-in exploitability (:meth:`estimate_exploitability`).
+        Any other sampler: the base's estimated win rate."""
         if isinstance(policy, SampledPolicy):
+            exploitability = self.estimate_exploitability(policy, 0.0, rng)
             kl, kl_se = self.kl_estimate(policy, self.reference, rng)
             x = self.evaluation_contexts(rng)
             win, win_se = iid_mean_se(self.answer_game.win_rates(self.answer_game.ref)[
                 x, self.answers(x, policy.sample(x, rng))])
             return {metrics.EST_WIN_RATE_VS_REF: win, metrics.EST_WIN_RATE_VS_REF_SE: win_se,
-                    metrics.EST_KL_TO_REF: kl, metrics.EST_KL_TO_REF_SE: kl_se}
+                    metrics.EST_KL_TO_REF: kl, metrics.EST_KL_TO_REF_SE: kl_se,
+                    metrics.EST_EXPLOITABILITY: float(exploitability), metrics.EST_EXPLOITABILITY_SE: exploitability.se}
         if not isinstance(policy, (FiniteStatePolicy, CandidatePolicy)):
             return super().evaluate(policy, rng)
         nu = policy.answer_marginal()

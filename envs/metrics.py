@@ -28,6 +28,8 @@ EST_WIN_RATE_VS_REF = "est/win_rate_vs_ref"
 EST_WIN_RATE_VS_REF_SE = "est/win_rate_vs_ref_se"
 EST_KL_TO_REF = "est/kl_to_ref"
 EST_KL_TO_REF_SE = "est/kl_to_ref_se"
+EST_EXPLOITABILITY = "est/exploitability"  # the plug-in exploitability of a neural policy of AnswerTokenGame
+EST_EXPLOITABILITY_SE = "est/exploitability_se"
 EST_KL_TO_TARGET = "est/kl_to_target"  # KL(π_target ‖ π) by Monte Carlo (a neural policy of AnswerTokenGame)
 EST_KL_TO_TARGET_SE = "est/kl_to_target_se"
 
@@ -90,6 +92,7 @@ METRICS: dict[str, Metric] = {
     EST_WIN_RATE_VS_REF: Metric("win rate vs π_ref (estimated)", best=1.0, log_axis=False),
     EST_KL_TO_REF: Metric("KL(π ‖ π_ref) (estimated)", log_axis=False),
     EST_KL_TO_TARGET: Metric("KL(π_target ‖ π) (estimated)", log_axis=False),
+    EST_EXPLOITABILITY: Metric("exploitability (estimated)", log_axis=False),
     LM_SCORE: Metric("oracle score", best=None, log_axis=False, in_plot=False),
     WALL_S: Metric("wall time (s)", best=None, log_axis=False, in_plot=False),
 }

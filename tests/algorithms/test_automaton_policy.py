@@ -15,6 +15,7 @@ from scipy.stats import chisquare
 
 import prefzoo
 from prefzoo.envs import metrics
+from prefzoo.envs.answer_token import CandidatePolicy
 
 BIG = {"n_contexts": 1, "vocab_size": 10, "max_length": 12, "n_states": 1, "n_answers": 3}  # 10^12 sequences
 SMALL = {"n_contexts": 2, "vocab_size": 6, "max_length": 6, "n_states": 2, "n_answers": 3}
@@ -113,8 +114,9 @@ def test_the_gru_policy_starts_at_pi_ref_and_samples_the_law_it_scores():
 
 
 def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_listing_every_sequence(tmp_path):
-    """A GRU policy away from π_ref: est/kl_to_ref, est/kl_to_target (KL(π*_β ‖ π)) and
-    est/win_rate_vs_ref each lie within 4 standard errors of the value computed over all 81 sequences;
+    """A GRU policy away from π_ref: est/kl_to_ref, est/kl_to_target (KL(π*_β ‖ π)), est/win_rate_vs_ref
+    and est/exploitability (and ``game.exploitability(policy, 0.1)``, an estimate with ``se``) each lie
+    within 4 standard errors of the value computed over all 81 sequences;
     the exported network loads back to the same policy."""
     env = gym.make("prefzoo/AnswerTokenGame-v0", **TINY)
     game, rows = env.unwrapped.game, every_row(env.unwrapped.game)
@@ -136,9 +138,13 @@ def test_monte_carlo_metrics_of_a_neural_policy_cover_the_values_computed_by_lis
     exact = {metrics.EST_KL_TO_REF: game.rho @ np.sum(pi * np.log(pi / ref), 1),
              metrics.EST_KL_TO_TARGET: game.rho @ np.sum(target * np.log(target / pi), 1),
              metrics.EST_WIN_RATE_VS_REF: game.rho @ np.sum(pi * win_of_answer[:, answers], 1)}
+    listed = CandidatePolicy(game, np.broadcast_to(rows, (game.n_contexts, *rows.shape)), pi / pi.sum(1, keepdims=True))
+    exact[metrics.EST_EXPLOITABILITY] = game.exploitability(listed)  # exact over all 81 sequences
     assert exact[metrics.EST_KL_TO_REF] > 0.1
     for key, value in exact.items():
         assert abs(evaluation[key] - value) < 4 * evaluation[f"{key}_se"], (key, evaluation[key], value)
+    estimate = game.exploitability(algo.policy, 0.1)  # the §9 call on a neural policy: an estimate with its s.e.
+    assert abs(estimate - game.exploitability(listed, 0.1)) < 4 * estimate.se and 0 < estimate.se < 0.05
 
 
 @pytest.mark.slow
