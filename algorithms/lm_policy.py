@@ -69,29 +69,39 @@ def amp_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return AMP_DTYPES[dtype]
 
 
-class _MicroBatchedLogProb(torch.autograd.Function):
-    """log π_θ(y|x) [n] in forward passes of ``micro_batch_size`` rows, with the whole batch's
-    gradient: the forward runs without a graph; the backward re-runs each micro-batch with one and
-    back-propagates the loss's gradient for its rows, so the parameters' gradients sum
-    Σ_chunks J_chunkᵀ g_chunk = Jᵀ g exactly (the chain rule), whatever the loss (a mean, a sum, a
-    group normalization), with one micro-batch's activations alive at a time. ``anchor`` is a
-    scalar that requires grad, so that autograd calls the backward. Needs ``loss.backward()``
-    (the gradients are accumulated into the parameters' ``.grad``, as reentrant checkpointing does)."""
+class _MicroBatched(torch.autograd.Function):
+    """``method(model, contexts, responses)`` (log π_θ(y|x) [n], or per token [n, R]) in forward passes of
+    ``micro_batch_size`` rows, with the whole batch's gradient: the forward runs without a graph; the
+    backward re-runs each micro-batch with one and back-propagates the loss's gradient for its rows, so
+    the parameters' gradients sum Σ_chunks J_chunkᵀ g_chunk = Jᵀ g exactly (the chain rule), whatever
+    the loss (a mean, a sum, a group normalization, a per-token aggregation), with one micro-batch's
+    activations alive at a time. ``anchor`` is a scalar that requires grad, so that autograd calls the
+    backward. Needs ``loss.backward()`` (the gradients are accumulated into the parameters' ``.grad``, as
+    reentrant checkpointing does)."""
 
     @staticmethod
-    def forward(ctx, anchor, policy, contexts, responses):
-        ctx.policy, ctx.batch = policy, (contexts, responses)
+    def forward(ctx, anchor, policy, method, contexts, responses):
+        ctx.policy, ctx.method, ctx.batch = policy, method, (contexts, responses)
         with torch.no_grad():
-            return policy._chunked(policy.model, contexts, responses)
+            return policy._chunked(policy.model, contexts, responses, method)
 
     @staticmethod
     def backward(ctx, grad):
         contexts, responses = ctx.batch
         with torch.enable_grad():
             for rows in ctx.policy._chunks(len(contexts)):
-                out = ctx.policy._sequence_log_prob(ctx.policy.model, contexts[rows], responses[rows])
-                torch.autograd.backward(out, grad[rows])
-        return None, None, None, None
+                out = ctx.method(ctx.policy.model, contexts[rows], responses[rows])
+                torch.autograd.backward(out, grad[rows][tuple(map(slice, out.shape))])  # a chunk's own width
+        return None, None, None, None, None
+
+
+def _concat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Micro-batches' outputs [rows] or [rows, R_chunk] stacked by rows, per-token ones right-padded with 0
+    to the widest chunk (the batch's longest response)."""
+    if parts[0].dim() == 1:
+        return torch.cat(parts)
+    width = max(part.shape[1] for part in parts)
+    return torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[1])) for part in parts])
 
 
 class LMPolicy(nn.Module):
@@ -235,34 +245,36 @@ class LMPolicy(nn.Module):
                            use_cache=False).logits[:, P - 1:-1]
         return self.game.sampling.log_softmax(logits, ids, P - mask[:, :P].sum(1), P)
 
-    def _picked(self, model, contexts, responses) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log π(y_t|x, y_<t) [n, R], 0 past each response's end; the response mask [n, R], bool)."""
+    def _picked(self, model, contexts, responses) -> torch.Tensor:
+        """log π(y_t|x, y_<t) [n, R], 0 past each response's end."""
         ids, mask, position, P = self._inputs(contexts, responses)
-        keep = mask[:, P:].bool()
         picked = self._token_log_probs(model, ids, mask, position, P).gather(-1, ids[:, P:, None])[..., 0]
         # masked with where, not a product: a padded position may hold -inf under a truncating setting
-        return torch.where(keep, picked, 0.0), keep
+        return torch.where(mask[:, P:].bool(), picked, 0.0)
 
     def _sequence_log_prob(self, model, contexts, responses) -> torch.Tensor:
-        return self._picked(model, contexts, responses)[0].sum(1)
+        return self._picked(model, contexts, responses).sum(1)
 
     def _chunks(self, n: int) -> list[slice]:
         size = self.micro_batch_size or max(n, 1)
         return [slice(start, start + size) for start in range(0, n, size)]
 
     def _chunked(self, model, contexts, responses, method=None) -> torch.Tensor:
-        """``method`` (default :meth:`_sequence_log_prob`) over the micro-batches, concatenated."""
+        """``method`` (default :meth:`_sequence_log_prob`) over the micro-batches, stacked (:func:`_concat_rows`)."""
         method = method or self._sequence_log_prob
-        return torch.cat([method(model, contexts[rows], responses[rows]) for rows in self._chunks(len(contexts))])
+        return _concat_rows([method(model, contexts[rows], responses[rows]) for rows in self._chunks(len(contexts))])
+
+    def _with_gradient(self, method, contexts, responses) -> torch.Tensor:
+        """``method`` under π_θ: one forward pass, or with ``micro_batch_size`` one per micro-batch and the
+        whole batch's gradient (:class:`_MicroBatched`)."""
+        if not torch.is_grad_enabled() or not self.micro_batch_size or len(contexts) <= self.micro_batch_size:
+            return self._chunked(self._grad_model(), contexts, responses, method)
+        return _MicroBatched.apply(self._anchor, self, method, contexts, responses)
 
     # ------------------------------------------------------------------ the policy interface
     def log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """log π_θ(y|x) [n] for prompt indices and response handles: one forward pass, or with
-        ``micro_batch_size`` one per micro-batch and the whole batch's gradient
-        (:class:`_MicroBatchedLogProb`)."""
-        if not torch.is_grad_enabled() or not self.micro_batch_size or len(contexts) <= self.micro_batch_size:
-            return self._chunked(self._grad_model(), contexts, responses)
-        return _MicroBatchedLogProb.apply(self._anchor, self, contexts, responses)
+        """log π_θ(y|x) [n] for prompt indices and response handles (by micro-batches where set)."""
+        return self._with_gradient(self._sequence_log_prob, contexts, responses)
 
     def ref_log_prob(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """log π_ref(y|x) [n] under the frozen initial model (no gradient; by micro-batches).
@@ -283,14 +295,17 @@ class LMPolicy(nn.Module):
     def token_log_probs(self, contexts: torch.Tensor, responses: torch.Tensor, reference: bool = False):
         """log π_θ(y_t|x, y_<t) [n, R] at each response position (π_ref's with ``reference``, without
         gradient), 0 past each response's end, and the response mask [n, R] (bool): the per-token terms of
-        GRPO's losses, from one forward pass over the batch (not micro-batched); each row sums to
+        GRPO's losses (by micro-batches where set, with the whole batch's gradient); each row sums to
         :meth:`log_prob`."""
-        model = self._ref.value if reference else self._grad_model()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not reference):
-            picked, keep = self._picked(model, contexts, responses)
-        if reference and torch.isneginf(picked).any():
-            self.ref_log_prob(contexts, responses)  # raises, naming the truncating settings
-        return picked, keep
+        if reference:
+            with torch.no_grad():
+                picked = self._chunked(self._ref.value, contexts, responses, self._picked)
+            if torch.isneginf(picked).any():
+                self.ref_log_prob(contexts, responses)  # raises, naming the truncating settings
+        else:
+            picked = self._with_gradient(self._picked, contexts, responses)
+        lengths = torch.as_tensor([len(self.game.store.tokens[h]) for h in responses.tolist()], device=picked.device)
+        return picked, torch.arange(picked.shape[1], device=picked.device) < lengths[:, None]
 
     @torch.no_grad()
     def token_kl(self, contexts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:

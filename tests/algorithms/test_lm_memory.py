@@ -77,6 +77,37 @@ def test_micro_batches_give_the_whole_batch_gradient(loss):
         torch.testing.assert_close(micro.token_kl(x, y_micro), full.token_kl(x, y), rtol=1e-5, atol=1e-5)
 
 
+def test_micro_batches_give_the_whole_batch_gradient_per_token():
+    """GRPO's per-token terms (chunks of unequal response lengths, padded to the batch's) through a
+    per-token loss that weighs positions unequally and normalizes by each response's length."""
+    full, x, y = policy_and_batch()
+    micro, _, _ = policy_and_batch(micro_batch_size=4)
+    y_micro = same_batch(micro, full, y)
+
+    def loss(policy, ys):
+        picked, mask = policy.token_log_probs(x, ys)
+        weights = torch.linspace(-1, 2, picked.shape[1]) * torch.linspace(1, -1, len(x))[:, None]
+        return -((picked * weights).sum(1) / mask.sum(1)).mean()
+
+    value, expected = gradients(full, lambda: loss(full, y))
+    rows = []  # the rows of each forward pass: never more than a micro-batch, the backward's replay included
+    micro.model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(len(kwargs["input_ids"])),
+                                          with_kwargs=True)
+    micro_value, got = gradients(micro, lambda: loss(micro, y_micro))
+    assert rows == [4, 4, 1] * 2
+    assert micro_value == pytest.approx(value, abs=1e-5)
+    assert expected.keys() == got.keys() and len(got) > 10
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
+    lengths = [len(full.game.store.tokens[h]) for h in y.tolist()]
+    assert len(set(lengths)) > 1  # the chunks' widths differ
+    for reference in (False, True):
+        (a, mask_a), (b, mask_b) = (p.token_log_probs(x, ys, reference=reference)
+                                    for p, ys in ((full, y), (micro, y_micro)))
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(mask_a, mask_b) and mask_a.sum(1).tolist() == lengths
+
+
 def test_gradient_checkpointing_recomputes_layers_with_the_same_loss_and_gradients():
     plain, x, y = policy_and_batch()
     checkpointed, _, _ = policy_and_batch(gradient_checkpointing=True)
