@@ -27,7 +27,8 @@ The rules (``nproc`` = 1, the default, imports nothing of this and changes no nu
   (``max_queries``) each process may spend its share in an iteration, so the run never spends past
   it; a budget spent or a judge failed in any process stops every process at that iteration.
 - **One writer.** The main process alone evaluates, logs, checkpoints and exports; the others write
-  nothing. A resume: the main process picks the checkpoint, every process loads it.
+  nothing, and end only once it has written (a stopped run's exit is non-zero, on which the launcher
+  would terminate the processes still running). A resume: the main process picks the checkpoint, every process loads it.
 """
 
 from __future__ import annotations
@@ -154,6 +155,12 @@ class Processes:
 
         return broadcast_object_list([value], from_process=0)[0]
 
+    def wait_for_main(self) -> None:
+        """Return once every process, the main one's writes done, has reached this point: a process that
+        stopped (budget spent, judge failed: a non-zero exit) must not end before the main one has written,
+        since the launcher then terminates the processes still running."""
+        self.accelerator.wait_for_everyone()
+
     def attach(self, algo) -> None:
         """Make ``algo`` train with the others: check it (:func:`check_supported`), wrap its model and
         optimizer with ``accelerator.prepare`` and set its :class:`Engine`."""
@@ -215,6 +222,11 @@ class Engine:
         except STOPS as err:
             if not self._agreed:
                 self._agree(algo, err)
+            if isinstance(err, BudgetExhausted):  # the run's budget, not this process's share of it
+                raise BudgetExhausted(
+                    f"{type(game).__name__} has spent {game.spent} of its budget of {budget} queries across "
+                    f"{nproc} processes (each spends at most its share of what is left in an iteration); raise it "
+                    "to continue (`prefzoo train --resume RUN --max-calls N`)") from err
             raise
         finally:
             algo.rng, algo.batch_size, game.max_queries = shared, batch_size, budget
@@ -235,10 +247,7 @@ class Engine:
         self._set_counters(algo, self._before + total[2:])
         self._share_cache(algo)
         if error is None and total[0]:
-            game = algo.game
-            raise BudgetExhausted(f"{type(game).__name__}'s budget of {game.max_queries} queries: another process's "
-                                  f"share of it was spent ({game.spent} spent in all); raise it to continue "
-                                  "(`prefzoo train --resume RUN --max-calls N`)")
+            raise BudgetExhausted("another process's share of the budget was spent")  # worded by step
         if error is None and total[1]:
             raise JudgeError("the judge failed in another process (its error is in that process's output)")
 

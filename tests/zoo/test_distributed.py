@@ -174,6 +174,72 @@ def test_two_processes_train_online_dpo_as_one_on_the_whole_batch(tmp_path, one_
     assert_same_run(algo, run_dir, 2)
 
 
+def checkpoint_state(run_dir: Path) -> dict:
+    """The state of the run's last checkpoint."""
+    return read_checkpoint(rundir.checkpoint_path(run_dir, max(rundir.checkpoints(run_dir))))["state"]
+
+
+def test_a_budget_spent_in_one_process_stops_both_and_the_run_resumes_exactly(tmp_path, one_thread):
+    """The first evaluation and iteration pay 271 VADER scores, the second iteration 32 more: a budget of 290
+    leaves each process a share of 9–10, one process runs out, both stop at iteration 1 (exit 3, nothing
+    spent past the budget), and a resume with a larger budget continues as if nothing had happened."""
+    args = ("--algo", "grpo", "--env", ENV, "--nproc", str(NPROC), "--iterations", "2", "--eval-freq", "2",
+            "--save-freq", "1")
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
+    proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", *args, "--max-calls", "290"],
+                          cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == cli.EXIT_BUDGET_SPENT, proc.stderr[-4000:]
+    assert proc.stderr.count("of its budget of 290 queries across 2 processes") == 2  # both stopped, saying so
+    (run_dir,) = (tmp_path / "logs" / "grpo").iterdir()
+    state = checkpoint_state(run_dir)
+    assert state["iteration"] == 1 and 271 <= state["game"]["spent"] <= 290  # what was paid, never past it
+    train(tmp_path, "--resume", str(run_dir), "--max-calls", "2000")
+    algo = rebuild(run_dir)
+    grpo_replay(algo, 2)
+    assert_same_run(algo, run_dir, 2)
+
+
+JUDGE_FAILS_IN_RANK_1 = """
+import os, sys
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+from prefzoo.algorithms.grpo import GRPO
+from prefzoo.zoo import cli
+
+iteration, step, scores = [0], GRPO.step, SentimentIntensityAnalyzer.polarity_scores
+def tracked_step(self):
+    iteration[0] = self.iteration
+    return step(self)
+def failing_scores(self, text):  # process 1's judge fails from the second iteration on
+    if os.environ["RANK"] == "1" and iteration[0] >= 1:
+        raise RuntimeError("judge unreachable")
+    return scores(self, text)
+GRPO.step, SentimentIntensityAnalyzer.polarity_scores = tracked_step, failing_scores
+cli.main(sys.argv[1:])
+"""
+
+
+def test_a_judge_failing_in_one_process_stops_both_with_the_first_iteration_kept(tmp_path):
+    """Under accelerate's own launcher, the judge of process 1 raises at iteration 2: both processes stop (no
+    hang: the run ends within the timeout), the main process says why, and the checkpoint of iteration 1
+    is the run's last."""
+    script = tmp_path / "judge_fails.py"
+    script.write_text(JUDGE_FAILS_IN_RANK_1)
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(NPROC),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(distributed._free_port())]
+    proc = subprocess.run([*launch, str(script), "train", "--no-progress", "--algo", "grpo", "--env", ENV,
+                           "--iterations", "3", "--eval-freq", "3", "--save-freq", "1"], cwd=tmp_path,
+                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0, proc.stderr[-4000:]
+    assert "judge unreachable" in proc.stderr and "the judge failed in another process" in proc.stderr
+    (run_dir,) = (tmp_path / "logs" / "grpo").iterdir()
+    # iteration 1's 48 comparisons and the 24 process 0 had answered in iteration 2 (paid, cached, counted)
+    assert sorted(rundir.checkpoints(run_dir)) == [1] and checkpoint_state(run_dir)["queries"] == 48 + 24
+    assert list(rundir.progress_arrays(run_dir)["time/iterations"]) == [0]
+
+
 def test_what_cannot_train_across_processes_is_refused_naming_nproc(tmp_path):
     game = dict(max_new_tokens=4)
     wind = prefzoo.make_algo("wind", gym.make(ENV, **game), mode="sample", policy="hf", batch_size=4)
