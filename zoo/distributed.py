@@ -52,6 +52,9 @@ COUNTERS = (("algo", "queries"), ("algo", "samples"), ("game", "queries"), ("gam
             ("game", "spent"), ("oracle", "calls"), ("oracle", "cache_hits"))
 STOPS = (BudgetExhausted, JudgeError)
 DATA_PARALLEL = ("MULTI_CPU", "MULTI_GPU")  # accelerate's DDP kinds (not FSDP, DeepSpeed: sharded weights)
+# what accelerate's launcher sets from a config or flag asking for sharded weights; on CPU accelerate itself
+# ignores them and trains DDP (1.16: FSDP and DeepSpeed only on accelerator devices), so they are read here
+SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
 
 
 def world_size() -> int:
@@ -130,6 +133,11 @@ class Processes:
     """
 
     def __init__(self, cfg: RunConfig):
+        asked = [name for variable, name in SHARDED.items() if os.environ.get(variable, "false").lower() == "true"]
+        if asked:
+            raise ConfigError(f"nproc={cfg.nproc}: accelerate's {asked[0]} (from its config or flags) is not supported; "
+                              "prefzoo trains with DDP: every process holds the whole model, which its sampling reads "
+                              "(on CPU accelerate would train DDP in its place without saying so)")
         try:
             from accelerate import Accelerator
         except ImportError as err:

@@ -253,6 +253,10 @@ def test_what_cannot_train_across_processes_is_refused_naming_nproc(tmp_path):
         distributed.check_supported(grpo, 2)
     with pytest.raises(ConfigError, match=r"nproc=2 trains across processes: `prefzoo train --nproc 2`"):
         runner.train(RunConfig("grpo", ENV, nproc=2), tmp_path / "run")
+    with pytest.MonkeyPatch.context() as env:  # what `accelerate launch --use_fsdp` sets (CPU: it would train DDP)
+        env.setenv("ACCELERATE_USE_FSDP", "true")
+        with pytest.raises(ConfigError, match=r"nproc=2: accelerate's FSDP \(from its config or flags\) is not supp"):
+            distributed.Processes(RunConfig("grpo", ENV, nproc=2))
     with pytest.raises(ConfigError, match=r"nproc=3, but the launcher started 2 processes"):
         distributed.run_nproc(3, 2)
     assert distributed.run_nproc(1, 2) == 2 and distributed.world_size() == 1
