@@ -34,14 +34,18 @@ class SPO(AverageIterate, GRPO):
     No exact mode: the paper leaves the RL algorithm open (PPO in its experiments).
 
     Args: as :class:`~prefzoo.algorithms.grpo.GRPO` (``group_size`` is the paper's number of
-        trajectories compared; ``beta`` > 0 adds GRPO's k3 penalty toward π_ref).
+        trajectories compared; ``beta`` > 0 adds GRPO's k3 penalty toward π_ref, placed by ``kl`` and
+        weighted by ``kl_correction``; ``loss_type`` aggregates a language model's per-token terms),
+        less ``scale_rewards``: SPO's advantage is never scaled.
     """
 
     def __init__(self, env, seed: int = 0, mode: str = "sample", group_size: int = 4, clip: float = 0.2,
                  beta: float = 0.0, n_epochs: int = 4, lr_decay_start: int = 400, policy: str = "tabular",
-                 lr: float = 0.006, batch_size: int = 32, device: str = "cpu"):
-        super().__init__(env, seed, mode, group_size, clip, beta, n_epochs, lr_decay_start, policy, lr,
-                         batch_size, device)
+                 lr: float = 0.006, batch_size: int = 32, device: str = "cpu", loss_type: str = "grpo",
+                 kl: str = "token", kl_correction: bool = False):
+        super().__init__(env, seed, mode, group_size=group_size, clip=clip, beta=beta, n_epochs=n_epochs,
+                         lr_decay_start=lr_decay_start, policy=policy, lr=lr, batch_size=batch_size, device=device,
+                         loss_type=loss_type, kl=kl, kl_correction=kl_correction)
         self.start_average()
 
     def step(self):

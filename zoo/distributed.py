@@ -135,9 +135,9 @@ class Processes:
     def __init__(self, cfg: RunConfig):
         asked = [name for variable, name in SHARDED.items() if os.environ.get(variable, "false").lower() == "true"]
         if asked:
-            raise ConfigError(f"nproc={cfg.nproc}: accelerate's {asked[0]} (from its config or flags) is not supported; "
-                              "prefzoo trains with DDP: every process holds the whole model, which its sampling reads "
-                              "(on CPU accelerate would train DDP in its place without saying so)")
+            raise ConfigError(f"nproc={cfg.nproc}: accelerate's {asked[0]} (from its config or flags) is not "
+                              "supported; prefzoo trains with DDP: every process holds the whole model, which its "
+                              "sampling reads (on CPU accelerate would train DDP in its place without saying so)")
         try:
             from accelerate import Accelerator
         except ImportError as err:

@@ -179,22 +179,34 @@ def checkpoint_state(run_dir: Path) -> dict:
     return read_checkpoint(rundir.checkpoint_path(run_dir, max(rundir.checkpoints(run_dir))))["state"]
 
 
-def test_a_budget_spent_in_one_process_stops_both_and_the_run_resumes_exactly(tmp_path, one_thread):
-    """The first evaluation and iteration pay 271 VADER scores, the second iteration 32 more: a budget of 290
-    leaves each process a share of 9–10, one process runs out, both stop at iteration 1 (exit 3, nothing
-    spent past the budget), and a resume with a larger budget continues as if nothing had happened."""
-    args = ("--algo", "grpo", "--env", ENV, "--nproc", str(NPROC), "--iterations", "2", "--eval-freq", "2",
-            "--save-freq", "1")
+@pytest.fixture(scope="module")
+def budget_stopped_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``prefzoo train --nproc 2 --max-calls 290`` of GRPO: the first evaluation and iteration pay 271 VADER
+    scores, the second iteration 32 more, so each process's share of the 19 left (9–10) runs out there."""
+    cwd = tmp_path_factory.mktemp("budget")
     env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
-    proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", *args, "--max-calls", "290"],
-                          cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == cli.EXIT_BUDGET_SPENT, proc.stderr[-4000:]
+    proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", "--algo", "grpo", "--env", ENV,
+                           "--nproc", str(NPROC), "--iterations", "2", "--eval-freq", "2", "--save-freq", "1",
+                           "--max-calls", "290"], cwd=cwd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=240)
+    return cwd, proc
+
+
+def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_stopped_run):
+    cwd, proc = budget_stopped_run
+    assert proc.returncode == cli.EXIT_BUDGET_SPENT, proc.stderr[-4000:]  # the main process's exit, not a SIGTERM
     assert proc.stderr.count("of its budget of 290 queries across 2 processes") == 2  # both stopped, saying so
-    (run_dir,) = (tmp_path / "logs" / "grpo").iterdir()
+    (run_dir,) = (cwd / "logs" / "grpo").iterdir()
     state = checkpoint_state(run_dir)
     assert state["iteration"] == 1 and 271 <= state["game"]["spent"] <= 290  # what was paid, never past it
-    train(tmp_path, "--resume", str(run_dir), "--max-calls", "2000")
+    assert (run_dir / "hf_policy" / "config.json").is_file()  # the main process finished writing
+
+
+@pytest.mark.slow  # a second 2-process launch (12 s)
+def test_a_run_stopped_by_its_budget_resumes_as_if_never_stopped(budget_stopped_run, one_thread):
+    cwd, _ = budget_stopped_run
+    (run_dir,) = (cwd / "logs" / "grpo").iterdir()
+    train(cwd, "--resume", str(run_dir), "--max-calls", "2000")
     algo = rebuild(run_dir)
     grpo_replay(algo, 2)
     assert_same_run(algo, run_dir, 2)
