@@ -41,6 +41,7 @@ class FiniteStatePolicy:
 
     def __init__(self, game: AnswerTokenGame, log_probs: np.ndarray):
         self.game, self.log_probs = game, log_probs
+        self._occupancy: np.ndarray | None = None
 
     def sample(self, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exact samples: token rows [n, L] for contexts [n]."""
@@ -61,15 +62,19 @@ class FiniteStatePolicy:
         return self.log_probs[contexts[:, None], t, states, partials, tokens].sum(axis=1)
 
     def occupancy(self) -> np.ndarray:
-        """Pr(s_t = s, c_t = c | x), [L+1, X, S, K], by the forward dynamic program."""
-        game = self.game
-        X, L, S, K = game.n_contexts, game.max_length, game.n_states, game.n_answers
-        occ = np.zeros((L + 1, X, S * K))
-        occ[0, :, 0] = 1.0
-        for t in range(L):
-            mass = occ[t].reshape(X, S, K, 1) * np.exp(self.log_probs[:, t])
-            occ[t + 1] = game.transitions.T.dot(mass.reshape(X, -1).T).T
-        return occ.reshape(L + 1, X, S, K)
+        """Pr(s_t = s, c_t = c | x), [L+1, X, S, K], by the forward dynamic program; computed once (an
+        evaluation reads it for the answer marginal and every KL; ``log_probs`` is never changed), read-only."""
+        if self._occupancy is None:
+            game = self.game
+            X, L, S, K = game.n_contexts, game.max_length, game.n_states, game.n_answers
+            occ = np.zeros((L + 1, X, S * K))
+            occ[0, :, 0] = 1.0
+            for t in range(L):
+                mass = occ[t].reshape(X, S, K, 1) * np.exp(self.log_probs[:, t])
+                occ[t + 1] = game.transitions.T.dot(mass.reshape(X, -1).T).T
+            self._occupancy = occ.reshape(L + 1, X, S, K)
+            self._occupancy.flags.writeable = False
+        return self._occupancy
 
     def answer_marginal(self) -> np.ndarray:
         """ν_π(a | x), [X, K]."""

@@ -28,9 +28,10 @@ Nothing here needs transformers.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy.special import expit
@@ -138,6 +139,21 @@ class TextOracle:
         except JudgeError:
             self._pay(answered - len(keys))
             raise
+
+    @property
+    def cache_size(self) -> int:
+        """The number of cached answers."""
+        return len(self._cache)
+
+    def answers_since(self, mark: int) -> list[tuple]:
+        """The (key, answer) pairs cached after the first ``mark``, in the order cached (what one process
+        of a run across processes shares with the others)."""
+        return list(itertools.islice(self._cache.items(), mark, None))
+
+    def add_answers(self, answers: Iterable[tuple]) -> None:
+        """Cache (key, answer) pairs obtained elsewhere (by another process), keeping those already cached."""
+        for key, value in answers:
+            self._cache.setdefault(key, value)
 
     def state(self) -> dict:
         """Calls, cache hits and the cache as plain data (a checkpoint's): the cache as

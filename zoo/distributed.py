@@ -33,7 +33,6 @@ The rules (``nproc`` = 1, the default, imports nothing of this and changes no nu
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 
@@ -206,9 +205,8 @@ class Engine:
         """Every process's new cached oracle answers, in every process's cache."""
         from accelerate.utils import gather_object
 
-        cache = algo.game.oracle._cache
-        for key, value in gather_object(list(itertools.islice(cache.items(), self._cache_mark, None))):
-            cache.setdefault(key, value)
+        oracle = algo.game.oracle
+        oracle.add_answers(gather_object(oracle.answers_since(self._cache_mark)))
 
     # ------------------------------------------------------------------ one iteration
     def step(self, algo) -> dict[str, float]:
@@ -216,7 +214,7 @@ class Engine:
         from ``default_rng([s, rank])`` with ``batch_size / nproc`` prompts and its share of the budget
         left; the generator, batch size and budget are restored after it."""
         game, shared, batch_size, budget = algo.game, algo.rng, algo.batch_size, algo.game.max_queries
-        self._before, self._cache_mark, self._agreed = self._counters(algo), len(game.oracle._cache), False
+        self._before, self._cache_mark, self._agreed = self._counters(algo), game.oracle.cache_size, False
         seed = int(shared.integers(2**63))
         rank, nproc = self.processes.rank, self.processes.nproc
         algo.rng, algo.batch_size = np.random.default_rng([seed, rank]), batch_size // nproc
