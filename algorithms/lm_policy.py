@@ -77,7 +77,9 @@ class _MicroBatched(torch.autograd.Function):
     the loss (a mean, a sum, a group normalization, a per-token aggregation), with one micro-batch's
     activations alive at a time. ``anchor`` is a scalar that requires grad, so that autograd calls the
     backward. Needs ``loss.backward()`` (the gradients are accumulated into the parameters' ``.grad``, as
-    reentrant checkpointing does)."""
+    reentrant checkpointing does). Under a data-parallel wrapper (DDP) the replays run through it, all but
+    the last inside its ``no_sync()``: the processes average the accumulated gradient once, as in
+    gradient accumulation."""
 
     @staticmethod
     def forward(ctx, anchor, policy, method, contexts, responses):
@@ -89,9 +91,13 @@ class _MicroBatched(torch.autograd.Function):
     def backward(ctx, grad):
         contexts, responses = ctx.batch
         with torch.enable_grad():
-            for rows in ctx.policy._chunks(len(contexts)):
-                out = ctx.method(ctx.policy.model, contexts[rows], responses[rows])
-                torch.autograd.backward(out, grad[rows][tuple(map(slice, out.shape))])  # a chunk's own width
+            model = ctx.policy._grad_model()
+            chunks = ctx.policy._chunks(len(contexts))
+            for k, rows in enumerate(chunks):
+                last = k == len(chunks) - 1
+                with contextlib.nullcontext() if last or model is ctx.policy.model else model.no_sync():
+                    out = ctx.method(model, contexts[rows], responses[rows])
+                    torch.autograd.backward(out, grad[rows][tuple(map(slice, out.shape))])  # a chunk's own width
         return None, None, None, None, None
 
 

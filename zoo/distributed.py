@@ -118,9 +118,8 @@ def check_supported(algo, nproc: int) -> None:
         if getattr(algo, key, None) == value:
             raise ConfigError(f"nproc={nproc}: {key}={value!r} needs sums over the whole batch; give nproc=1 "
                               f"or another {key}")
-    if policy.micro_batch_size or policy.grad_scaler is not None:
-        setting = "micro_batch_size" if policy.micro_batch_size else "dtype='fp16'"
-        raise ConfigError(f"nproc={nproc} does not combine with {setting} (not supported across processes yet)")
+    if policy.grad_scaler is not None:
+        raise ConfigError(f"nproc={nproc} does not combine with dtype='fp16' (not supported across processes yet)")
 
 
 class Processes:

@@ -166,8 +166,10 @@ def test_a_two_process_run_resumes_on_two_processes(grpo_run, one_thread):
 
 @pytest.mark.slow  # the GRPO test covers the machinery in the default suite; this one adds a second loss (12 s)
 def test_two_processes_train_online_dpo_as_one_on_the_whole_batch(tmp_path, one_thread):
+    """Micro-batches of 3 of each process's 4 pairs: the loss holds two micro-batched log-probs (y and y'), so
+    each backward averages across processes twice, the second time the accumulated gradient."""
     train(tmp_path, "--algo", "online_dpo", "--env", ENV, "--nproc", str(NPROC), "--iterations", "2", "--eval-freq",
-          "2", "--save-freq", "1", "--hp", "batch_size=8")
+          "2", "--save-freq", "1", "--hp", "batch_size=8", "env_kwargs={micro_batch_size: 3}")
     (run_dir,) = (tmp_path / "logs" / "online_dpo").iterdir()
     algo = rebuild(run_dir)
     online_dpo_replay(algo, 2)
@@ -181,18 +183,20 @@ def checkpoint_state(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def budget_stopped_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """``prefzoo train --nproc 2 --max-calls 290`` of GRPO: the first evaluation and iteration pay 271 VADER
+    """``prefzoo train --nproc 2 --max-calls 290`` of GRPO with micro-batches of 5 rows (each process's 16 rows
+    in 4 forward passes, averaged across processes once): the first evaluation and iteration pay 271 VADER
     scores, the second iteration 32 more, so each process's share of the 19 left (9–10) runs out there."""
     cwd = tmp_path_factory.mktemp("budget")
     env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
     proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", "--algo", "grpo", "--env", ENV,
                            "--nproc", str(NPROC), "--iterations", "2", "--eval-freq", "2", "--save-freq", "1",
-                           "--max-calls", "290"], cwd=cwd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=240)
+                           "--max-calls", "290", "--hp", "env_kwargs={micro_batch_size: 5}"], cwd=cwd,
+                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
     return cwd, proc
 
 
-def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_stopped_run):
+def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_stopped_run, one_thread):
+    """Both stop at iteration 1, whose weights (micro-batched in each process) are those of the replay."""
     cwd, proc = budget_stopped_run
     assert proc.returncode == cli.EXIT_BUDGET_SPENT, proc.stderr[-4000:]  # the main process's exit, not a SIGTERM
     assert proc.stderr.count("of its budget of 290 queries across 2 processes") == 2  # both stopped, saying so
@@ -200,6 +204,10 @@ def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_s
     state = checkpoint_state(run_dir)
     assert state["iteration"] == 1 and 271 <= state["game"]["spent"] <= 290  # what was paid, never past it
     assert (run_dir / "hf_policy" / "config.json").is_file()  # the main process finished writing
+    algo = rebuild(run_dir)
+    assert algo.policy.micro_batch_size == 5
+    grpo_replay(algo, 1)
+    assert_same_run(algo, run_dir, 1)
 
 
 @pytest.mark.slow  # a second 2-process launch (12 s)
