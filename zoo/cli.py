@@ -101,9 +101,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         if writes and args.resume is None and {p.name for p in run_dir.iterdir()} <= {rundir.LOCK_FILE}:
             shutil.rmtree(run_dir)  # the algorithm could not be built: leave no empty run behind
         raise
-    if result["status"] != "already done" and writes:
-        _print_summary(result, run_dir)
-    _exit_status(result["status"], run_dir, writes)
+    if writes:  # the main process's exit is the run's; the others end with 0 once it has written
+        if result["status"] != "already done":
+            _print_summary(result, run_dir)
+        _exit_status(result["status"], run_dir)
 
 
 def _print_summary(result: dict, run_dir: Path) -> None:
@@ -113,16 +114,15 @@ def _print_summary(result: dict, run_dir: Path) -> None:
     print(f"run directory: {run_dir}   (TensorBoard: {_tensorboard()} --logdir {run_dir.parent})")
 
 
-def _exit_status(status: str, run_dir: Path, writes: bool) -> None:
+def _exit_status(status: str, run_dir: Path) -> None:
     """Exit with the code of a run that stopped before its end (interrupted, budget spent, judge failed)."""
     if status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
     if status == runner.BUDGET_SPENT:  # resumable: `train --resume RUN --max-calls N`
         sys.exit(EXIT_BUDGET_SPENT)
     if status == runner.JUDGE_FAILED:  # resumable once the judge answers again
-        if writes:
-            print(f"the judge failed; its answers so far are checkpointed: `prefzoo train --resume {run_dir}`",
-                  file=sys.stderr)
+        print(f"the judge failed; its answers so far are checkpointed: `prefzoo train --resume {run_dir}`",
+              file=sys.stderr)
         sys.exit(EXIT_JUDGE_FAILED)
 
 

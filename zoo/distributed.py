@@ -27,8 +27,8 @@ The rules (``nproc`` = 1, the default, imports nothing of this and changes no nu
   (``max_queries``) each process may spend its share in an iteration, so the run never spends past
   it; a budget spent or a judge failed in any process stops every process at that iteration.
 - **One writer.** The main process alone evaluates, logs, checkpoints and exports; the others write
-  nothing, and end only once it has written (a stopped run's exit is non-zero, on which the launcher
-  would terminate the processes still running). A resume: the main process picks the checkpoint, every process loads it.
+  nothing and exit 0: the main process's exit code is the run's (a stopped run's is non-zero, and a
+  launcher terminates the processes still running when one exits non-zero). A resume: the main process picks the checkpoint, every process loads it.
 """
 
 from __future__ import annotations
@@ -160,12 +160,6 @@ class Processes:
         from accelerate.utils import broadcast_object_list
 
         return broadcast_object_list([value], from_process=0)[0]
-
-    def wait_for_main(self) -> None:
-        """Return once every process, the main one's writes done, has reached this point: a process that
-        stopped (budget spent, judge failed: a non-zero exit) must not end before the main one has written,
-        since the launcher then terminates the processes still running."""
-        self.accelerator.wait_for_everyone()
 
     def attach(self, algo) -> None:
         """Make ``algo`` train with the others: check it (:func:`check_supported`), wrap its model and

@@ -113,20 +113,15 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, p
     options = dict(resume=resume, progress=progress, verbose=verbose, budget=budget, report=report, command=command,
                    handle_sigint=handle_sigint, processes=processes)
     if processes is not None and not processes.is_main:
-        result = _train(cfg, run_dir, **options)
-        processes.wait_for_main()
-        return result
+        return _train(cfg, run_dir, **options)
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.run_lock(run_dir):
         try:
-            result = _train(cfg, run_dir, **options)
+            return _train(cfg, run_dir, **options)
         except Exception as err:
             if (run_dir / "config.yml").is_file() and not isinstance(err, ConfigError):
                 (run_dir / rundir.FAILED_FILE).write_text(f"{type(err).__name__}: {err}\n")
             raise
-    if processes is not None:
-        processes.wait_for_main()
-    return result
 
 
 def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool, verbose: bool | None,
