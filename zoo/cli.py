@@ -101,7 +101,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         if writes and args.resume is None and {p.name for p in run_dir.iterdir()} <= {rundir.LOCK_FILE}:
             shutil.rmtree(run_dir)  # the algorithm could not be built: leave no empty run behind
         raise
-    if writes:  # the main process's exit is the run's; the others end with 0 once it has written
+    if processes is not None:
+        processes.close()
+    if writes:  # the main process's exit is the run's; the others end with 0
         if result["status"] != "already done":
             _print_summary(result, run_dir)
         _exit_status(result["status"], run_dir)

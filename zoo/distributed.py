@@ -161,6 +161,12 @@ class Processes:
 
         return broadcast_object_list([value], from_process=0)[0]
 
+    def close(self) -> None:
+        """Wait for every process, then tear the process group down: no process exits while another may
+        still use it (a process leaving a gloo group at interpreter exit was seen to abort, SIGABRT)."""
+        self.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
     def attach(self, algo) -> None:
         """Make ``algo`` train with the others: check it (:func:`check_supported`), wrap its model and
         optimizer with ``accelerator.prepare`` and set its :class:`Engine`."""
