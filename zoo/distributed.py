@@ -27,8 +27,10 @@ The rules (``nproc`` = 1, the default, imports nothing of this and changes no nu
   (``max_queries``) each process may spend its share in an iteration, so the run never spends past
   it; a budget spent or a judge failed in any process stops every process at that iteration.
 - **One writer.** The main process alone evaluates, logs, checkpoints and exports; the others write
-  nothing and exit 0: the main process's exit code is the run's (a stopped run's is non-zero, and a
-  launcher terminates the processes still running when one exits non-zero). A resume: the main process picks the checkpoint, every process loads it.
+  nothing. At the end every process waits for the others and leaves the process group
+  (:meth:`Processes.close`); then the others exit 0 and the main process's exit code is the run's (a
+  launcher terminates the processes still running when one exits non-zero). A resume: the main process
+  picks the checkpoint, every process loads it.
 """
 
 from __future__ import annotations
