@@ -165,7 +165,7 @@ class Processes:
 
     def close(self) -> None:
         """Wait for every process, then tear the process group down: no process exits while another may
-        still use it (a process leaving a gloo group at interpreter exit was seen to abort, SIGABRT)."""
+        still use it (once, under load, a process that exited first with the group still up aborted: SIGABRT)."""
         self.accelerator.wait_for_everyone()
         torch.distributed.destroy_process_group()
 
