@@ -33,11 +33,19 @@ ENV = "prefzoo/LMGame-v0"
 NPROC = 2
 
 
-def train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """``prefzoo train …`` with the packaged configs, one torch thread per process."""
+TRAIN = [sys.executable, "-m", "prefzoo", "train", "--no-progress"]
+
+
+def run(cwd: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` in ``cwd`` with the packaged configs, outside any launcher, one torch thread per process."""
     env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
-    proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", *args], cwd=cwd,
-                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, cwd=cwd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=240)
+
+
+def train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``prefzoo train …`` (:func:`run`), which must succeed."""
+    proc = run(cwd, [*TRAIN, *args])
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -153,15 +161,20 @@ def test_two_processes_train_grpo_as_one_on_the_whole_batch(grpo_run, one_thread
     print(f"2-process GRPO run, 2 iterations: {seconds:.1f} s")
 
 
-@pytest.mark.slow
-def test_a_two_process_run_resumes_on_two_processes(grpo_run, one_thread):
-    cwd, _ = grpo_run
+def assert_resumes_to_the_replay(cwd: Path, iterations: int, *args: str) -> None:
+    """``prefzoo train --resume`` of the GRPO run in ``cwd`` (with ``args``) continues in its one run directory
+    to the one-process replay of its ``iterations``."""
     (run_dir,) = (cwd / "logs" / "grpo").iterdir()
-    proc = train(cwd, "--resume", str(run_dir), "--iterations", "3")
+    proc = train(cwd, "--resume", str(run_dir), *args)
     assert "resuming" in proc.stderr and len(list((cwd / "logs" / "grpo").iterdir())) == 1
     algo = rebuild(run_dir)
-    grpo_replay(algo, 3)
-    assert_same_run(algo, run_dir, 3)
+    grpo_replay(algo, iterations)
+    assert_same_run(algo, run_dir, iterations)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_on_two_processes(grpo_run, one_thread):
+    assert_resumes_to_the_replay(grpo_run[0], 3, "--iterations", "3")
 
 
 @pytest.mark.slow  # the GRPO test covers the machinery in the default suite; this one adds a second loss (12 s)
@@ -187,12 +200,9 @@ def budget_stopped_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProc
     in 4 forward passes, averaged across processes once): the first evaluation and iteration pay 271 VADER
     scores, the second iteration 32 more, so each process's share of the 19 left (9–10) runs out there."""
     cwd = tmp_path_factory.mktemp("budget")
-    env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
-    proc = subprocess.run([sys.executable, "-m", "prefzoo", "train", "--no-progress", "--algo", "grpo", "--env", ENV,
-                           "--nproc", str(NPROC), "--iterations", "2", "--eval-freq", "2", "--save-freq", "1",
-                           "--max-calls", "290", "--hp", "env_kwargs={micro_batch_size: 5}"], cwd=cwd,
-                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
-    return cwd, proc
+    return cwd, run(cwd, [*TRAIN, "--algo", "grpo", "--env", ENV, "--nproc", str(NPROC), "--iterations", "2",
+                          "--eval-freq", "2", "--save-freq", "1", "--max-calls", "290", "--hp",
+                          "env_kwargs={micro_batch_size: 5}"])
 
 
 def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_stopped_run, one_thread):
@@ -211,14 +221,8 @@ def test_a_budget_spent_in_one_process_stops_both_at_the_same_iteration(budget_s
 
 
 def test_a_run_stopped_by_its_budget_resumes_as_if_never_stopped(budget_stopped_run, one_thread):
-    """The issue's resume across processes, in CI (the plain resume below is the slow variant)."""
-    cwd, _ = budget_stopped_run
-    (run_dir,) = (cwd / "logs" / "grpo").iterdir()
-    proc = train(cwd, "--resume", str(run_dir), "--max-calls", "2000")
-    assert "resuming" in proc.stderr and len(list((cwd / "logs" / "grpo").iterdir())) == 1
-    algo = rebuild(run_dir)
-    grpo_replay(algo, 2)
-    assert_same_run(algo, run_dir, 2)
+    """The issue's resume across processes, in CI (the plain resume above is the slow variant)."""
+    assert_resumes_to_the_replay(budget_stopped_run[0], 2, "--max-calls", "2000")
 
 
 JUDGE_FAILS_IN_RANK_1 = """
@@ -246,13 +250,11 @@ def test_a_judge_failing_in_one_process_stops_both_with_the_first_iteration_kept
     is the run's last."""
     script = tmp_path / "judge_fails.py"
     script.write_text(JUDGE_FAILS_IN_RANK_1)
-    env = {key: value for key, value in os.environ.items() if key not in ("PREFZOO_CONFIG_DIR", "WORLD_SIZE")}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(NPROC),
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
               str(distributed._free_port())]
-    proc = subprocess.run([*launch, str(script), "train", "--no-progress", "--algo", "grpo", "--env", ENV,
-                           "--iterations", "3", "--eval-freq", "3", "--save-freq", "1"], cwd=tmp_path,
-                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    proc = run(tmp_path, [*launch, str(script), "train", "--no-progress", "--algo", "grpo", "--env", ENV,
+                          "--iterations", "3", "--eval-freq", "3", "--save-freq", "1"])
     assert proc.returncode != 0, proc.stderr[-4000:]
     assert "judge unreachable" in proc.stderr and "the judge failed in another process" in proc.stderr
     (run_dir,) = (tmp_path / "logs" / "grpo").iterdir()
