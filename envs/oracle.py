@@ -81,6 +81,12 @@ MAX_LISTED_READ = 8192  # responses per context up to which a listed game's tabl
 class BudgetExhausted(RuntimeError):
     """The game's ``max_queries`` is spent; the run stops (with a checkpoint) instead of paying more."""
 
+    @classmethod
+    def of(cls, owner: str, spent: int, budget: int, detail: str) -> BudgetExhausted:
+        """The error of ``owner``'s budget, worded once: what was spent of it, ``detail``, how to raise it."""
+        return cls(f"{owner} has spent {spent} of its budget of {budget} queries {detail}; raise it to continue "
+                   "(`prefzoo train --resume RUN --max-calls N`)")
+
 
 def declarations(game_class: type) -> dict[str, Any]:
     """The declarations of a game class, read from the class (no game is built)."""
@@ -246,9 +252,7 @@ class PreferenceOracle:
             BudgetExhausted: ``spent + n`` would pass ``max_queries`` (nothing is counted).
         """
         if self.max_queries is not None and self.spent + n > self.max_queries:
-            raise BudgetExhausted(
-                f"{type(self).__name__} has spent {self.spent} of its budget of {self.max_queries} queries "
-                f"({n} more needed); raise it to continue (`prefzoo train --resume RUN --max-calls N`)")
+            raise BudgetExhausted.of(type(self).__name__, self.spent, self.max_queries, f"({n} more needed)")
         self.spent += n
 
     def _pay(self, n: int) -> None:

@@ -230,10 +230,8 @@ class Engine:
             if not self._agreed:
                 self._agree(algo, err)
             if isinstance(err, BudgetExhausted):  # the run's budget, not this process's share of it
-                raise BudgetExhausted(
-                    f"{type(game).__name__} has spent {game.spent} of its budget of {budget} queries across "
-                    f"{nproc} processes (each spends at most its share of what is left in an iteration); raise it "
-                    "to continue (`prefzoo train --resume RUN --max-calls N`)") from err
+                raise BudgetExhausted.of(type(game).__name__, game.spent, budget, f"across {nproc} processes (each "
+                                         "spends at most its share of what is left in an iteration)") from err
             raise
         finally:
             algo.rng, algo.batch_size, game.max_queries = shared, batch_size, budget
